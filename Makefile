@@ -11,7 +11,7 @@ export PYTHONPATH := $(CURDIR)/tests
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
 export ANSIBLE_COLLECTIONS_PATHS :=
 
-.PHONY: all venv kubectl collection sanity lint unit integration test demo bench clean
+.PHONY: all venv kubectl prometheus collection sanity lint unit integration test demo bench clean
 
 all: test
 
@@ -26,6 +26,12 @@ kubectl:
 	@command -v kubectl >/dev/null 2>&1 || { \
 	  echo "kubectl not found: installing Debian's kubernetes-client"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; }
+
+# A real Prometheus server for the metric-gate tests (Debian's package; the tests start their own instance).
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  echo "prometheus not found: installing Debian's prometheus"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 # The collection as Ansible sees it: ansible_collections/meshops/istio (a symlink keeps edits live).
 collection:
@@ -45,10 +51,10 @@ lint: venv collection
 unit: venv collection
 	$(BIN)/python -m pytest -q tests/unit
 
-integration: venv collection kubectl
+integration: venv collection kubectl prometheus
 	$(BIN)/python -m pytest -q tests/integration tests/kubesim/tests
 
-test: venv collection kubectl
+test: venv collection kubectl prometheus
 	$(MAKE) sanity
 	$(MAKE) lint
 	$(MAKE) unit
