@@ -138,7 +138,7 @@ def normalize_weights(weights):
         if weight < 0 or weight > 100:
             raise TrafficShiftError('weights: the weight of %s must be between 0 and 100, got %d' % (subset, weight))
         result.append((subset, weight))
-    total = sum(w for _, w in result)
+    total = sum(pair[1] for pair in result)
     if total != 100:
         raise TrafficShiftError(
             'weights must sum to 100, got %d (%s)'
@@ -404,8 +404,8 @@ def present_virtual_service(existing, namespace, name, host, weights, route_name
             if route.get('name') == new_name:
                 raise TrafficShiftError(
                     'the VirtualService %s/%s already has a route named %s (%s) that is not a default route for %s; '
-                    'give route_name to choose the route to shift' % (namespace, name, new_name, _route_label(route, i),
-                                                                     host))
+                    'give route_name to choose the route to shift'
+                    % (namespace, name, new_name, _route_label(route, i), host))
         for i, route in enumerate(http):
             if not route.get('match'):
                 raise TrafficShiftError(
@@ -553,7 +553,7 @@ def plan_present(vs, dr, namespace, host, weights, subsets=None, virtual_service
     subset_list = validate_subsets(subsets)
     vs_name = virtual_service or short_host(host)
     dr_name = destination_rule or short_host(host)
-    new_dr = present_destination_rule(dr, namespace, dr_name, host, subset_list, [s for s, _ in pairs],
+    new_dr = present_destination_rule(dr, namespace, dr_name, host, subset_list, [pair[0] for pair in pairs],
                                       api_version=api_version)
     new_vs, index = present_virtual_service(vs, namespace, vs_name, host, pairs, route_name=route_name,
                                             hosts=hosts, gateways=gateways, api_version=api_version)

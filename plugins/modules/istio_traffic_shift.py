@@ -38,7 +38,7 @@ description:
   - Check mode computes the change and sends it as a server-side dry run, so validation and webhook errors
     show up without changing anything. Supports diff mode.
 author:
-  - meshops.istio contributors
+  - meshops.istio contributors (@meshops)
 extends_documentation_fragment:
   - meshops.istio.auth
 options:
@@ -68,13 +68,13 @@ options:
         type: str
         required: true
       labels:
-        description: Pod labels that select the subset's endpoints, for example C({version: v2}).
+        description: Pod labels that select the subset's endpoints, for example C(version=v2).
         type: dict
         required: true
   weights:
     description:
-      - Share of the requests per subset, in percent. Either a dictionary C({v1: 90, v2: 10}) or a list of
-        C({subset, weight}) dictionaries.
+      - Share of the requests per subset, in percent. Either a dictionary such as C(v1=90, v2=10) (subset name to weight) or
+        a list of dictionaries with keys C(subset) and C(weight).
       - Whole numbers from 0 to 100 that must sum to exactly 100. A subset with weight 0 stays in the route
         and receives no traffic.
       - The route's destinations become exactly these subsets. Destinations already in the route keep their
