@@ -1,0 +1,197 @@
+"""Scenarios: the objects a simulated cluster starts with (test harness).
+
+Each scenario is a YAML file in ``scenarios/``.  It states intent (Istio revisions, namespaces, apps,
+gateways) and :func:`load_scenario` expands it into API objects, in creation order: CRDs, namespaces,
+nodes, the Istio control plane (built by :mod:`kubesim.istio`, exactly what the stand-in
+``istioctl install`` creates), then workloads.  Pods are never listed: the controllers create them
+through admission, so their injection is real.
+
+``large`` generates ``options.namespaces`` x ``options.deployments`` x ``options.replicas``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from . import istio
+
+SCENARIO_DIR = Path(__file__).with_name("scenarios")
+APP_IMAGE = "docker.io/kennethreitz/httpbin:latest"
+
+
+def scenario_names() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml") if p.stem not in ("base", "istio-crds"))
+
+
+def _read(name: str) -> dict:
+    path = SCENARIO_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown scenario {name!r} (known: {', '.join(scenario_names())})")
+    with path.open() as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def crd_objects() -> list[dict]:
+    out = []
+    for c in _read("istio-crds")["crds"]:
+        versions = []
+        for v in c["versions"]:
+            versions.append({
+                "name": v, "served": True, "storage": v == c["storage"],
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                "subresources": {"status": {}},
+            })
+        names = {"kind": c["kind"], "listKind": c["kind"] + "List", "plural": c["plural"],
+                 "singular": c["kind"].lower()}
+        if c.get("short"):
+            names["shortNames"] = list(c["short"])
+        if c.get("categories"):
+            names["categories"] = list(c["categories"])
+        out.append({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{c['plural']}.{c['group']}",
+                         "labels": {"app": "istio-pilot", "chart": "istio", "heritage": "Tiller",
+                                    "release": "istio"}},
+            "spec": {"group": c["group"], "names": names, "scope": "Namespaced", "versions": versions},
+        })
+    return out
+
+
+def node_objects(spec: dict) -> list[dict]:
+    out = []
+    for i in range(int(spec.get("count", 3))):
+        name = f"{spec.get('prefix', 'kubesim-worker')}-{i + 1}"
+        out.append({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "labels": {
+                "beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                "topology.kubernetes.io/zone": f"zone-{'abc'[i % 3]}"}},
+            "spec": {"podCIDR": f"10.244.{i}.0/24", "podCIDRs": [f"10.244.{i}.0/24"]},
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": f"172.18.0.{i + 2}"},
+                              {"type": "Hostname", "address": name}],
+                "allocatable": {"cpu": spec.get("cpu", "8"), "memory": spec.get("memory", "32Gi"), "pods": "110"},
+                "capacity": {"cpu": spec.get("cpu", "8"), "memory": spec.get("memory", "32Gi"), "pods": "110"},
+                "conditions": [
+                    {"type": "MemoryPressure", "status": "False", "reason": "KubeletHasSufficientMemory",
+                     "message": "kubelet has sufficient memory available"},
+                    {"type": "DiskPressure", "status": "False", "reason": "KubeletHasNoDiskPressure",
+                     "message": "kubelet has no disk pressure"},
+                    {"type": "PIDPressure", "status": "False", "reason": "KubeletHasSufficientPID",
+                     "message": "kubelet has sufficient PID available"},
+                    {"type": "Ready", "status": "True", "reason": "KubeletReady",
+                     "message": "kubelet is posting ready status"},
+                ],
+                "nodeInfo": {"architecture": "amd64", "containerRuntimeVersion": "containerd://1.7.13",
+                             "kernelVersion": "6.1.0-kubesim", "kubeProxyVersion": spec.get("kubelet_version"),
+                             "kubeletVersion": spec.get("kubelet_version", "v1.32.0"), "operatingSystem": "linux",
+                             "osImage": "Debian GNU/Linux 12 (bookworm)"},
+            },
+        })
+    return out
+
+
+def namespace_object(name: str, labels: dict | None = None) -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": dict(labels or {})}}
+
+
+def app_objects(namespace: str, name: str, replicas: int = 2, image: str = APP_IMAGE,
+                version: str = "v1") -> list[dict]:
+    """An app the articles' way: Deployment + Service, labels app/version."""
+    labels = {"app": name, "version": version}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": name, "namespace": namespace, "labels": {"app": name, "service": name}},
+         "spec": {"selector": {"app": name},
+                  "ports": [{"name": "http", "port": 8000, "protocol": "TCP", "targetPort": 80}]}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+         "spec": {"replicas": replicas,
+                  "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": dict(labels)},
+                               "spec": {"serviceAccountName": name,
+                                        "containers": [{"name": name, "image": image,
+                                                        "imagePullPolicy": "IfNotPresent",
+                                                        "ports": [{"containerPort": 80, "name": "http"}]}]}}}},
+    ]
+
+
+def gateway_objects(namespace: str, name: str = "istio-ingressgateway", replicas: int = 1) -> list[dict]:
+    """An injected gateway as Istio's gateway-injection docs deploy it."""
+    sel = {"app": name, "istio": name.replace("istio-", "", 1)}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
+        {"apiVersion": "v1", "kind": "Service",
+         "metadata": {"name": name, "namespace": namespace, "labels": dict(sel)},
+         "spec": {"type": "LoadBalancer", "selector": dict(sel),
+                  "ports": [{"name": "status-port", "port": 15021, "protocol": "TCP", "targetPort": 15021},
+                            {"name": "http2", "port": 80, "protocol": "TCP", "targetPort": 8080},
+                            {"name": "https", "port": 443, "protocol": "TCP", "targetPort": 8443}]}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": name, "namespace": namespace, "labels": dict(sel)},
+         "spec": {"replicas": replicas,
+                  "selector": {"matchLabels": dict(sel)},
+                  "template": {"metadata": {"annotations": {"inject.istio.io/templates": "gateway"},
+                                            "labels": {**sel, "sidecar.istio.io/inject": "true"}},
+                               "spec": {"serviceAccountName": name,
+                                        "securityContext": {"sysctls": [
+                                            {"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}]},
+                                        "containers": [{"name": "istio-proxy", "image": "auto"}]}}}},
+    ]
+
+
+def istio_objects(spec: dict) -> list[dict]:
+    rev = str(spec.get("revision") or "")
+    version = str(spec["version"])
+    objs = istio.control_plane_objects(rev, version)
+    if spec.get("default_tag"):
+        objs.append(istio.tag_mwc("default", rev))
+    if spec.get("default_tag") or spec.get("default_validator") or not rev:
+        objs.append(istio.default_validator(rev))
+    return objs
+
+
+def load_scenario(name: str, options=None) -> list[dict]:
+    """Objects to create, in order, for scenario ``name``."""
+    sc = _read(name)
+    base = _read("base")
+    objs: list[dict] = []
+    if sc.get("crds"):
+        objs += crd_objects()
+    ns_seen = set()
+
+    def add_ns(n, labels=None):
+        if n not in ns_seen:
+            ns_seen.add(n)
+            objs.append(namespace_object(n, labels))
+
+    for n in base.get("namespaces") or []:
+        add_ns(n)
+    for ns in sc.get("namespaces") or []:
+        add_ns(ns["name"], ns.get("labels"))
+    gen = sc.get("generate")
+    n_ns = int(getattr(options, "namespaces", 10) or 0) if gen else 0
+    n_dep = int(getattr(options, "deployments", 5) or 0) if gen else 0
+    n_rep = int(getattr(options, "replicas", 2) if getattr(options, "replicas", None) is not None else 2)
+    if gen:
+        for i in range(n_ns):
+            add_ns(gen["namespace_format"].format(i=i + 1), gen.get("namespace_labels"))
+    objs += node_objects(base.get("nodes") or {})
+    for spec in sc.get("istio") or []:
+        objs += istio_objects(spec)
+    for app in sc.get("apps") or []:
+        objs += app_objects(app["namespace"], app["name"], int(app.get("replicas", 2)))
+    for gw in sc.get("gateways") or []:
+        objs += gateway_objects(gw["namespace"], gw.get("name", "istio-ingressgateway"), int(gw.get("replicas", 1)))
+    if gen:
+        for i in range(n_ns):
+            ns = gen["namespace_format"].format(i=i + 1)
+            for j in range(n_dep):
+                objs += app_objects(ns, gen["deployment_format"].format(j=j + 1), n_rep)
+    return [copy.deepcopy(o) for o in objs]
