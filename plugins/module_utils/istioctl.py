@@ -1,0 +1,243 @@
+# -*- coding: utf-8 -*-
+# Copyright: meshops.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Running istioctl: the one place that builds its command lines.
+
+``Istioctl(path, auth_params)`` finds the binary, reads its version
+(``istioctl version --remote=false -o json``), installs a revision
+(``install --set revision=R [-f FILE] [--set k=v ...] -y``), uninstalls one
+(``uninstall --revision R -y``) and runs ``x precheck``, passing ``--kubeconfig``/``--context``.
+With host/api_key or a kubeconfig dict it writes a temporary kubeconfig (mode 0600, removed right
+after the command; see client.tool_kubeconfig).  Output and messages never contain credentials.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+from ansible_collections.meshops.istio.plugins.module_utils.args import kubeconfig_secrets
+from ansible_collections.meshops.istio.plugins.module_utils.client import tool_kubeconfig
+from ansible_collections.meshops.istio.plugins.module_utils.errors import (
+    InvalidInput,
+    IstioctlError,
+    IstioctlNotFound,
+)
+
+_VERSION_TEXT = re.compile(r'(?:client version:\s*|version\s+|^)v?(\d+\.\d+\.\d+[^\s"]*)',
+                           re.IGNORECASE | re.MULTILINE)
+
+
+def flatten_set_values(values, prefix=''):
+    """{'values': {'global': {'hub': 'x'}}, 'profile': 'minimal'} -> ['values.global.hub=x',
+    'profile=minimal'] (sorted, booleans as true/false, lists as key[i])."""
+    out = []
+    if values is None:
+        return out
+    if not isinstance(values, dict):
+        raise InvalidInput('set must be a dictionary of istioctl --set values')
+    for key in sorted(values, key=str):
+        value = values[key]
+        name = '%s.%s' % (prefix, key) if prefix else str(key)
+        if isinstance(value, dict):
+            out.extend(flatten_set_values(value, name))
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                if isinstance(item, dict):
+                    out.extend(flatten_set_values(item, '%s[%d]' % (name, index)))
+                else:
+                    out.append('%s[%d]=%s' % (name, index, _scalar(item)))
+        else:
+            out.append('%s=%s' % (name, _scalar(value)))
+    return out
+
+
+def _scalar(value):
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if value is None:
+        return ''
+    return str(value)
+
+
+def parse_version_output(text):
+    """The client version from ``istioctl version --remote=false -o json`` (or plain text)."""
+    text = (text or '').strip()
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        client = data.get('clientVersion') or {}
+        version = client.get('version') or client.get('tag')
+        if version:
+            return str(version).lstrip('v')
+    match = _VERSION_TEXT.search(text)
+    return match.group(1) if match else None
+
+
+class Istioctl:
+    """One istioctl binary used against one cluster (auth params as in args.AUTH_ARG_SPEC)."""
+
+    def __init__(self, path='istioctl', auth_params=None, timeout=900, runner=None, env=None):
+        self.path = path or 'istioctl'
+        self.auth_params = dict(auth_params or {})
+        self.timeout = timeout
+        self.runner = runner or _subprocess_runner
+        self.env = env
+        self._resolved = None
+        self._version = None
+        secrets = set(kubeconfig_secrets(self.auth_params.get('kubeconfig')))
+        if self.auth_params.get('api_key'):
+            secrets.add(self.auth_params['api_key'])
+        self._secrets = secrets
+
+    # binary -----------------------------------------------------------------------------------
+
+    def resolve(self):
+        """Absolute path of the binary, or IstioctlNotFound saying what to do."""
+        if self._resolved:
+            return self._resolved
+        candidate = os.path.expanduser(self.path)
+        if os.sep in candidate:
+            found = candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
+        else:
+            found = shutil.which(candidate, path=(self.env or os.environ).get('PATH'))
+        if not found:
+            raise IstioctlNotFound(
+                'istioctl not found at %r%s: install the istioctl of the Istio version you want and '
+                'set istioctl_path to it' % (self.path, '' if os.sep in candidate else ' (searched PATH)'),
+                details={'istioctl_path': self.path})
+        self._resolved = found
+        return found
+
+    def version(self):
+        """The istioctl client version (e.g. ``1.15.4``); IstioctlError if it cannot be read."""
+        if self._version:
+            return self._version
+        rc, out, err = self._run(['version', '--remote=false', '-o', 'json'], kube=False)
+        version = parse_version_output(out) if rc == 0 else None
+        if not version:
+            raise IstioctlError(
+                'cannot read the version of istioctl %s (`istioctl version --remote=false -o json` '
+                'exited %s): %s. Check that istioctl_path points at a working istioctl binary'
+                % (self.resolve(), rc, _tail(err or out, self._secrets) or 'no output'),
+                details={'rc': rc, 'stdout': _tail(out, self._secrets), 'stderr': _tail(err, self._secrets)})
+        self._version = version
+        return version
+
+    # commands ---------------------------------------------------------------------------------
+
+    def install_args(self, revision, operator_file=None, set_values=None, namespace=None):
+        args = ['install', '--set', 'revision=%s' % revision]
+        if operator_file:
+            args += ['-f', operator_file]
+        for item in flatten_set_values(set_values):
+            if item.split('=', 1)[0] == 'revision' and item != 'revision=%s' % revision:
+                raise InvalidInput('set contains %s but revision is %s: leave revision out of set'
+                                   % (item, revision))
+            if item.split('=', 1)[0] == 'revision':
+                continue
+            args += ['--set', item]
+        if namespace and namespace != 'istio-system':
+            args += ['--set', 'values.global.istioNamespace=%s' % namespace]
+        args.append('-y')
+        return args
+
+    def install(self, revision, operator_file=None, set_values=None, namespace=None):
+        if operator_file and not os.path.isfile(os.path.expanduser(operator_file)):
+            raise InvalidInput('operator_file %s does not exist' % operator_file)
+        args = self.install_args(revision, os.path.expanduser(operator_file) if operator_file else None,
+                                 set_values, namespace)
+        return self._check(args, 'install revision %s' % revision)
+
+    def uninstall(self, revision, namespace=None):
+        args = ['uninstall', '--revision', revision, '-y']
+        if namespace and namespace != 'istio-system':
+            args += ['--istioNamespace', namespace]
+        return self._check(args, 'uninstall revision %s' % revision)
+
+    def precheck(self, revision=None):
+        """(ok, output) of ``istioctl x precheck``; never raises for a failed check."""
+        args = ['x', 'precheck']
+        if revision:
+            args += ['--revision', revision]
+        rc, out, err = self._run(args)
+        return rc == 0, _clean(out + ('\n' + err if err else ''), self._secrets)
+
+    # plumbing ---------------------------------------------------------------------------------
+
+    def _check(self, args, what):
+        rc, out, err = self._run(args)
+        if rc != 0:
+            raise IstioctlError(
+                'istioctl failed to %s (exit %s): %s' % (what, rc,
+                                                        _tail(err or out, self._secrets) or 'no output'),
+                details={'command': self.display(args), 'rc': rc,
+                         'stdout': _tail(out, self._secrets, 4000),
+                         'stderr': _tail(err, self._secrets, 4000)})
+        return {'command': self.display(args), 'rc': rc, 'stdout': _clean(out, self._secrets),
+                'stderr': _clean(err, self._secrets)}
+
+    def display(self, args):
+        """The command line as shown in results: no kubeconfig path of a temporary file."""
+        return ' '.join(['istioctl'] + list(args))
+
+    def _run(self, args, kube=True):
+        binary = self.resolve()
+        if not kube:
+            return self._exec([binary] + list(args))
+        with tool_kubeconfig(self.auth_params) as (kubeconfig, context):
+            cmd = [binary] + list(args)
+            if kubeconfig:
+                cmd += ['--kubeconfig', kubeconfig]
+            if context:
+                cmd += ['--context', context]
+            return self._exec(cmd)
+
+    def _exec(self, cmd):
+        try:
+            rc, out, err = self.runner(cmd, self.timeout, self.env)
+        except OSError as exc:
+            raise IstioctlNotFound('cannot run istioctl %s: %s' % (cmd[0], exc),
+                                   details={'istioctl_path': self.path})
+        return rc, out or '', err or ''
+
+
+def _subprocess_runner(cmd, timeout, env):
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, timeout=timeout, env=env, check=False)
+    except subprocess.TimeoutExpired as exc:
+        return 124, _text(exc.stdout), 'timed out after %ss; %s' % (timeout, _text(exc.stderr))
+    return proc.returncode, _text(proc.stdout), _text(proc.stderr)
+
+
+def _text(data):
+    if data is None:
+        return ''
+    if isinstance(data, bytes):
+        return data.decode('utf-8', 'replace')
+    return data
+
+
+def _clean(text, secrets):
+    text = text or ''
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, '********')
+    return text
+
+
+def _tail(text, secrets, limit=800):
+    text = _clean(text, secrets).strip()
+    if len(text) > limit:
+        text = '...' + text[-limit:]
+    return text

@@ -1,0 +1,863 @@
+# -*- coding: utf-8 -*-
+# Copyright: meshops.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Istio's revision / tag model: the one place that knows it.
+
+* revision names (DNS-1123 labels; ``1.15.4`` is refused with "use 1-15-4");
+* revisions: istiod Deployments labelled ``app=istiod`` in the Istio namespace; the revision is the
+  ``istio.io/rev`` label (``default`` for a revision-less istiod), the version the
+  ``operator.istio.io/version`` label or the ``discovery`` image tag;
+* tags: MutatingWebhookConfigurations labelled ``istio.io/tag`` (``istio-revision-tag-<tag>``) whose
+  ``istio.io/rev`` label names the revision;
+* which revision a namespace selects, with the precedence Istio's webhooks apply: a namespace labelled
+  ``istio-injection`` is selected by that label only (``enabled`` means the ``default`` tag or the
+  revision-less install, any other value means no injection) and its ``istio.io/rev`` is ignored;
+  otherwise ``istio.io/rev`` names a tag or a revision; otherwise pods may opt in by their own labels;
+* workloads (Deployments, StatefulSets, DaemonSets), the revision and proxy version of their pods
+  (``sidecar.istio.io/status`` annotation and the ``istio-proxy`` image), and which need a restart;
+* whether a revision is in use and by what (``in_use_by``);
+* the tag webhooks istioctl generates (``istio-revision-tag-<tag>``, ``istiod-default-validator``) and
+  how it deactivates a revision-less injector.
+
+Everything here is pure except ``MeshState.load`` (which reads through a ClusterClient), so the model
+is unit-testable from plain dicts.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import copy
+import json
+import re
+
+from ansible_collections.meshops.istio.plugins.module_utils.args import validate_dns1123_label
+from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput
+
+ISTIO_NAMESPACE = 'istio-system'
+DEFAULT = 'default'
+REV_LABEL = 'istio.io/rev'
+TAG_LABEL = 'istio.io/tag'
+INJECTION_LABEL = 'istio-injection'
+INJECT_LABEL = 'sidecar.istio.io/inject'
+STATUS_ANNOTATION = 'sidecar.istio.io/status'
+VERSION_LABEL = 'operator.istio.io/version'
+DEFAULT_VALIDATOR = 'istiod-default-validator'
+LEGACY_INJECTOR = 'istio-sidecar-injector'
+PROXY_CONTAINER = 'istio-proxy'
+NEVER_MATCH = {'matchLabels': {'istio.io/deactivated': 'never-match'}}
+WORKLOAD_KINDS = ('Deployment', 'StatefulSet', 'DaemonSet')
+
+_VERSION_RE = re.compile(r'^v?(\d+)\.(\d+)\.(\d+)(?:[-+.].*)?$')
+
+
+# --- names -----------------------------------------------------------------------------------------
+
+def validate_revision_name(name, what='revision'):
+    """A revision (or tag) name must be a DNS-1123 label; ``1.15.4`` -> 'use "1-15-4"'."""
+    if isinstance(name, str) and _VERSION_RE.match(name) and '.' in name:
+        fixed = re.sub(r'[^a-z0-9-]+', '-', name.lower()).strip('-')
+        raise InvalidInput('%s %r is not a valid revision name: revision names are DNS labels, so '
+                           'dots are not allowed; use %r' % (what, name, fixed),
+                           details={what: name, 'suggestion': fixed})
+    return validate_dns1123_label(name, what)
+
+
+def revision_for_version(version):
+    """``1.15.4`` -> ``1-15-4`` (the naming the upgrade guides use)."""
+    return str(version).replace('.', '-')
+
+
+def istiod_name(revision):
+    return 'istiod' if revision in (None, '', DEFAULT) else 'istiod-%s' % revision
+
+
+def injector_name(revision):
+    return LEGACY_INJECTOR if revision in (None, '', DEFAULT) else '%s-%s' % (LEGACY_INJECTOR, revision)
+
+
+def tag_webhook_name(tag):
+    return 'istio-revision-tag-%s' % tag
+
+
+def image_tag(image):
+    """``docker.io/istio/proxyv2:1.14.6`` -> ``1.14.6``; None without a tag."""
+    if not image:
+        return None
+    name = image.split('@', 1)[0]
+    last = name.rsplit('/', 1)[-1]
+    if ':' in last:
+        return last.rsplit(':', 1)[1]
+    return None
+
+
+def version_of_image(image):
+    """Istio version from an image tag, without variant suffixes (``1.15.4-distroless`` -> 1.15.4)."""
+    tag = image_tag(image)
+    if not tag:
+        return None
+    for suffix in ('-distroless', '-debug'):
+        if tag.endswith(suffix):
+            tag = tag[:-len(suffix)]
+    return tag
+
+
+def parse_version(version):
+    match = _VERSION_RE.match(version or '')
+    return tuple(int(x) for x in match.groups()) if match else None
+
+
+def _meta(obj):
+    return (obj or {}).get('metadata') or {}
+
+
+def _labels(obj):
+    return _meta(obj).get('labels') or {}
+
+
+def _annotations(obj):
+    return _meta(obj).get('annotations') or {}
+
+
+# --- label selectors -------------------------------------------------------------------------------
+
+def selector_matches(selector, labels):
+    """Kubernetes LabelSelector semantics (None/{} selects everything)."""
+    labels = labels or {}
+    if not selector:
+        return True
+    for key, value in (selector.get('matchLabels') or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get('matchExpressions') or []:
+        key, op, values = expr.get('key'), expr.get('operator'), expr.get('values') or []
+        if op == 'In' and labels.get(key) not in values:
+            return False
+        if op == 'NotIn' and key in labels and labels[key] in values:
+            return False
+        if op == 'Exists' and key not in labels:
+            return False
+        if op == 'DoesNotExist' and key in labels:
+            return False
+    return True
+
+
+# --- the model -------------------------------------------------------------------------------------
+
+class Revision:
+    """One control plane revision: istiod-<rev> (or istiod for ``default``)."""
+
+    def __init__(self, name, namespace, deployment=None, version=None, ready=False,
+                 replicas=0, ready_replicas=0, image=None, injector=None, service=None):
+        self.name = name
+        self.namespace = namespace
+        self.deployment = deployment
+        self.version = version
+        self.ready = ready
+        self.replicas = replicas
+        self.ready_replicas = ready_replicas
+        self.image = image
+        self.injector = injector
+        self.service = service
+        self.in_use_by = []
+
+    @classmethod
+    def from_deployment(cls, deployment):
+        meta = _meta(deployment)
+        labels = meta.get('labels') or {}
+        name = labels.get(REV_LABEL)
+        if not name:
+            dname = meta.get('name') or ''
+            name = dname[len('istiod-'):] if dname.startswith('istiod-') else DEFAULT
+        containers = (((deployment.get('spec') or {}).get('template') or {}).get('spec') or {}) \
+            .get('containers') or []
+        image = None
+        for container in containers:
+            if container.get('name') == 'discovery':
+                image = container.get('image')
+        if image is None and containers:
+            image = containers[0].get('image')
+        version = labels.get(VERSION_LABEL) or version_of_image(image)
+        ready, desired, ready_replicas = deployment_ready(deployment)
+        return cls(name, meta.get('namespace'), deployment=meta.get('name'), version=version,
+                   ready=ready, replicas=desired, ready_replicas=ready_replicas, image=image)
+
+    @property
+    def in_use(self):
+        return bool(self.in_use_by)
+
+    def to_dict(self):
+        return {
+            'name': self.name, 'namespace': self.namespace, 'version': self.version,
+            'ready': self.ready, 'replicas': self.replicas, 'ready_replicas': self.ready_replicas,
+            'deployment': self.deployment, 'injector': self.injector, 'service': self.service,
+            'in_use': self.in_use, 'in_use_by': list(self.in_use_by),
+        }
+
+
+def deployment_ready(deployment):
+    """(ready, desired, ready_replicas) judged like ``kubectl rollout status``."""
+    spec = deployment.get('spec') or {}
+    status = deployment.get('status') or {}
+    desired = spec.get('replicas', 1)
+    if desired is None:
+        desired = 1
+    generation = _meta(deployment).get('generation') or 0
+    observed = status.get('observedGeneration') or 0
+    ready_replicas = status.get('readyReplicas') or 0
+    updated = status.get('updatedReplicas') or 0
+    available = status.get('availableReplicas') or 0
+    total = status.get('replicas') or 0
+    ready = (desired > 0 and observed >= generation and updated >= desired and
+             ready_replicas >= desired and available >= desired and total <= updated)
+    return ready, desired, ready_replicas
+
+
+class RevisionTag:
+    """A revision tag: MWC ``istio-revision-tag-<tag>`` labelled istio.io/tag and istio.io/rev."""
+
+    def __init__(self, name, revision, webhook, services=()):
+        self.name = name
+        self.revision = revision
+        self.webhook = webhook
+        self.services = sorted(set(services))
+
+    @classmethod
+    def from_webhook(cls, mwc):
+        labels = _labels(mwc)
+        services = []
+        for hook in mwc.get('webhooks') or []:
+            svc = (hook.get('clientConfig') or {}).get('service') or {}
+            if svc.get('name'):
+                services.append(svc['name'])
+        return cls(labels.get(TAG_LABEL), labels.get(REV_LABEL), _meta(mwc).get('name'), services)
+
+    def to_dict(self):
+        return {'name': self.name, 'revision': self.revision, 'webhook': self.webhook,
+                'services': list(self.services)}
+
+
+class NamespaceInjection:
+    """Which revision a namespace selects and how.
+
+    ``selected_by``: ``istio-injection`` (label istio-injection=enabled), ``istio.io/rev``, ``disabled``
+    (istio-injection set to anything but enabled) or ``none``.  ``selector`` is the label value that
+    names a tag/revision (``default`` for istio-injection=enabled); ``revision`` the revision it
+    resolves to (None when nothing injects), ``via`` tag|revision|None.
+    """
+
+    def __init__(self, name, labels, selected_by, selector=None, revision=None, via=None,
+                 warnings=None):
+        self.name = name
+        self.labels = dict(labels or {})
+        self.selected_by = selected_by
+        self.selector = selector
+        self.revision = revision
+        self.via = via
+        self.warnings = list(warnings or [])
+
+    @property
+    def dangling(self):
+        """The labels select a tag or revision that no injector serves."""
+        return self.selector is not None and self.revision is None
+
+    def to_dict(self):
+        return {'name': self.name, 'labels': dict(self.labels), 'selected_by': self.selected_by,
+                'selector': self.selector, 'revision': self.revision, 'via': self.via,
+                'dangling': self.dangling, 'warnings': list(self.warnings)}
+
+
+def namespace_selection(labels):
+    """(selected_by, selector, warnings) from a namespace's labels, with Istio's precedence."""
+    labels = labels or {}
+    injection = labels.get(INJECTION_LABEL)
+    rev = labels.get(REV_LABEL)
+    warnings = []
+    if injection is not None:
+        if rev is not None:
+            warnings.append('both %s=%s and %s=%s are set: %s wins, %s is ignored; remove one of them'
+                            % (INJECTION_LABEL, injection, REV_LABEL, rev, INJECTION_LABEL, REV_LABEL))
+        if injection == 'enabled':
+            return INJECTION_LABEL, DEFAULT, warnings
+        return 'disabled', None, warnings
+    if rev is not None:
+        return REV_LABEL, rev, warnings
+    return 'none', None, warnings
+
+
+class PodProxy:
+    """One pod's sidecar: the revision that injected it and the proxy version."""
+
+    def __init__(self, name, revision=None, version=None, ready=False, phase=None):
+        self.name = name
+        self.revision = revision
+        self.version = version
+        self.ready = ready
+        self.phase = phase
+
+    @property
+    def injected(self):
+        return self.revision is not None
+
+    @classmethod
+    def from_pod(cls, pod):
+        return cls(_meta(pod).get('name'), pod_revision(pod), pod_proxy_version(pod), pod_ready(pod),
+                   (pod.get('status') or {}).get('phase'))
+
+    def to_dict(self):
+        return {'name': self.name, 'revision': self.revision, 'version': self.version,
+                'ready': self.ready, 'phase': self.phase}
+
+
+def pod_revision(pod):
+    """The revision that injected the pod (``sidecar.istio.io/status``), None if not injected."""
+    raw = _annotations(pod).get(STATUS_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = {}
+    rev = data.get('revision') if isinstance(data, dict) else None
+    return rev or _labels(pod).get(REV_LABEL) or DEFAULT
+
+
+def pod_proxy_version(pod):
+    spec = pod.get('spec') or {}
+    for container in (spec.get('containers') or []) + (spec.get('initContainers') or []):
+        if container.get('name') == PROXY_CONTAINER:
+            return version_of_image(container.get('image'))
+    return None
+
+
+def pod_ready(pod):
+    for cond in (pod.get('status') or {}).get('conditions') or []:
+        if cond.get('type') == 'Ready':
+            return cond.get('status') == 'True'
+    return False
+
+
+def pod_terminated(pod):
+    return (pod.get('status') or {}).get('phase') in ('Succeeded', 'Failed') or \
+        bool(_meta(pod).get('deletionTimestamp'))
+
+
+def pod_owner(pod):
+    """(kind, name) of the workload owning a pod: Deployment via its ReplicaSet's name and the
+    pod-template-hash, StatefulSet/DaemonSet directly; None for bare pods."""
+    meta = _meta(pod)
+    for ref in meta.get('ownerReferences') or []:
+        if not ref.get('controller', True):
+            continue
+        kind, name = ref.get('kind'), ref.get('name') or ''
+        if kind == 'ReplicaSet':
+            digest = (meta.get('labels') or {}).get('pod-template-hash')
+            if digest and name.endswith('-' + digest):
+                return 'Deployment', name[:-len(digest) - 1]
+            return 'ReplicaSet', name
+        return kind, name
+    return None
+
+
+class WorkloadProxy:
+    """A Deployment/StatefulSet/DaemonSet and the sidecars of its pods."""
+
+    def __init__(self, namespace, kind, name, labels=None, template_labels=None,
+                 template_annotations=None, replicas=None, ready_replicas=0, pods=None):
+        self.namespace = namespace
+        self.kind = kind
+        self.name = name
+        self.labels = dict(labels or {})
+        self.template_labels = dict(template_labels or {})
+        self.template_annotations = dict(template_annotations or {})
+        self.replicas = replicas
+        self.ready_replicas = ready_replicas
+        self.pods = list(pods or [])
+        self.expected_revision = None
+        self.selected_by = None
+        self.reason = None
+
+    @classmethod
+    def from_object(cls, obj, pods=()):
+        meta = _meta(obj)
+        spec = obj.get('spec') or {}
+        template = (spec.get('template') or {}).get('metadata') or {}
+        status = obj.get('status') or {}
+        kind = obj.get('kind')
+        if kind == 'DaemonSet':
+            replicas = status.get('desiredNumberScheduled') or 0
+            ready = status.get('numberReady') or 0
+        else:
+            replicas = spec.get('replicas', 1)
+            ready = status.get('readyReplicas') or 0
+        return cls(meta.get('namespace'), kind, meta.get('name'), meta.get('labels'),
+                   template.get('labels'), template.get('annotations'), replicas, ready,
+                   [PodProxy.from_pod(p) for p in pods])
+
+    @property
+    def key(self):
+        return (self.namespace, self.kind, self.name)
+
+    @property
+    def revisions(self):
+        return sorted(set(p.revision for p in self.pods if p.revision))
+
+    @property
+    def versions(self):
+        return sorted(set(p.version for p in self.pods if p.version))
+
+    @property
+    def ready(self):
+        return self.replicas is not None and self.ready_replicas >= (self.replicas or 0)
+
+    def is_on(self, revision):
+        """Every pod is injected by ``revision`` (None: no pod has a sidecar)."""
+        if revision is None:
+            return all(not p.injected for p in self.pods)
+        if not self.pods:
+            return (self.replicas or 0) == 0
+        return all(p.revision == revision for p in self.pods)
+
+    @property
+    def needs_restart(self):
+        return self.reason is not None
+
+    def to_dict(self):
+        return {
+            'namespace': self.namespace, 'kind': self.kind, 'name': self.name,
+            'labels': dict(self.labels),
+            'revision': self.revisions[0] if len(self.revisions) == 1 else
+            (None if not self.revisions else ','.join(self.revisions)),
+            'revisions': self.revisions, 'versions': self.versions,
+            'expected_revision': self.expected_revision, 'selected_by': self.selected_by,
+            'replicas': self.replicas, 'ready_replicas': self.ready_replicas, 'ready': self.ready,
+            'pods': [p.to_dict() for p in self.pods],
+            'needs_restart': self.needs_restart, 'reason': self.reason,
+        }
+
+
+class MeshState:
+    """Revisions, tags, namespaces and workloads of one cluster, and the relations between them."""
+
+    def __init__(self, istio_namespace=ISTIO_NAMESPACE):
+        self.istio_namespace = istio_namespace
+        self.revisions = {}
+        self.tags = {}
+        self.namespaces = {}
+        self.workloads = []
+        self.injectors = {}          # revision -> MWC name of its own injector
+        self.validator = None        # istiod-default-validator VWC (dict) or None
+        self.legacy_injector = None  # revision-less istio-sidecar-injector MWC (dict) or None
+        self.pods_by_revision = {}   # revision -> [(namespace, name)] of running injected pods
+
+    # building ----------------------------------------------------------------------------------
+
+    @classmethod
+    def from_objects(cls, deployments=(), mutating_webhooks=(), validating_webhooks=(),
+                     namespaces=(), workloads=(), pods=(), services=(),
+                     istio_namespace=ISTIO_NAMESPACE):
+        """Build the model from plain objects (what the API lists)."""
+        state = cls(istio_namespace)
+        service_names = set(_meta(s).get('name') for s in services
+                            if _meta(s).get('namespace') == istio_namespace)
+        for dep in deployments:
+            meta = _meta(dep)
+            if meta.get('namespace') != istio_namespace or _labels(dep).get('app') != 'istiod':
+                continue
+            rev = Revision.from_deployment(dep)
+            svc = istiod_name(rev.name)
+            rev.service = svc if svc in service_names else None
+            state.revisions[rev.name] = rev
+        for mwc in mutating_webhooks:
+            labels = _labels(mwc)
+            name = _meta(mwc).get('name')
+            if labels.get(TAG_LABEL):
+                tag = RevisionTag.from_webhook(mwc)
+                state.tags[tag.name] = tag
+            elif labels.get(REV_LABEL) and labels.get('app') == 'sidecar-injector':
+                state.injectors[labels[REV_LABEL]] = name
+                if name == LEGACY_INJECTOR:
+                    state.legacy_injector = mwc
+        for rev in state.revisions.values():
+            rev.injector = state.injectors.get(rev.name)
+        for vwc in validating_webhooks:
+            if _meta(vwc).get('name') == DEFAULT_VALIDATOR:
+                state.validator = vwc
+        for ns in namespaces:
+            state._add_namespace(ns)
+        pods_by_owner = {}
+        for pod in pods:
+            if pod_terminated(pod):
+                continue
+            meta = _meta(pod)
+            rev = pod_revision(pod)
+            if rev:
+                state.pods_by_revision.setdefault(rev, []).append((meta.get('namespace'),
+                                                                   meta.get('name')))
+            owner = pod_owner(pod)
+            if owner:
+                pods_by_owner.setdefault((meta.get('namespace'),) + owner, []).append(pod)
+        for obj in workloads:
+            meta = _meta(obj)
+            key = (meta.get('namespace'), obj.get('kind'), meta.get('name'))
+            workload = WorkloadProxy.from_object(obj, pods_by_owner.get(key, ()))
+            state._judge(workload)
+            state.workloads.append(workload)
+        state.workloads.sort(key=lambda w: w.key)
+        state._compute_usage()
+        return state
+
+    @classmethod
+    def load(cls, client, istio_namespace=ISTIO_NAMESPACE, namespaces=None):
+        """Read the cluster through a ClusterClient.  ``namespaces`` limits the workload/pod reads
+        (usage of revisions is then only known for those namespaces)."""
+        deployments = client.list('Deployment', istio_namespace, label_selector='app=istiod')
+        services = client.list('Service', istio_namespace)
+        mwcs = client.list('MutatingWebhookConfiguration')
+        vwcs = client.list('ValidatingWebhookConfiguration')
+        ns_objs = client.list('Namespace')
+        workloads, pods = [], []
+        scope = [None] if not namespaces else list(namespaces)
+        for ns in scope:
+            for kind in WORKLOAD_KINDS:
+                workloads.extend(client.list(kind, ns))
+            pods.extend(client.list('Pod', ns))
+        return cls.from_objects(deployments, mwcs, vwcs, ns_objs, workloads, pods, services,
+                                istio_namespace)
+
+    def _add_namespace(self, ns):
+        meta = _meta(ns)
+        labels = meta.get('labels') or {}
+        selected_by, selector, warnings = namespace_selection(labels)
+        revision, via = self.resolve(selector) if selector else (None, None)
+        if selector and revision is None:
+            warnings.append('%s selects %r but no tag or revision of that name has an injector: '
+                            'new pods in this namespace get no sidecar'
+                            % ('istio-injection=enabled' if selected_by == INJECTION_LABEL
+                               else '%s=%s' % (REV_LABEL, selector), selector))
+        elif revision and revision not in self.revisions:
+            warnings.append('%s %r points at revision %s whose istiod is gone: pod creation in this '
+                            'namespace fails ("failed calling webhook")' % (via, selector, revision))
+        self.namespaces[meta.get('name')] = NamespaceInjection(meta.get('name'), labels, selected_by,
+                                                               selector, revision, via, warnings)
+
+    # queries -----------------------------------------------------------------------------------
+
+    def resolve(self, name):
+        """(revision, via) for a tag or revision name: a tag wins over a revision of the same name
+        (as with Istio's webhooks); ``default`` falls back to a revision-less install."""
+        if name is None:
+            return None, None
+        tag = self.tags.get(name)
+        if tag is not None:
+            return tag.revision, 'tag'
+        if name in self.injectors or name in self.revisions:
+            return name, 'revision'
+        return None, None
+
+    def revision(self, name):
+        return self.revisions.get(name)
+
+    def tag(self, name):
+        return self.tags.get(name)
+
+    def _template_selection(self, workload, ns):
+        """Expected revision of a workload: the namespace's choice, unless the namespace selects
+        nothing and the pod template opts in/out (object selectors)."""
+        tl = workload.template_labels
+        ta = workload.template_annotations
+        if tl.get(INJECT_LABEL) == 'false' or ta.get(INJECT_LABEL) == 'false':
+            return None, 'pod template %s=false' % INJECT_LABEL
+        if ns is not None and ns.selected_by in (INJECTION_LABEL, REV_LABEL):
+            return ns.revision, 'namespace %s' % (
+                'istio-injection=enabled' if ns.selected_by == INJECTION_LABEL
+                else '%s=%s' % (REV_LABEL, ns.selector))
+        if ns is not None and ns.selected_by == 'disabled':
+            return None, 'namespace %s=%s' % (INJECTION_LABEL, ns.labels.get(INJECTION_LABEL))
+        if tl.get(REV_LABEL):
+            revision, _via = self.resolve(tl[REV_LABEL])
+            return revision, 'pod template %s=%s' % (REV_LABEL, tl[REV_LABEL])
+        if tl.get(INJECT_LABEL) == 'true':
+            revision, _via = self.resolve(DEFAULT)
+            return revision, 'pod template %s=true' % INJECT_LABEL
+        return None, 'not selected for injection'
+
+    def _judge(self, workload):
+        ns = self.namespaces.get(workload.namespace)
+        expected, how = self._template_selection(workload, ns)
+        workload.expected_revision = expected
+        workload.selected_by = how
+        workload.reason = stale_reason(workload, expected)
+
+    def _compute_usage(self):
+        for rev in self.revisions.values():
+            rev.in_use_by = self.users_of(rev.name)
+
+    def users_of(self, revision):
+        """What still needs ``revision``: tags, the default validator, namespace labels, pods."""
+        users = []
+        for tag in sorted(self.tags.values(), key=lambda t: t.name):
+            if tag.revision == revision:
+                users.append({'kind': 'tag', 'name': tag.name})
+        if self.validator is not None and validator_revision(self.validator) == revision:
+            users.append({'kind': 'validator', 'name': DEFAULT_VALIDATOR})
+        for ns in sorted(self.namespaces.values(), key=lambda n: n.name):
+            if ns.via == 'revision' and ns.revision == revision:
+                users.append({'kind': 'namespace', 'name': ns.name,
+                              'label': INJECTION_LABEL if ns.selected_by == INJECTION_LABEL
+                              else REV_LABEL})
+        for namespace, name in sorted(self.pods_by_revision.get(revision, [])):
+            users.append({'kind': 'pod', 'namespace': namespace, 'name': name})
+        return users
+
+    def users_of_tag(self, tag):
+        """Namespaces whose labels select ``tag`` (istio-injection=enabled counts for ``default``)."""
+        users = []
+        for ns in sorted(self.namespaces.values(), key=lambda n: n.name):
+            if ns.via == 'tag' and ns.selector == tag:
+                users.append({'kind': 'namespace', 'name': ns.name,
+                              'label': INJECTION_LABEL if ns.selected_by == INJECTION_LABEL
+                              else REV_LABEL})
+        return users
+
+    def stale(self):
+        return [w for w in self.workloads if w.needs_restart]
+
+    def to_dict(self, namespaces=None):
+        wanted = set(namespaces) if namespaces else None
+
+        def keep(name):
+            return wanted is None or name in wanted
+
+        return {
+            'istio_namespace': self.istio_namespace,
+            'revisions': [r.to_dict() for r in sorted(self.revisions.values(), key=lambda r: r.name)],
+            'tags': dict((t.name, t.revision) for t in self.tags.values()),
+            'tag_details': [t.to_dict() for t in sorted(self.tags.values(), key=lambda t: t.name)],
+            'namespaces': [n.to_dict() for n in sorted(self.namespaces.values(), key=lambda n: n.name)
+                           if keep(n.name)],
+            'workloads': [w.to_dict() for w in self.workloads if keep(w.namespace)],
+            'stale': [w.to_dict() for w in self.stale() if keep(w.namespace)],
+        }
+
+
+def stale_reason(workload, expected):
+    """Why the workload's pods are not what its namespace selects now (None when they are)."""
+    if expected is None:
+        injected = [p.name for p in workload.pods if p.injected]
+        if injected:
+            return 'pods %s still have a sidecar but nothing selects injection' % ', '.join(injected)
+        return None
+    if not workload.pods:
+        return None
+    wrong = [p for p in workload.pods if p.revision != expected]
+    if not wrong:
+        return None
+    bits = []
+    for pod in wrong:
+        bits.append('%s on %s' % (pod.name, pod.revision or 'no sidecar'))
+    return 'expected revision %s; %s' % (expected, ', '.join(bits))
+
+
+def validator_revision(vwc):
+    """The revision istiod-default-validator points at: its istio.io/rev label, else its service."""
+    rev = _labels(vwc).get(REV_LABEL)
+    if rev:
+        return rev
+    for hook in vwc.get('webhooks') or []:
+        svc = ((hook.get('clientConfig') or {}).get('service') or {}).get('name') or ''
+        if svc == 'istiod':
+            return DEFAULT
+        if svc.startswith('istiod-'):
+            return svc[len('istiod-'):]
+    return None
+
+
+# --- tag webhooks as istioctl generates them -------------------------------------------------------
+
+def _expr(key, op, values=None):
+    expr = {'key': key, 'operator': op}
+    if values is not None:
+        expr['values'] = list(values)
+    return expr
+
+
+def _tag_selectors(tag):
+    """namespaceSelector/objectSelector per webhook name prefix for a tag (istio's revision-tags
+    chart template)."""
+    selectors = {
+        'rev.namespace.': (
+            {'matchExpressions': [_expr(REV_LABEL, 'In', [tag]), _expr(INJECTION_LABEL, 'DoesNotExist')]},
+            {'matchExpressions': [_expr(INJECT_LABEL, 'NotIn', ['false'])]}),
+        'rev.object.': (
+            {'matchExpressions': [_expr(REV_LABEL, 'DoesNotExist'),
+                                  _expr(INJECTION_LABEL, 'DoesNotExist')]},
+            {'matchExpressions': [_expr(INJECT_LABEL, 'NotIn', ['false']),
+                                  _expr(REV_LABEL, 'In', [tag])]}),
+    }
+    if tag == DEFAULT:
+        selectors['namespace.'] = (
+            {'matchExpressions': [_expr(INJECTION_LABEL, 'In', ['enabled'])]},
+            {'matchExpressions': [_expr(INJECT_LABEL, 'NotIn', ['false'])]})
+        selectors['object.'] = (
+            {'matchExpressions': [_expr(INJECTION_LABEL, 'DoesNotExist'),
+                                  _expr(REV_LABEL, 'DoesNotExist')]},
+            {'matchExpressions': [_expr(INJECT_LABEL, 'In', ['true']),
+                                  _expr(REV_LABEL, 'DoesNotExist')]})
+    return selectors
+
+
+_WEBHOOK_ORDER = ('rev.namespace.', 'rev.object.', 'namespace.', 'object.')
+
+
+def canonical_injector_webhook(injector):
+    """The injection webhook of a revision's own injector MWC whose clientConfig, rules and
+    policies a tag copies (the rev.namespace one, else the first)."""
+    hooks = injector.get('webhooks') or []
+    if not hooks:
+        raise InvalidInput('MutatingWebhookConfiguration %s has no webhooks: the revision\'s injector '
+                           'is broken, reinstall the revision' % _meta(injector).get('name'))
+    for hook in hooks:
+        if (hook.get('name') or '').startswith('rev.namespace.'):
+            return hook
+    return hooks[0]
+
+
+def build_tag_webhook(tag, revision, injector, istio_namespace=ISTIO_NAMESPACE):
+    """``istio-revision-tag-<tag>`` built from the revision's injector ``istio-sidecar-injector-<rev>``
+    the way ``istioctl tag set`` renders it: the same service (istiod-<rev>, its path and port),
+    caBundle, rules and policies; labels istio.io/tag and istio.io/rev; the rev.namespace./rev.object.
+    webhooks selecting the tag name, plus namespace./object. for ``default``."""
+    base = canonical_injector_webhook(injector)
+    client_config = copy.deepcopy(base.get('clientConfig') or {})
+    if 'service' in client_config:
+        svc = client_config['service']
+        svc.setdefault('name', istiod_name(revision))
+        svc.setdefault('namespace', istio_namespace)
+        svc.setdefault('path', '/inject')
+        svc.setdefault('port', 443)
+    webhooks = []
+    selectors = _tag_selectors(tag)
+    for prefix in _WEBHOOK_ORDER:
+        if prefix not in selectors:
+            continue
+        ns_sel, obj_sel = selectors[prefix]
+        hook = {
+            'name': '%ssidecar-injector.istio.io' % prefix,
+            'clientConfig': copy.deepcopy(client_config),
+            'rules': copy.deepcopy(base.get('rules') or [{
+                'operations': ['CREATE'], 'apiGroups': [''], 'apiVersions': ['v1'],
+                'resources': ['pods']}]),
+            'failurePolicy': base.get('failurePolicy', 'Fail'),
+            'sideEffects': base.get('sideEffects', 'None'),
+            'admissionReviewVersions': list(base.get('admissionReviewVersions') or ['v1beta1', 'v1']),
+            'namespaceSelector': ns_sel,
+            'objectSelector': obj_sel,
+        }
+        for key in ('matchPolicy', 'timeoutSeconds', 'reinvocationPolicy'):
+            if key in base:
+                hook[key] = base[key]
+        webhooks.append(hook)
+    labels = {
+        'app': 'sidecar-injector',
+        TAG_LABEL: tag,
+        REV_LABEL: revision,
+        'operator.istio.io/component': 'Pilot',
+    }
+    return {
+        'apiVersion': 'admissionregistration.k8s.io/v1',
+        'kind': 'MutatingWebhookConfiguration',
+        'metadata': {'name': tag_webhook_name(tag), 'labels': labels},
+        'webhooks': webhooks,
+    }
+
+
+VALIDATION_RULES = [{
+    'operations': ['CREATE', 'UPDATE'],
+    'apiGroups': ['security.istio.io', 'networking.istio.io', 'telemetry.istio.io',
+                  'extensions.istio.io'],
+    'apiVersions': ['*'], 'resources': ['*'],
+}]
+
+
+def build_default_validator(revision, injector, existing=None, istio_namespace=ISTIO_NAMESPACE):
+    """``istiod-default-validator`` pointed at ``revision``: its service istiod-<rev> on /validate, the
+    caBundle of the revision's injector, labels istio.io/rev=<rev> and istio.io/tag=default.  An
+    existing validator keeps its other fields (rules, failurePolicy, selectors)."""
+    base = canonical_injector_webhook(injector)
+    ca_bundle = (base.get('clientConfig') or {}).get('caBundle')
+    inj_svc = (base.get('clientConfig') or {}).get('service') or {}
+    service = {'name': inj_svc.get('name') or istiod_name(revision),
+               'namespace': inj_svc.get('namespace') or istio_namespace,
+               'path': '/validate', 'port': inj_svc.get('port') or 443}
+    if existing:
+        vwc = copy.deepcopy(existing)
+        for key in ('status',):
+            vwc.pop(key, None)
+    else:
+        vwc = {
+            'apiVersion': 'admissionregistration.k8s.io/v1',
+            'kind': 'ValidatingWebhookConfiguration',
+            'metadata': {'name': DEFAULT_VALIDATOR, 'labels': {'app': 'istiod', 'istio': 'istiod'}},
+            'webhooks': [{
+                'name': 'validation.istio.io',
+                'rules': copy.deepcopy(VALIDATION_RULES),
+                'failurePolicy': 'Ignore',
+                'sideEffects': 'None',
+                'admissionReviewVersions': ['v1beta1', 'v1'],
+                'objectSelector': {'matchExpressions': [_expr(REV_LABEL, 'DoesNotExist')]},
+            }],
+        }
+    meta = vwc.setdefault('metadata', {})
+    labels = dict(meta.get('labels') or {})
+    labels[REV_LABEL] = revision
+    labels[TAG_LABEL] = DEFAULT
+    meta['labels'] = labels
+    for hook in vwc.get('webhooks') or []:
+        config = dict(hook.get('clientConfig') or {})
+        if not config.get('url'):
+            config['service'] = dict(service)
+        if ca_bundle:
+            config['caBundle'] = ca_bundle
+        hook['clientConfig'] = config
+    return vwc
+
+
+def deactivate_injector(mwc):
+    """A revision-less injector made ineffective the way istioctl does it (kept, never matching), so
+    that it can be switched back later.  Returns the new object (or the same when already done)."""
+    new = copy.deepcopy(mwc)
+    for hook in new.get('webhooks') or []:
+        hook['namespaceSelector'] = copy.deepcopy(NEVER_MATCH)
+        hook['objectSelector'] = copy.deepcopy(NEVER_MATCH)
+    return new
+
+
+def injector_active(mwc):
+    return any(hook.get('namespaceSelector') != NEVER_MATCH for hook in mwc.get('webhooks') or [])
+
+
+def webhook_fields(obj):
+    """The parts of a webhook configuration a tag change touches, for diffs and comparisons."""
+    if not obj:
+        return None
+    labels = _labels(obj)
+    return {
+        'name': _meta(obj).get('name'),
+        'labels': dict((k, labels[k]) for k in sorted(labels) if k in (REV_LABEL, TAG_LABEL, 'app')),
+        'webhooks': [{
+            'name': hook.get('name'),
+            'service': ((hook.get('clientConfig') or {}).get('service') or {}).get('name'),
+            'path': ((hook.get('clientConfig') or {}).get('service') or {}).get('path'),
+            'url': (hook.get('clientConfig') or {}).get('url'),
+            'caBundle': _short_bundle((hook.get('clientConfig') or {}).get('caBundle')),
+            'namespaceSelector': hook.get('namespaceSelector'),
+            'objectSelector': hook.get('objectSelector'),
+        } for hook in obj.get('webhooks') or []],
+    }
+
+
+def _short_bundle(bundle):
+    if not bundle:
+        return None
+    return '%s...(%d bytes)' % (bundle[:12], len(bundle))
