@@ -101,22 +101,26 @@ def namespace_object(name: str, labels: dict | None = None) -> dict:
 
 
 def app_objects(namespace: str, name: str, replicas: int = 2, image: str = APP_IMAGE,
-                version: str = "v1") -> list[dict]:
-    """An app the articles' way: Deployment + Service, labels app/version."""
-    labels = {"app": name, "version": version}
+                version: str = "v1", app: str | None = None) -> list[dict]:
+    """An app the articles' way: Deployment + Service, labels app/version.
+
+    ``app`` (default ``name``) names the Service and its ``app`` label, so several versions of one app
+    (``reviews-v1``, ``reviews-v2`` with ``app: reviews``) share one Service (load_scenario dedups it)."""
+    app = app or name
+    labels = {"app": app, "version": version}
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": app, "namespace": namespace}},
         {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": name, "namespace": namespace, "labels": {"app": name, "service": name}},
-         "spec": {"selector": {"app": name},
+         "metadata": {"name": app, "namespace": namespace, "labels": {"app": app, "service": app}},
+         "spec": {"selector": {"app": app},
                   "ports": [{"name": "http", "port": 8000, "protocol": "TCP", "targetPort": 80}]}},
         {"apiVersion": "apps/v1", "kind": "Deployment",
-         "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+         "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
          "spec": {"replicas": replicas,
                   "selector": {"matchLabels": labels},
                   "template": {"metadata": {"labels": dict(labels)},
-                               "spec": {"serviceAccountName": name,
-                                        "containers": [{"name": name, "image": image,
+                               "spec": {"serviceAccountName": app,
+                                        "containers": [{"name": app, "image": image,
                                                         "imagePullPolicy": "IfNotPresent",
                                                         "ports": [{"containerPort": 80, "name": "http"}]}]}}}},
     ]
@@ -186,7 +190,11 @@ def load_scenario(name: str, options=None) -> list[dict]:
     for spec in sc.get("istio") or []:
         objs += istio_objects(spec)
     for app in sc.get("apps") or []:
-        objs += app_objects(app["namespace"], app["name"], int(app.get("replicas", 2)))
+        for obj in app_objects(app["namespace"], app["name"], int(app.get("replicas", 2)),
+                               version=str(app.get("version", "v1")), app=app.get("app")):
+            ref = (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
+            if not any((o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) == ref for o in objs):
+                objs.append(obj)
     for gw in sc.get("gateways") or []:
         objs += gateway_objects(gw["namespace"], gw.get("name", "istio-ingressgateway"), int(gw.get("replicas", 1)))
     if gen:
