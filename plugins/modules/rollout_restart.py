@@ -1,0 +1,259 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: meshops.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: rollout_restart
+short_description: Restart workloads so their pods get the Istio proxy of the expected revision
+version_added: 0.1.0
+description:
+  - Restarts Deployments, StatefulSets and DaemonSets of the selected namespaces the way
+    C(kubectl rollout restart) does (a strategic-merge patch of the pod template annotation
+    C(kubectl.kubernetes.io/restartedAt)), then waits the way C(kubectl rollout status) does and checks
+    that every new pod is injected by the expected revision.
+  - With O(only_stale=true) (the default) only workloads with a pod not injected by the expected
+    revision are restarted, so running it again reports no change.
+  - The expected revision of a workload is the one its namespace selects, with the label precedence
+    Istio's webhooks apply (C(istio-injection=enabled) wins over C(istio.io/rev); a tag resolves to the
+    revision its webhook points at; pod template opt-in/opt-out labels count), unless O(revision) is given.
+  - Rollouts run in parallel, at most O(concurrency) at a time, and are followed with shared watches
+    (per kind and namespace, or cluster-wide), not by polling each workload. Dropped watches are resumed.
+  - A workload whose rollout is stuck is named with the reason (a new pod in C(CrashLoopBackOff), a
+    webhook refusing pod creation, C(ProgressDeadlineExceeded), or the timeout with the last status).
+    Once a workload fails no further restart is started; those already started are waited for, the
+    rest are reported as skipped, and the module fails.
+  - A restart already in progress (for example left by an interrupted run) whose new pods are on the
+    expected revision is waited for, not restarted again.
+  - Paused Deployments and StatefulSets or DaemonSets with the C(OnDelete) update strategy (or a
+    StatefulSet partition) are reported as skipped with the reason, never silently passed.
+author:
+  - meshops.istio contributors
+options:
+  namespaces:
+    description:
+      - Names of the namespaces whose workloads to restart, in order.
+      - A namespace that does not exist fails the module before anything is restarted.
+      - Exactly one of O(namespaces) and O(namespace_selector) is required.
+    type: list
+    elements: str
+  namespace_selector:
+    description:
+      - Label selector of the namespaces whose workloads to restart, for example V(wave=2).
+    type: str
+  kinds:
+    description: The kinds of workloads to restart.
+    type: list
+    elements: str
+    choices: [Deployment, StatefulSet, DaemonSet]
+    default: [Deployment, StatefulSet, DaemonSet]
+  selector:
+    description: Label selector of the workloads (their own labels), for example V(tier=edge).
+    type: str
+  names:
+    description:
+      - Only workloads with these names. A name matching no workload fails the module before anything
+        is restarted.
+    type: list
+    elements: str
+  only_stale:
+    description:
+      - Restart only workloads with a pod not injected by the expected revision (or injected although
+        nothing selects it for injection is reported, not restarted).
+      - With V(false) every selected workload is restarted.
+    type: bool
+    default: true
+  revision:
+    description:
+      - The revision (or revision tag, resolved to its revision) expected to inject the pods.
+      - By default each namespace's effective revision, as Istio resolves its labels.
+      - Workloads that nothing selects for injection keep expecting no sidecar.
+    type: str
+  concurrency:
+    description:
+      - How many rollouts may be in progress at the same time. V(0) starts them all at once.
+    type: int
+    default: 10
+  wait_timeout:
+    description:
+      - How many seconds each workload's rollout may take, counted from its restart, before it is
+        reported as failed with the last status seen.
+      - A new pod in C(CrashLoopBackOff), a webhook refusing pod creation or C(ProgressDeadlineExceeded)
+        fail the workload at once, without waiting for the timeout.
+    type: int
+    default: 300
+extends_documentation_fragment:
+  - meshops.istio.auth
+  - meshops.istio.wait
+attributes:
+  check_mode:
+    support: full
+    details: Reports what would be restarted; nothing is patched.
+  diff_mode:
+    support: full
+    details: The C(kubectl.kubernetes.io/restartedAt) annotation of each restarted workload, before and after.
+notes:
+  - Needs C(list) on namespaces and mutatingwebhookconfigurations, C(list) and C(watch) on pods and
+    events and on the workload kinds, and C(patch) on the workload kinds.
+  - API cost is one patch per restarted workload plus a constant per namespace (the lists and watches);
+    with more than three namespaces the lists and watches are cluster-wide.
+  - With O(wait=false) the workloads are patched and not waited for; their new pods are not verified.
+seealso:
+  - module: meshops.istio.istio_revision_tag
+  - module: meshops.istio.istio_revision_info
+"""
+
+EXAMPLES = r"""
+- name: Wave 1 - move the pods of namespace bar to the revision its tag now points at
+  meshops.istio.rollout_restart:
+    namespaces: [bar]
+
+- name: Restart the injected ingress gateway in place
+  meshops.istio.rollout_restart:
+    namespaces: [istio-ingress]
+    names: [istio-ingressgateway]
+    kinds: [Deployment]
+    wait_timeout: 600
+
+- name: Wave 2 - every namespace labelled wave=2, 25 rollouts at a time
+  meshops.istio.rollout_restart:
+    namespace_selector: wave=2
+    concurrency: 25
+  register: wave2
+
+- name: Rollback - restart what runs the new revision after the tag moved back
+  meshops.istio.rollout_restart:
+    namespaces: "{{ upgraded_namespaces }}"
+    revision: 1-14-6
+
+- name: Only the edge tier, whatever its sidecars run
+  meshops.istio.rollout_restart:
+    namespaces: [shop]
+    selector: tier=edge
+    only_stale: false
+"""
+
+RETURN = r"""
+workloads:
+  description: Every selected workload and what happened to it, in namespace, kind and name order.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    namespace:
+      description: Namespace of the workload.
+      type: str
+    kind:
+      description: V(Deployment), V(StatefulSet) or V(DaemonSet).
+      type: str
+    name:
+      description: Name of the workload.
+      type: str
+    action:
+      description:
+        - V(restarted) (in check mode, would be), V(current) (already on the expected revision),
+          V(failed) or V(skipped) (see RV(workloads[].reason)).
+      type: str
+    from_version:
+      description: Proxy version(s) of the pods before, comma separated when mixed; null without sidecars.
+      type: str
+    to_version:
+      description: Proxy version(s) of the new pods; null when not restarted or not waited for.
+      type: str
+    from_revision:
+      description: Revision(s) that injected the pods before.
+      type: str
+    revision:
+      description: The revision expected to inject the pods (null when no sidecar is expected).
+      type: str
+    duration:
+      description: Seconds from the restart to the verified end of the rollout (or the failure).
+      type: float
+    reason:
+      description: Why it was restarted, skipped or failed (for a failure, the stuck reason).
+      type: str
+  sample:
+    - namespace: bar
+      kind: Deployment
+      name: bar
+      action: restarted
+      from_version: 1.14.6
+      to_version: 1.15.4
+      from_revision: 1-14-6
+      revision: 1-15-4
+      duration: 12.4
+      reason: null
+summary:
+  description: How many workloads ended in each action, and the total.
+  returned: always
+  type: dict
+  sample: {"restarted": 1, "current": 0, "failed": 0, "skipped": 0, "total": 1}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.meshops.istio.plugins.module_utils.args import (
+    AUTH_ARG_SPEC,
+    WAIT_ARG_SPEC,
+    check_auth_params,
+    protect_secrets,
+)
+from ansible_collections.meshops.istio.plugins.module_utils.client import (
+    ClusterClient,
+    require_libraries,
+)
+from ansible_collections.meshops.istio.plugins.module_utils.errors import MeshopsError
+from ansible_collections.meshops.istio.plugins.module_utils.rollout import (
+    WORKLOAD_KINDS,
+    RolloutApi,
+    run_rollout,
+)
+
+
+def main():
+    spec = dict(AUTH_ARG_SPEC)
+    spec.update(WAIT_ARG_SPEC)
+    spec.update(
+        namespaces=dict(type='list', elements='str'),
+        namespace_selector=dict(type='str'),
+        kinds=dict(type='list', elements='str', choices=list(WORKLOAD_KINDS),
+                   default=list(WORKLOAD_KINDS)),
+        selector=dict(type='str'),
+        names=dict(type='list', elements='str'),
+        only_stale=dict(type='bool', default=True),
+        revision=dict(type='str'),
+        concurrency=dict(type='int', default=10),
+    )
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
+                           mutually_exclusive=[('namespaces', 'namespace_selector')],
+                           required_one_of=[('namespaces', 'namespace_selector')])
+    protect_secrets(module)
+    require_libraries(module)
+    params = module.params
+    client = None
+    try:
+        check_auth_params(params)
+        client = ClusterClient.from_params(params)
+        result = run_rollout(
+            RolloutApi(client), namespaces=params['namespaces'],
+            namespace_selector=params['namespace_selector'], kinds=params['kinds'],
+            selector=params['selector'], names=params['names'], only_stale=params['only_stale'],
+            revision=params['revision'], wait=params['wait'], wait_timeout=params['wait_timeout'],
+            concurrency=params['concurrency'], check_mode=module.check_mode, diff=module._diff)
+    except MeshopsError as exc:
+        module.fail_json(**exc.to_result())
+    finally:
+        if client is not None:
+            client.close()
+    if result.get('failed'):
+        result.pop('failed')
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
