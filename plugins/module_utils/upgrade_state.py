@@ -1,0 +1,163 @@
+# -*- coding: utf-8 -*-
+# Copyright: meshops.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The canary upgrade's record, kept on the cluster in a ConfigMap.
+
+Phases of the upgrade run as separate ``ansible-playbook`` invocations (one AWX job per
+phase, a re-run after a crash), so what the upgrade has done so far lives on the cluster,
+not in facts.  The record is a flat ConfigMap that ``kubectl get cm -o yaml`` shows plainly::
+
+    data:
+      tag: default
+      from_revision: 1-14-6
+      from_version: 1.14.6
+      to_revision: 1-15-4
+      to_version: 1.15.4
+      phase.precheck: "2026-11-21T23:59:01Z"
+      phase.install: "2026-11-22T00:01:12Z"
+      wave.wave1.started: "2026-11-22T00:03:40Z"
+      wave.wave1.done: "2026-11-22T00:04:02Z"
+      wave.wave1.namespaces: bar
+      wave.wave1.workloads: bar/Deployment/bar
+
+This file holds the pure model (parse, merge, render); the module talks to the API.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import copy
+import datetime
+import re
+
+STATE_FIELDS = ("tag", "from_revision", "from_version", "to_revision", "to_version")
+WAVE_LIST_FIELDS = ("namespaces", "workloads")
+WAVE_TIME_FIELDS = ("started", "done")
+WAVE_FIELDS = WAVE_LIST_FIELDS + WAVE_TIME_FIELDS
+# ConfigMap keys allow [-._a-zA-Z0-9]; a dot separates key parts, so names may not hold one.
+NAME_RE = re.compile(r"^[A-Za-z0-9][-_A-Za-z0-9]{0,62}$")
+
+
+class UpgradeStateError(ValueError):
+    """Bad input for the upgrade record (a name that cannot be a ConfigMap key, ...)."""
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def empty_record():
+    record = dict((field, None) for field in STATE_FIELDS)
+    record.update({"phases": {}, "waves": {}})
+    return record
+
+
+def _split_list(value):
+    return [item for item in (value or "").split(",") if item]
+
+
+def parse(data):
+    """ConfigMap ``data`` -> record dict (unknown keys are ignored, so newer writers stay readable)."""
+    record = empty_record()
+    for key, value in (data or {}).items():
+        if key in STATE_FIELDS:
+            record[key] = value or None
+        elif key.startswith("phase."):
+            record["phases"][key[len("phase."):]] = value
+        elif key.startswith("wave.") and key.count(".") == 2:
+            _prefix, name, field = key.split(".")
+            if field not in WAVE_FIELDS:
+                continue
+            wave = record["waves"].setdefault(name, new_wave())
+            wave[field] = _split_list(value) if field in WAVE_LIST_FIELDS else value
+    return record
+
+
+def new_wave():
+    return {"namespaces": [], "workloads": [], "started": None, "done": None}
+
+
+def render(record):
+    """Record dict -> ConfigMap ``data`` (only set fields; lists comma separated, sorted)."""
+    data = {}
+    for field in STATE_FIELDS:
+        if record.get(field):
+            data[field] = str(record[field])
+    for phase, when in sorted(record.get("phases", {}).items()):
+        data["phase.%s" % phase] = when
+    for name, wave in sorted(record.get("waves", {}).items()):
+        for field in WAVE_LIST_FIELDS:
+            if wave.get(field):
+                data["wave.%s.%s" % (name, field)] = ",".join(sorted(set(wave[field])))
+        for field in WAVE_TIME_FIELDS:
+            if wave.get(field):
+                data["wave.%s.%s" % (name, field)] = wave[field]
+    return data
+
+
+def check_name(kind, name):
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise UpgradeStateError(
+            "%s name %r cannot be recorded: use letters, digits, '-' or '_' (at most 63, no dots)" % (kind, name)
+        )
+    return name
+
+
+def merge(record, fields=None, phase=None, wave=None, forget_phases=None, forget_waves=False, now=None):
+    """Return a new record with the requested updates applied.
+
+    * ``fields``: tag/from/to values; a different ``to_revision`` than the recorded one starts a
+      new upgrade (phases and waves of the previous one are dropped).
+    * ``phase``: marks a phase done; the first completion time is kept, so a re-run changes nothing.
+    * ``wave``: ``{name, namespaces, workloads, status: started|done}``; lists are merged.
+    * ``forget_phases`` / ``forget_waves``: what a rollback undoes.
+    """
+    now = now or utc_now()
+    new = copy.deepcopy(record)
+    fields = {k: v for k, v in (fields or {}).items() if v not in (None, "")}
+    unknown = set(fields) - set(STATE_FIELDS)
+    if unknown:
+        raise UpgradeStateError("unknown upgrade fields: %s" % ", ".join(sorted(unknown)))
+    to_revision = fields.get("to_revision")
+    if to_revision and new.get("to_revision") and new["to_revision"] != to_revision:
+        # A new upgrade: keep nothing of the previous record except what the caller gives again.
+        new = empty_record()
+    for key, value in fields.items():
+        new[key] = str(value)
+    for name in forget_phases or []:
+        new["phases"].pop(name, None)
+    if forget_waves:
+        new["waves"] = {}
+    if phase:
+        check_name("phase", phase)
+        new["phases"].setdefault(phase, now)
+    if wave:
+        name = check_name("wave", wave.get("name"))
+        status = wave.get("status") or "done"
+        if status not in WAVE_TIME_FIELDS:
+            raise UpgradeStateError("wave status must be one of %s, not %r" % (", ".join(WAVE_TIME_FIELDS), status))
+        entry = new["waves"].setdefault(name, new_wave())
+        for field in WAVE_LIST_FIELDS:
+            items = wave.get(field) or []
+            if any("," in str(item) for item in items):
+                raise UpgradeStateError("wave %s: %s may not contain ','" % (name, field))
+            entry[field] = sorted(set(entry[field]) | set(str(item) for item in items))
+        if not entry["started"]:
+            entry["started"] = now
+        if status == "done" and not entry["done"]:
+            entry["done"] = now
+    return new
+
+
+def public(record, exists, name, namespace):
+    """The record as the module returns it."""
+    out = copy.deepcopy(record)
+    out.update({"exists": exists, "name": name, "namespace": namespace})
+    out["waves_done"] = sorted(n for n, w in record["waves"].items() if w.get("done"))
+    out["waves_started"] = sorted(record["waves"])
+    moved = set()
+    for wave in record["waves"].values():
+        moved.update(wave.get("namespaces") or [])
+    out["moved_namespaces"] = sorted(moved)
+    return out
