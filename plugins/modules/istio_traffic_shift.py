@@ -118,8 +118,10 @@ options:
       - V(present) ensures the subsets and the weights.
       - V(absent) removes the routes and subsets the module added, and the objects it created when nothing
         else is left in them.
+      - V(query) only reads the current weights and objects; it never changes anything (the release role uses
+        it to resume where a previous run stopped).
     type: str
-    choices: [present, absent]
+    choices: [present, absent, query]
     default: present
 notes:
   - Istio requires the weights of one route to sum to 100. Traffic for a subset only reaches pods that match
@@ -191,6 +193,13 @@ EXAMPLES = r"""
       v1: 100
       v2: 0
 
+- name: Read the current split
+  meshops.istio.istio_traffic_shift:
+    namespace: bookinfo
+    service: reviews
+    state: query
+  register: reviews_split
+
 - name: Stop managing the traffic split (removes only what the module added)
   meshops.istio.istio_traffic_shift:
     namespace: bookinfo
@@ -203,6 +212,7 @@ weights:
   description:
     - Subset -> weight of the route the module manages, after the change (what check mode would set).
     - Empty after O(state=absent) removed the route.
+    - With O(state=query), the current weights (empty when no route for O(service) exists).
   returned: always
   type: dict
   sample: {"v1": 90, "v2": 10}
@@ -255,6 +265,11 @@ destination_rule:
           labels: {version: v1}
         - name: v2
           labels: {version: v2}
+managed:
+  description: With O(state=query), whether the module manages (added something to) either object.
+  returned: when O(state=query)
+  type: bool
+  sample: true
 actions:
   description: What was done (or would be, in check mode) to each object - none, create, update or delete.
   returned: always
@@ -300,6 +315,7 @@ from ansible_collections.meshops.istio.plugins.module_utils.traffic import (
     current_weights,
     plan_absent,
     plan_present,
+    read_marker,
     short_host,
 )
 
@@ -369,6 +385,20 @@ def run(module, client):
         raise TrafficShiftError('weights is required with state=present, e.g. {v1: 90, v2: 10}')
     register_kinds(params['api_version'])
 
+    if params['state'] == 'query':
+        vs = client.get_or_none('VirtualService', vs_name, namespace)
+        dr = client.get_or_none('DestinationRule', dr_name, namespace)
+        weights = current_weights(vs, service, namespace, params['route_name'])
+        return {
+            'changed': False,
+            'weights': weights,
+            'previous_weights': weights,
+            'virtual_service': comparable(vs),
+            'destination_rule': comparable(dr),
+            'actions': {'destination_rule': 'none', 'virtual_service': 'none'},
+            'managed': bool(read_marker(vs) or read_marker(dr)),
+        }
+
     for attempt in range(CONFLICT_RETRIES):
         vs = client.get_or_none('VirtualService', vs_name, namespace)
         dr = client.get_or_none('DestinationRule', dr_name, namespace)
@@ -430,7 +460,7 @@ def main():
         hosts=dict(type='list', elements='str'),
         gateways=dict(type='list', elements='str'),
         api_version=dict(type='str', default='networking.istio.io/v1beta1'),
-        state=dict(type='str', choices=['present', 'absent'], default='present'),
+        state=dict(type='str', choices=['present', 'absent', 'query'], default='present'),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     protect_secrets(module)

@@ -193,3 +193,15 @@ def test_missing_weights_and_bad_api_version_are_input_errors():
     with pytest.raises(errors.InvalidInput) as err:
         run(FakeApi(), weights={'v1': 100}, api_version='v1')
     assert 'networking.istio.io' in str(err.value)
+
+
+def test_query_reads_without_writing():
+    api = FakeApi()
+    empty = run(api, state='query')
+    assert empty['changed'] is False and empty['weights'] == {} and empty['managed'] is False
+    run(api, subsets=SUBSETS, weights={'v1': 75, 'v2': 25})
+    api.calls = []
+    result = run(api, state='query')
+    assert result['changed'] is False and result['weights'] == {'v1': 75, 'v2': 25} and result['managed'] is True
+    assert result['virtual_service']['metadata']['name'] == 'reviews'
+    assert api.writes() == [] and api.writes(dry_run=True) == []
