@@ -1,0 +1,178 @@
+"""Command line of the simulated cluster (test harness).
+
+``python -m kubesim serve --scenario NAME --port 0 --kubeconfig PATH [options]`` builds the
+store, installs admission (``kubesim.admission.install``), creates the scenario's objects
+(``kubesim.scenarios.load_scenario``), starts the controllers
+(``kubesim.controllers.ControllerManager``), serves HTTPS, writes the kubeconfig and prints
+``kubesim ready <url>``.  SIGTERM/SIGINT stop it cleanly (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib
+import os
+import secrets
+import signal
+import sys
+import threading
+
+import yaml
+
+from . import tls
+from .errors import ApiError
+from .options import SimOptions
+from .store import Store
+
+DEFAULT_NAMESPACES = ["default", "kube-system", "kube-public", "kube-node-lease", "istio-system"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kubesim", description="Simulated Kubernetes cluster (test harness)")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="serve the simulated API")
+    s.add_argument("--scenario", default="empty")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=0)
+    s.add_argument("--kubeconfig", default=None, help="where to write the kubeconfig")
+    s.add_argument("--pod-ready-seconds", type=float, default=0.5)
+    s.add_argument("--crash-proxy-version", action="append", default=[], dest="crash_proxy_versions")
+    s.add_argument("--bad-proxy-version", action="append", default=[], dest="bad_proxy_versions")
+    s.add_argument("--api-error-rate", type=float, default=0.0)
+    s.add_argument("--latency-ms", type=float, default=0.0)
+    s.add_argument("--drop-watch-rate", type=float, default=0.0)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--audit-log", default=None)
+    s.add_argument("--authorize-rules", default=None)
+    s.add_argument("--namespaces", type=int, default=10)
+    s.add_argument("--deployments", type=int, default=2)
+    s.add_argument("--replicas", type=int, default=2)
+    s.add_argument("--token", default=None, help="bearer token to require (default: random)")
+    s.add_argument("--no-tls", action="store_true", help="serve plain HTTP (debugging only)")
+    return p
+
+
+def options_from_args(a) -> SimOptions:
+    return SimOptions(scenario=a.scenario, host=a.host, port=a.port, kubeconfig=a.kubeconfig,
+                      pod_ready_seconds=a.pod_ready_seconds, crash_proxy_versions=list(a.crash_proxy_versions),
+                      bad_proxy_versions=list(a.bad_proxy_versions), api_error_rate=a.api_error_rate,
+                      latency_ms=a.latency_ms, drop_watch_rate=a.drop_watch_rate, seed=a.seed,
+                      audit_log=a.audit_log, authorize_rules=a.authorize_rules, namespaces=a.namespaces,
+                      deployments=a.deployments, replicas=a.replicas)
+
+
+def _optional(modname):
+    try:
+        return importlib.import_module(f"kubesim.{modname}")
+    except ModuleNotFoundError as e:
+        if e.name == f"kubesim.{modname}":
+            return None
+        raise
+
+
+def build_cluster(options: SimOptions):
+    """-> (store, controller_manager_or_None).  Usable in-process (tests, benchmarks)."""
+    store = Store(options)
+    for ns in DEFAULT_NAMESPACES:
+        store.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+                     admission=False)
+    admission = _optional("admission")
+    if admission is not None:
+        admission.install(store, options)
+    scenarios = _optional("scenarios")
+    if scenarios is not None:
+        objs = scenarios.load_scenario(options.scenario, options)
+    elif options.scenario in ("empty", ""):
+        objs = []
+    else:
+        raise SystemExit(f"kubesim: scenario {options.scenario!r} needs kubesim.scenarios")
+    for obj in objs:
+        rt = store.registry.by_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
+        if rt is None:
+            raise SystemExit(f"kubesim: scenario object of unknown kind {obj.get('apiVersion')}/{obj.get('kind')}")
+        try:
+            store.create(rt, obj, reset_status=False)
+        except ApiError as e:
+            if e.code == 409 and rt.key == "namespaces":
+                cur = store.get("namespaces", None, obj["metadata"]["name"])
+                labels = (obj.get("metadata") or {}).get("labels") or {}
+                ann = (obj.get("metadata") or {}).get("annotations") or {}
+                if labels or ann:
+                    cur["metadata"].setdefault("labels", {}).update(labels)
+                    cur["metadata"].setdefault("annotations", {}).update(ann)
+                    store.update("namespaces", cur)
+                continue
+            raise SystemExit(f"kubesim: scenario object {obj.get('kind')} "
+                             f"{obj.get('metadata', {}).get('name')}: {e.message}")
+    controllers = _optional("controllers")
+    cm = None
+    if controllers is not None:
+        cm = controllers.ControllerManager(store, options)
+        cm.start()
+    return store, cm
+
+
+def write_kubeconfig(path, url, ca_pem: bytes | None, token, user="kubesim-admin", cluster="kubesim"):
+    cluster_entry = {"server": url}
+    if ca_pem:
+        cluster_entry["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
+    cfg = {
+        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "clusters": [{"name": cluster, "cluster": cluster_entry}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user, "namespace": "default"}}],
+        "current-context": cluster,
+    }
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        yaml.safe_dump(cfg, f, default_flow_style=False)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def serve(options: SimOptions, token=None, use_tls=True) -> int:
+    from .server import KubeSimServer
+
+    store, cm = build_cluster(options)
+    token = token or secrets.token_urlsafe(32)
+    material = tls.generate(hosts=(options.host, "localhost")) if use_tls else None
+    server = KubeSimServer((options.host, options.port), store, options, token, material)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="kubesim-http",
+                         daemon=True)
+    t.start()
+    url = server.url
+    if options.kubeconfig:
+        write_kubeconfig(options.kubeconfig, url, material.ca_pem if material else None, token, options.user,
+                         options.cluster_name)
+    sys.stdout.write(f"kubesim ready {url}\n")
+    sys.stdout.flush()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stopping = True
+        store.close()
+        server.shutdown()
+        server.server_close()
+        if cm is not None:
+            try:
+                cm.stop()
+            except Exception:  # best effort on the way out
+                pass
+        server.close_audit()
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(options_from_args(args), token=args.token, use_tls=not args.no_tls)
+    return 2

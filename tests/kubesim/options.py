@@ -1,0 +1,29 @@
+"""SimOptions: everything the command line can set, passed to every part of the simulator
+(server, store, scenarios, admission, controllers, metrics).  Test harness."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SimOptions:
+    scenario: str = "empty"
+    host: str = "127.0.0.1"
+    port: int = 0
+    kubeconfig: str | None = None
+    pod_ready_seconds: float = 0.5
+    crash_proxy_versions: list = field(default_factory=list)
+    bad_proxy_versions: list = field(default_factory=list)
+    api_error_rate: float = 0.0
+    latency_ms: float = 0.0
+    drop_watch_rate: float = 0.0
+    seed: int | None = None
+    audit_log: str | None = None
+    authorize_rules: str | None = None
+    namespaces: int = 10
+    deployments: int = 2
+    replicas: int = 2
+    user: str = "kubesim-admin"
+    cluster_name: str = "kubesim"
+    kubernetes_version: str = "v1.32.0"
