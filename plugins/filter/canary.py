@@ -86,12 +86,27 @@ def workload_ids(workloads):
     return sorted(set(workload_id(w) for w in workloads or []))
 
 
+def _proxy_revisions(workload):
+    """Every revision that injected one of the workload's pods."""
+    revs = set(workload.get("revisions") or [])
+    if not revs and workload.get("revision"):
+        revs.update(str(workload["revision"]).split(","))
+    return sorted(revs)
+
+
+def _proxy_versions(workload):
+    versions = set(workload.get("versions") or [])
+    if not versions and workload.get("version"):
+        versions.update(str(workload["version"]).split(","))
+    return sorted(versions)
+
+
 def _proxy_revision(workload):
-    return workload.get("revision") or workload.get("proxy_revision")
+    return ",".join(_proxy_revisions(workload))
 
 
 def _proxy_version(workload):
-    return workload.get("version") or workload.get("proxy_version")
+    return ",".join(_proxy_versions(workload))
 
 
 def _ready(workload):
@@ -292,15 +307,12 @@ def off_revision(info, revision, version="", namespaces=None, ids=None):
         wid = workload_id(workload)
         if workload.get("namespace") not in namespaces and wid not in ids:
             continue
-        if workload.get("injected") is False:
-            problems.append("%s: not injected (no istio-proxy sidecar)" % wid)
-            continue
-        have_rev, have_version = _proxy_revision(workload), _proxy_version(workload)
+        have_revs, have_versions = _proxy_revisions(workload), _proxy_versions(workload)
         why = []
-        if have_rev != revision:
-            why.append("proxy revision %s, expected %s" % (have_rev or "none", revision))
-        if version and have_version and have_version != version:
-            why.append("proxy version %s, expected %s" % (have_version, version))
+        if have_revs != [revision] and not (not have_revs and workload.get("replicas") == 0):
+            why.append("proxy revision %s, expected %s" % (",".join(have_revs) or "none (no injected pod)", revision))
+        elif version and have_versions and have_versions != [version]:
+            why.append("proxy version %s, expected %s" % (",".join(have_versions), version))
         if workload.get("needs_restart") and not why:
             why.append("pods not all on the expected revision yet")
         if not _ready(workload):
@@ -314,12 +326,7 @@ def on_revision(info, revision):
     """Workloads whose proxies (some or all) still come from ``revision``, as ``namespace/Kind/name (version)``."""
     found = []
     for workload in workloads_of(info):
-        revs = set()
-        if _proxy_revision(workload):
-            revs.add(_proxy_revision(workload))
-        for rev in workload.get("revisions") or []:
-            revs.add(rev)
-        if revision in revs:
+        if revision in _proxy_revisions(workload):
             found.append("%s (%s)" % (workload_id(workload), _proxy_version(workload) or "?"))
     return sorted(found)
 

@@ -1,0 +1,193 @@
+"""istio_upgrade_state: the record model (module_utils/upgrade_state.py) and the module's run() against an
+in-memory ConfigMap store that behaves like the API for the four calls it makes (get, create, conditional
+replace with 409 on a stale resourceVersion, delete)."""
+import copy
+
+import pytest
+
+from ansible_collections.meshops.istio.plugins.module_utils import upgrade_state as us
+from ansible_collections.meshops.istio.plugins.module_utils.errors import AlreadyExists, Conflict
+from ansible_collections.meshops.istio.plugins.modules import istio_upgrade_state as mod
+
+T1 = "2026-11-22T00:00:01Z"
+T2 = "2026-11-22T00:05:00Z"
+
+
+class Store:
+    """ConfigMaps by (namespace, name); replace is conditional on metadata.resourceVersion."""
+
+    def __init__(self):
+        self.objects = {}
+        self.rv = 0
+        self.writes = 0
+        self.interfere = None  # callable run once before the next replace (a concurrent writer)
+
+    def get_or_none(self, kind, name, namespace=None):
+        assert kind == "ConfigMap"
+        obj = self.objects.get((namespace, name))
+        return copy.deepcopy(obj)
+
+    def _bump(self, obj):
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+
+    def create(self, kind, obj, namespace=None):
+        key = (namespace, obj["metadata"]["name"])
+        if key in self.objects:
+            raise AlreadyExists("exists")
+        obj = copy.deepcopy(obj)
+        self._bump(obj)
+        self.objects[key] = obj
+        self.writes += 1
+        return obj
+
+    def replace(self, kind, obj, namespace=None):
+        if self.interfere:
+            hook, self.interfere = self.interfere, None
+            hook()
+        key = (namespace, obj["metadata"]["name"])
+        current = self.objects[key]
+        if obj["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            raise Conflict("conflict", status=409)
+        obj = copy.deepcopy(obj)
+        self._bump(obj)
+        self.objects[key] = obj
+        self.writes += 1
+        return obj
+
+    def delete(self, kind, name, namespace=None):
+        self.writes += 1
+        return self.objects.pop((namespace, name), None) is not None
+
+
+def params(**kw):
+    base = dict(state="present", name="meshops-istio-upgrade", namespace="istio-system", tag=None,
+                from_revision=None, from_version=None, to_revision=None, to_version=None, phase=None,
+                wave=None, forget_phases=[], forget_waves=False)
+    base.update(kw)
+    return base
+
+
+def data(store):
+    return store.objects[("istio-system", "meshops-istio-upgrade")]["data"]
+
+
+# --- the model -------------------------------------------------------------------------------------
+
+def test_render_parse_round_trip():
+    record = us.merge(us.empty_record(), fields=dict(tag="default", from_revision="1-14-6", from_version="1.14.6",
+                                                    to_revision="1-15-4", to_version="1.15.4"), phase="precheck", now=T1)
+    record = us.merge(record, wave=dict(name="wave2", namespaces=["foo", "baz"], workloads=["foo/Deployment/foo"],
+                                        status="started"), now=T2)
+    rendered = us.render(record)
+    assert rendered == {
+        "tag": "default", "from_revision": "1-14-6", "from_version": "1.14.6", "to_revision": "1-15-4",
+        "to_version": "1.15.4", "phase.precheck": T1, "wave.wave2.namespaces": "baz,foo",
+        "wave.wave2.workloads": "foo/Deployment/foo", "wave.wave2.started": T2,
+    }
+    assert us.parse(rendered) == record
+
+
+def test_phase_keeps_first_time_and_wave_lists_merge():
+    record = us.merge(us.empty_record(), phase="install", now=T1)
+    again = us.merge(record, phase="install", now=T2)
+    assert again["phases"] == {"install": T1}
+    wave = us.merge(record, wave=dict(name="w", namespaces=["bar"], status="started"), now=T1)
+    wave = us.merge(wave, wave=dict(name="w", namespaces=["bar", "qux"], workloads=["bar/Deployment/bar"], status="done"), now=T2)
+    assert wave["waves"]["w"] == {"namespaces": ["bar", "qux"], "workloads": ["bar/Deployment/bar"], "started": T1, "done": T2}
+
+
+def test_new_target_starts_a_new_record():
+    record = us.merge(us.empty_record(), fields=dict(from_revision="1-14-6", to_revision="1-15-4"), phase="cleanup", now=T1)
+    new = us.merge(record, fields=dict(from_revision="1-15-4", to_revision="1-16-0"), phase="precheck", now=T2)
+    assert new["phases"] == {"precheck": T2}
+    assert new["from_revision"] == "1-15-4" and new["to_revision"] == "1-16-0"
+
+
+def test_forget_after_rollback():
+    record = us.merge(us.empty_record(), phase="tag", now=T1)
+    record = us.merge(record, phase="gateways", wave=dict(name="wave1", namespaces=["bar"]), now=T1)
+    back = us.merge(record, phase="rollback", forget_phases=["tag", "gateways"], forget_waves=True, now=T2)
+    assert back["phases"] == {"rollback": T2} and back["waves"] == {}
+
+
+@pytest.mark.parametrize("bad", ["wave.1", "", "a b", "x" * 64])
+def test_names_that_cannot_be_keys_are_refused(bad):
+    with pytest.raises(us.UpgradeStateError):
+        us.merge(us.empty_record(), wave=dict(name=bad))
+    if bad:  # an empty phase means "no phase"
+        with pytest.raises(us.UpgradeStateError):
+            us.merge(us.empty_record(), phase=bad)
+
+
+def test_unknown_keys_are_ignored_when_reading():
+    record = us.parse({"to_revision": "1-15-4", "wave.a.colour": "red", "something": "else", "phase.tag": T1})
+    assert record["to_revision"] == "1-15-4" and record["waves"] == {} and record["phases"] == {"tag": T1}
+
+
+def test_public_lists_moved_namespaces():
+    record = us.merge(us.empty_record(), wave=dict(name="wave1", namespaces=["bar"], status="done"), now=T1)
+    record = us.merge(record, wave=dict(name="wave2", namespaces=["foo"], status="started"), now=T1)
+    out = us.public(record, True, "n", "ns")
+    assert out["waves_done"] == ["wave1"] and out["waves_started"] == ["wave1", "wave2"]
+    assert out["moved_namespaces"] == ["bar", "foo"]
+
+
+# --- the module against the store ------------------------------------------------------------------
+
+def test_create_then_idempotent():
+    store = Store()
+    first = mod.run(params(to_revision="1-15-4", to_version="1.15.4", phase="precheck"), store, diff=True)
+    assert first["changed"] and store.writes == 1
+    assert data(store)["to_revision"] == "1-15-4" and "phase.precheck" in data(store)
+    assert first["diff"]["before"] == {} and first["diff"]["after"] == data(store)
+    second = mod.run(params(to_revision="1-15-4", to_version="1.15.4", phase="precheck"), store)
+    assert not second["changed"] and store.writes == 1
+    labels = store.objects[("istio-system", "meshops-istio-upgrade")]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "meshops.istio"
+
+
+def test_check_mode_never_writes():
+    store = Store()
+    result = mod.run(params(to_revision="1-15-4", phase="precheck"), store, check_mode=True, diff=True)
+    assert result["changed"] and store.writes == 0 and not store.objects
+    assert result["upgrade"]["exists"] is False and result["upgrade"]["phases"].keys() == {"precheck"}
+    mod.run(params(to_revision="1-15-4"), store)
+    before = copy.deepcopy(store.objects)
+    result = mod.run(params(phase="tag"), store, check_mode=True)
+    assert result["changed"] and store.objects == before
+
+
+def test_query_reads_and_never_changes():
+    store = Store()
+    assert mod.run(params(state="query"), store)["upgrade"]["exists"] is False
+    mod.run(params(from_revision="1-14-6", to_revision="1-15-4", wave=dict(name="wave1", namespaces=["bar"], workloads=[], status="done")), store)
+    writes = store.writes
+    out = mod.run(params(state="query", phase="ignored"), store)
+    assert not out["changed"] and store.writes == writes
+    assert out["upgrade"]["from_revision"] == "1-14-6" and out["upgrade"]["waves_done"] == ["wave1"]
+
+
+def test_conflict_is_merged_not_clobbered():
+    store = Store()
+    mod.run(params(to_revision="1-15-4", phase="precheck"), store)
+
+    def concurrent_writer():
+        key = ("istio-system", "meshops-istio-upgrade")
+        obj = copy.deepcopy(store.objects[key])
+        obj["data"]["phase.install"] = T1
+        store._bump(obj)
+        store.objects[key] = obj
+
+    store.interfere = concurrent_writer
+    result = mod.run(params(phase="tag"), store)
+    assert result["changed"]
+    assert set(k for k in data(store) if k.startswith("phase.")) == {"phase.precheck", "phase.install", "phase.tag"}
+
+
+def test_absent_deletes_once():
+    store = Store()
+    mod.run(params(to_revision="1-15-4"), store)
+    assert mod.run(params(state="absent"), store, diff=True)["changed"]
+    assert not store.objects
+    assert not mod.run(params(state="absent"), store)["changed"]
