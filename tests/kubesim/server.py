@@ -25,6 +25,7 @@ import http.server
 import importlib
 import json
 import random
+import select
 import socket
 import ssl
 import sys
@@ -1007,6 +1008,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     bookmark(max(pos, seen))
                     last_bookmark = now
                     pos = max(pos, seen)
+                if self._client_gone():
+                    self.close_connection = True
+                    raise _Done()
                 wait = min(deadline - now, 1.0)
                 if drop_at is not None:
                     wait = min(wait, max(drop_at - now, 0.01))
@@ -1016,6 +1020,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
             self.close_connection = True
         raise _Done()
+
+    def _client_gone(self) -> bool:
+        """During a watch the client sends nothing: a readable socket means it closed."""
+        try:
+            r, _, _ = select.select([self.connection], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(r)
 
     @staticmethod
     def _sel_match(obj, lsel_m, fsel_m):
