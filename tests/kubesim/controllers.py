@@ -808,6 +808,13 @@ class ControllerManager:
                 new_rs = self._reconcile_new(d, new_rs, old_rs, replicas, surge)
                 old_rs = self._reconcile_old(d, new_rs, old_rs, replicas, unavail)
             self._cleanup_history(d, old_rs)
+            # the Deployment carries its current revision too (kubectl rollout history reads it)
+            ann = d["metadata"].get("annotations") or {}
+            want = str(_rev(new_rs))
+            if ann.get(REVISION_ANN) != want:
+                ann[REVISION_ANN] = want
+                d["metadata"]["annotations"] = ann
+                d = self._update(DEPLOY, d)
         all_rs = [r for r in self._list(RS, ns) if owned_by(r, d) and not terminating(r)]
         new_rs = next((r for r in all_rs if (r["metadata"].get("labels") or {}).get("pod-template-hash") == thash),
                       None)
