@@ -13,7 +13,7 @@ short_description: Gate a wave of an Istio upgrade on the mesh's Prometheus metr
 version_added: 0.1.0
 description:
   - Verifies the namespaces of a wave against a Prometheus server, the way the analysis of Flagger and
-    Argo Rollouts does for an application release, but for a control-plane upgrade: after the
+    Argo Rollouts does for an application release, but for a control-plane upgrade. After the
     workloads of the wave were restarted onto the new istio-proxy, are their error rate and latency
     still within bounds?
   - Built-in checks use Istio's standard metrics as reported by the destination proxies.
@@ -31,7 +31,7 @@ description:
     gate could look).
   - Read-only. In check mode the queries run as well, as they change nothing.
 author:
-  - meshops.istio contributors
+  - meshops.istio contributors (@meshops)
 options:
   prometheus_url:
     description:
@@ -243,6 +243,7 @@ attributes:
     description: Queries run in check mode too; they change nothing.
   diff_mode:
     support: none
+    description: Nothing changes, so there is no diff.
 """
 
 EXAMPLES = r"""
