@@ -101,11 +101,12 @@ def namespace_object(name: str, labels: dict | None = None) -> dict:
 
 
 def app_objects(namespace: str, name: str, replicas: int = 2, image: str = APP_IMAGE,
-                version: str = "v1", app: str | None = None) -> list[dict]:
+                version: str = "v1", app: str | None = None, pod_labels: dict | None = None) -> list[dict]:
     """An app the articles' way: Deployment + Service, labels app/version.
 
     ``app`` (default ``name``) names the Service and its ``app`` label, so several versions of one app
-    (``reviews-v1``, ``reviews-v2`` with ``app: reviews``) share one Service (load_scenario dedups it)."""
+    (``reviews-v1``, ``reviews-v2`` with ``app: reviews``) share one Service (load_scenario dedups it).
+    ``pod_labels`` are added to the pod template (e.g. ``istio.io/rev`` to pick a revision per workload)."""
     app = app or name
     labels = {"app": app, "version": version}
     return [
@@ -118,7 +119,8 @@ def app_objects(namespace: str, name: str, replicas: int = 2, image: str = APP_I
          "metadata": {"name": name, "namespace": namespace, "labels": {"app": app}},
          "spec": {"replicas": replicas,
                   "selector": {"matchLabels": labels},
-                  "template": {"metadata": {"labels": dict(labels)},
+                  "template": {"metadata": {"labels": {**labels, **{str(k): str(v) for k, v in
+                                                                      (pod_labels or {}).items()}}},
                                "spec": {"serviceAccountName": app,
                                         "containers": [{"name": app, "image": image,
                                                         "imagePullPolicy": "IfNotPresent",
@@ -191,7 +193,8 @@ def load_scenario(name: str, options=None) -> list[dict]:
         objs += istio_objects(spec)
     for app in sc.get("apps") or []:
         for obj in app_objects(app["namespace"], app["name"], int(app.get("replicas", 2)),
-                               version=str(app.get("version", "v1")), app=app.get("app")):
+                               version=str(app.get("version", "v1")), app=app.get("app"),
+                               pod_labels=app.get("pod_labels")):
             ref = (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
             if not any((o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) == ref for o in objs):
                 objs.append(obj)
