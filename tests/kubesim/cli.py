@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--namespaces", type=int, default=10)
     s.add_argument("--deployments", type=int, default=2)
     s.add_argument("--replicas", type=int, default=2)
+    s.add_argument("--watch-history", type=int, default=20000,
+                   help="watch events kept per resource type; older resourceVersions get 410 Expired")
     s.add_argument("--token", default=None, help="bearer token to require (default: random)")
     s.add_argument("--no-tls", action="store_true", help="serve plain HTTP (debugging only)")
     return p
@@ -59,7 +61,8 @@ def options_from_args(a) -> SimOptions:
                       bad_proxy_versions=list(a.bad_proxy_versions), api_error_rate=a.api_error_rate,
                       latency_ms=a.latency_ms, drop_watch_rate=a.drop_watch_rate, seed=a.seed,
                       audit_log=a.audit_log, authorize_rules=a.authorize_rules, namespaces=a.namespaces,
-                      deployments=a.deployments, replicas=a.replicas)
+                      deployments=a.deployments, replicas=a.replicas,
+                      watch_history=a.watch_history)
 
 
 def _optional(modname):

@@ -120,7 +120,9 @@ def _meta_without_rv(obj: dict) -> dict:
 
 
 class Store:
-    def __init__(self, options=None, registry: Registry | None = None, history_size: int = 20000):
+    def __init__(self, options=None, registry: Registry | None = None, history_size: int | None = None):
+        if history_size is None:
+            history_size = int(getattr(options, "watch_history", 0) or 20000)
         self.options = options
         self.registry = registry or Registry()
         self.lock = threading.RLock()
