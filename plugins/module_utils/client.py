@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover - Python 2 is not supported, keeps sanit
 from ansible_collections.meshops.istio.plugins.module_utils.args import (
     check_auth_params,
     kubeconfig_secrets,
+    protect_secrets,
 )
 from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     AlreadyExists,
@@ -73,7 +74,6 @@ except ImportError:  # pragma: no cover
     HAS_URLLIB3 = False
 
 try:
-    import kubernetes  # noqa: F401
     from kubernetes import client as k8s_client
     from kubernetes import config as k8s_config
     from kubernetes.config.config_exception import ConfigException
@@ -82,7 +82,10 @@ try:
 except ImportError as exc:  # pragma: no cover - reported by require_libraries()
     k8s_client = None
     k8s_config = None
-    ConfigException = Exception
+
+    class ConfigException(Exception):  # type: ignore[no-redef]
+        pass
+
     HAS_KUBERNETES = False
     KUBERNETES_IMPORT_ERROR = exc
 
@@ -93,6 +96,13 @@ def require_libraries(module):
     if not HAS_KUBERNETES or not HAS_URLLIB3:
         module.fail_json(msg=missing_required_lib('kubernetes'),
                          exception=str(KUBERNETES_IMPORT_ERROR))
+
+
+def client_from_module(module, **kwargs):
+    """The ClusterClient for a module's auth options (after masking kubeconfig credentials)."""
+    require_libraries(module)
+    protect_secrets(module)
+    return ClusterClient.from_params(module.params, **kwargs)
 
 
 # --- resources -------------------------------------------------------------------------------------
@@ -284,8 +294,8 @@ def build_configuration(params):
                               _redact(exc, secrets)),
                            details={'context': context})
     except (IOError, OSError, ValueError, TypeError, KeyError) as exc:
-        raise InvalidInput('cannot read the kubeconfig: %s: %s' % (type(exc).__name__,
-                                                                      _redact(exc, secrets)))
+        raise InvalidInput('cannot read the kubeconfig: %s: %s'
+                           % (type(exc).__name__, _redact(exc, secrets)))
 
     if host:
         cfg.host = host
@@ -777,8 +787,9 @@ class ClusterClient:
                 if etype == 'ERROR':
                     code = obj.get('code')
                     if code == 410:
-                        raise Gone('watch of %s: %s' % (object_ref(kind, namespace=namespace),
-                                                       obj.get('message') or 'resourceVersion too old'),
+                        raise Gone('watch of %s: %s'
+                                   % (object_ref(kind, namespace=namespace),
+                                      obj.get('message') or 'resourceVersion too old'),
                                    status=410, reason=obj.get('reason') or 'Expired')
                     if code in RetryPolicy.RETRY_STATUSES:
                         raise _WatchDropped('watch error %s' % code)
@@ -1005,8 +1016,8 @@ def _is_stream_error(exc):
 def needs_generated_kubeconfig(params):
     """True when the auth options cannot be expressed as (kubeconfig path, context) for a tool."""
     kubeconfig = params.get('kubeconfig')
-    overrides = any(params.get(k) for k in ('host', 'api_key', 'ca_cert', 'client_cert',
-                                             'client_key', 'proxy'))
+    overrides = any(params.get(k) for k in
+                    ('host', 'api_key', 'ca_cert', 'client_cert', 'client_key', 'proxy'))
     overrides = overrides or params.get('validate_certs') is not None
     return isinstance(kubeconfig, dict) or overrides
 

@@ -178,8 +178,8 @@ class Istioctl:
         rc, out, err = self._run(args)
         if rc != 0:
             raise IstioctlError(
-                'istioctl failed to %s (exit %s): %s' % (what, rc,
-                                                        _tail(err or out, self._secrets) or 'no output'),
+                'istioctl failed to %s (exit %s): %s'
+                % (what, rc, _tail(err or out, self._secrets) or 'no output'),
                 details={'command': self.display(args), 'rc': rc,
                          'stdout': _tail(out, self._secrets, 4000),
                          'stderr': _tail(err, self._secrets, 4000)})

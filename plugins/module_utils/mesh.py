@@ -508,21 +508,22 @@ class MeshState:
         return state
 
     @classmethod
-    def load(cls, client, istio_namespace=ISTIO_NAMESPACE, namespaces=None):
+    def load(cls, client, istio_namespace=ISTIO_NAMESPACE, namespaces=None, workloads=True):
         """Read the cluster through a ClusterClient.  ``namespaces`` limits the workload/pod reads
-        (usage of revisions is then only known for those namespaces)."""
+        (usage of revisions by pods is then only known for those namespaces); ``workloads=False``
+        skips workloads and pods altogether (tags, revisions and namespaces only)."""
         deployments = client.list('Deployment', istio_namespace, label_selector='app=istiod')
         services = client.list('Service', istio_namespace)
         mwcs = client.list('MutatingWebhookConfiguration')
         vwcs = client.list('ValidatingWebhookConfiguration')
         ns_objs = client.list('Namespace')
-        workloads, pods = [], []
-        scope = [None] if not namespaces else list(namespaces)
+        objs, pods = [], []
+        scope = [] if not workloads else ([None] if not namespaces else list(namespaces))
         for ns in scope:
             for kind in WORKLOAD_KINDS:
-                workloads.extend(client.list(kind, ns))
+                objs.extend(client.list(kind, ns))
             pods.extend(client.list('Pod', ns))
-        return cls.from_objects(deployments, mwcs, vwcs, ns_objs, workloads, pods, services,
+        return cls.from_objects(deployments, mwcs, vwcs, ns_objs, objs, pods, services,
                                 istio_namespace)
 
     def _add_namespace(self, ns):

@@ -1,0 +1,403 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: meshops.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: istio_revision_tag
+short_description: Point an Istio revision tag at a revision (istioctl tag set, natively)
+version_added: 0.1.0
+description:
+  - Creates or moves a revision tag, the MutatingWebhookConfiguration C(istio-revision-tag-<tag>) that
+    injects namespaces labelled C(istio.io/rev=<tag>) with a given revision, without istioctl.
+  - The webhook is built from the revision's own injector C(istio-sidecar-injector-<revision>) the way
+    C(istioctl tag set) generates it, with labels C(istio.io/tag) and C(istio.io/rev), the service
+    C(istiod-<revision>) with its path, the caBundle, the C(rev.namespace.) and C(rev.object.) webhooks,
+    plus the C(namespace.) and C(object.) webhooks for the V(default) tag.
+  - For the V(default) tag it also points C(istiod-default-validator) at the revision and deactivates a
+    revision-less injector (C(istio-sidecar-injector)) the way istioctl does (kept, never matching).
+  - Refuses a revision that does not exist or is not ready. Updates are conditional on the
+    resourceVersion read, so a concurrent change is never overwritten (the module re-reads and retries).
+  - O(state=absent) deletes the tag's webhook, and refuses while namespaces still select the tag unless
+    O(force=true).
+author:
+  - meshops.istio developers (@meshops)
+options:
+  tag:
+    description:
+      - Name of the tag (a DNS label). It must not be the name of an installed revision.
+    type: str
+    default: default
+  revision:
+    description:
+      - The revision the tag points at, for example V(1-15-4). Required with O(state=present).
+    type: str
+  state:
+    description:
+      - Whether the tag should exist (pointing at O(revision)) or not.
+    type: str
+    choices: [ present, absent ]
+    default: present
+  namespace:
+    description:
+      - Namespace of the Istio control plane.
+    type: str
+    default: istio-system
+  force:
+    description:
+      - With O(state=absent), delete the tag even while namespaces select it (their new pods then get
+        no sidecar).
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - meshops.istio.auth
+attributes:
+  check_mode:
+    support: full
+    description: Computes the webhooks it would write and reports the change, writes nothing.
+  diff_mode:
+    support: full
+    description: Shows the fields of the webhook configurations that change.
+requirements:
+  - kubernetes >= 24.2.0 (Python library)
+seealso:
+  - module: meshops.istio.istio_revision
+  - module: meshops.istio.istio_revision_info
+  - name: Istio revision tags
+    description: How tags decouple namespaces from revisions.
+    link: https://istio.io/latest/docs/setup/upgrade/canary/#stable-revision-labels
+'''
+
+EXAMPLES = r'''
+- name: Point the default tag at the new revision
+  meshops.istio.istio_revision_tag:
+    tag: default
+    revision: 1-15-4
+  register: moved
+
+- name: Roll back to what it pointed at before
+  meshops.istio.istio_revision_tag:
+    tag: default
+    revision: "{{ moved.previous_revision }}"
+  when: rollback | default(false)
+
+- name: Remove a canary tag nobody uses any more
+  meshops.istio.istio_revision_tag:
+    tag: canary
+    state: absent
+'''
+
+RETURN = r'''
+tag:
+  description: The tag.
+  returned: always
+  type: str
+  sample: default
+revision:
+  description: The revision the tag points at after the module ran (null when absent).
+  returned: always
+  type: str
+  sample: 1-15-4
+previous_revision:
+  description: The revision the tag pointed at before (null when the tag did not exist).
+  returned: always
+  type: str
+  sample: 1-14-6
+webhook:
+  description: Name of the tag's MutatingWebhookConfiguration.
+  returned: always
+  type: str
+  sample: istio-revision-tag-default
+changes:
+  description: The objects created, updated or deleted (or that would be, in check mode).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{kind: MutatingWebhookConfiguration, name: istio-revision-tag-default, action: updated}]
+in_use_by:
+  description: With O(state=absent), the namespaces that select the tag.
+  returned: when O(state=absent)
+  type: list
+  elements: dict
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.meshops.istio.plugins.module_utils.args import AUTH_ARG_SPEC
+from ansible_collections.meshops.istio.plugins.module_utils.client import client_from_module
+from ansible_collections.meshops.istio.plugins.module_utils.errors import (
+    AlreadyExists,
+    Conflict,
+    InvalidInput,
+    MeshopsError,
+    NotFound,
+    RevisionNotFound,
+    RevisionNotReady,
+    TagInUse,
+)
+from ansible_collections.meshops.istio.plugins.module_utils.mesh import (
+    DEFAULT,
+    DEFAULT_VALIDATOR,
+    LEGACY_INJECTOR,
+    REV_LABEL,
+    MeshState,
+    build_default_validator,
+    build_tag_webhook,
+    deactivate_injector,
+    injector_active,
+    injector_name,
+    tag_webhook_name,
+    validate_revision_name,
+    webhook_fields,
+)
+
+MWC = 'MutatingWebhookConfiguration'
+VWC = 'ValidatingWebhookConfiguration'
+MAX_CONFLICT_RETRIES = 5
+
+
+def covers(desired, actual):
+    """True when every field set in ``desired`` has the same value in ``actual`` (the server may add
+    defaults we do not set)."""
+    if isinstance(desired, dict):
+        if not isinstance(actual, dict):
+            return False
+        return all(covers(value, actual.get(key)) for key, value in desired.items())
+    if isinstance(desired, list):
+        if not isinstance(actual, list) or len(desired) != len(actual):
+            return False
+        return all(covers(d, a) for d, a in zip(desired, actual))
+    return desired == actual
+
+
+def merged_webhook_config(existing, desired):
+    """The object to PUT: the existing one (its other labels, annotations, resourceVersion) with the
+    desired labels and webhooks."""
+    new = dict(existing)
+    meta = dict(existing.get('metadata') or {})
+    labels = dict(meta.get('labels') or {})
+    labels.update((desired.get('metadata') or {}).get('labels') or {})
+    meta['labels'] = labels
+    for key in ('managedFields',):
+        meta.pop(key, None)
+    new['metadata'] = meta
+    new['webhooks'] = desired['webhooks']
+    return new
+
+
+def wanted_part(desired):
+    """The part of a desired webhook configuration compared with the live one."""
+    return {'metadata': {'labels': (desired.get('metadata') or {}).get('labels') or {}},
+            'webhooks': desired.get('webhooks') or []}
+
+
+class TagManager:
+    def __init__(self, client, namespace, check_mode=False):
+        self.client = client
+        self.namespace = namespace
+        self.check_mode = check_mode
+        self.changes = []
+        self.diff_before = {}
+        self.diff_after = {}
+
+    def load(self):
+        return MeshState.load(self.client, self.namespace, workloads=False)
+
+    # --- present -------------------------------------------------------------------------------
+
+    def present(self, tag, revision):
+        state = self.load()
+        rev = state.revision(revision)
+        if rev is None:
+            known = ', '.join(sorted(state.revisions)) or 'none'
+            raise RevisionNotFound(
+                'revision %s does not exist (no istiod for it in namespace %s; installed revisions: '
+                '%s): install it first with meshops.istio.istio_revision'
+                % (revision, self.namespace, known),
+                details={'revision': revision, 'revisions': sorted(state.revisions)})
+        if not rev.ready:
+            raise RevisionNotReady(
+                'revision %s is not ready (%s of %s istiod replicas ready): pointing tag %s at it would '
+                'break pod creation; wait for it (meshops.istio.istio_revision with wait: true)'
+                % (revision, rev.ready_replicas, rev.replicas, tag),
+                details={'revision': revision})
+        if tag != revision and tag in state.revisions:
+            raise InvalidInput('tag %s has the name of an installed revision: choose another tag name'
+                               % tag)
+        existing_tag = state.tag(tag)
+        previous = existing_tag.revision if existing_tag else None
+        injector = self.client.get_or_none(MWC, injector_name(revision))
+        if injector is None:
+            raise RevisionNotFound(
+                'revision %s has no injector webhook %s: the revision is incomplete, reinstall it with '
+                'meshops.istio.istio_revision' % (revision, injector_name(revision)),
+                details={'revision': revision})
+        desired = build_tag_webhook(tag, revision, injector, self.namespace)
+        self.apply(MWC, desired)
+        if tag == DEFAULT:
+            self.apply_validator(revision, injector)
+            self.deactivate_legacy_injector(revision)
+        return previous
+
+    def apply(self, kind, desired):
+        """Create or update ``desired`` with resourceVersion preconditions; bounded 409 retries."""
+        name = desired['metadata']['name']
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            live = self.client.get_or_none(kind, name)
+            if live is not None and covers(wanted_part(desired), live):
+                return False
+            self.record(kind, name, live, desired if live is None else merged_webhook_config(live, desired),
+                        'created' if live is None else 'updated')
+            if self.check_mode:
+                return True
+            try:
+                if live is None:
+                    self.client.create(kind, desired)
+                else:
+                    self.client.replace(kind, merged_webhook_config(live, desired))
+                return True
+            except (Conflict, AlreadyExists):
+                self.changes.pop()
+                continue
+        raise Conflict('%s %s kept changing while being updated (%d conflicts): another process is '
+                       'writing it; run again once it is done' % (kind, name, MAX_CONFLICT_RETRIES),
+                       status=409, reason='Conflict')
+
+    def apply_validator(self, revision, injector):
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            live = self.client.get_or_none(VWC, DEFAULT_VALIDATOR)
+            desired = build_default_validator(revision, injector, live, self.namespace)
+            if live is not None and covers(wanted_part(desired), live):
+                return False
+            self.record(VWC, DEFAULT_VALIDATOR, live, desired, 'created' if live is None else 'updated')
+            if self.check_mode:
+                return True
+            try:
+                if live is None:
+                    self.client.create(VWC, desired)
+                else:
+                    self.client.replace(VWC, desired)
+                return True
+            except (Conflict, AlreadyExists):
+                self.changes.pop()
+                continue
+        raise Conflict('%s %s kept changing while being updated: run again' % (VWC, DEFAULT_VALIDATOR),
+                       status=409, reason='Conflict')
+
+    def deactivate_legacy_injector(self, revision):
+        """The revision-less istio-sidecar-injector would also answer istio-injection=enabled:
+        make it never match (istioctl does the same), unless it is the target itself."""
+        if revision == DEFAULT:
+            return False
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            live = self.client.get_or_none(MWC, LEGACY_INJECTOR)
+            if live is None or not injector_active(live):
+                return False
+            if (live.get('metadata') or {}).get('labels', {}).get(REV_LABEL, DEFAULT) != DEFAULT:
+                return False
+            desired = deactivate_injector(live)
+            self.record(MWC, LEGACY_INJECTOR, live, desired, 'deactivated')
+            if self.check_mode:
+                return True
+            try:
+                self.client.replace(MWC, desired)
+                return True
+            except Conflict:
+                self.changes.pop()
+                continue
+        raise Conflict('%s %s kept changing while being updated: run again' % (MWC, LEGACY_INJECTOR),
+                       status=409, reason='Conflict')
+
+    # --- absent --------------------------------------------------------------------------------
+
+    def absent(self, tag, force=False):
+        state = self.load()
+        existing = state.tag(tag)
+        users = state.users_of_tag(tag)
+        if existing is None:
+            return None, users
+        if users and not force:
+            raise TagInUse(
+                'tag %s is still selected by %s: relabel them (istio.io/rev=<another tag or revision>) '
+                'first, or set force=true' % (tag, ', '.join(
+                    'namespace %s (label %s)' % (u['name'], u['label']) for u in users)), users)
+        name = existing.webhook or tag_webhook_name(tag)
+        for _attempt in range(MAX_CONFLICT_RETRIES):
+            live = self.client.get_or_none(MWC, name)
+            if live is None:
+                return existing.revision, users
+            self.record(MWC, name, live, None, 'deleted')
+            if self.check_mode:
+                return existing.revision, users
+            try:
+                self.client.delete(MWC, name, resource_version=live['metadata'].get('resourceVersion'))
+                if self.client.get_or_none(MWC, name) is not None:
+                    raise MeshopsError('%s %s is still there after deletion' % (MWC, name))
+                return existing.revision, users
+            except Conflict:
+                self.changes.pop()
+                continue
+            except NotFound:
+                return existing.revision, users
+        raise Conflict('%s %s kept changing while being deleted: run again' % (MWC, name),
+                       status=409, reason='Conflict')
+
+    def record(self, kind, name, before, after, action):
+        self.changes.append({'kind': kind, 'name': name, 'action': action})
+        key = '%s/%s' % (kind, name)
+        self.diff_before[key] = webhook_fields(before)
+        self.diff_after[key] = webhook_fields(after)
+
+
+def run(module):
+    params = module.params
+    tag = validate_revision_name(params['tag'], 'tag')
+    revision = params.get('revision')
+    if params['state'] == 'present':
+        if not revision:
+            raise InvalidInput('revision is required with state=present: the revision the tag should '
+                               'point at, e.g. 1-15-4')
+        revision = validate_revision_name(revision)
+    elif revision:
+        validate_revision_name(revision)
+    client = client_from_module(module)
+    manager = TagManager(client, params['namespace'], module.check_mode)
+    result = {'tag': tag, 'webhook': tag_webhook_name(tag)}
+    if params['state'] == 'present':
+        previous = manager.present(tag, revision)
+        result.update(previous_revision=previous, revision=revision)
+    else:
+        previous, users = manager.absent(tag, params['force'])
+        result.update(previous_revision=previous, revision=None, in_use_by=users)
+    result['changed'] = bool(manager.changes)
+    result['changes'] = manager.changes
+    if module._diff:
+        result['diff'] = {'before': manager.diff_before, 'after': manager.diff_after}
+    return result
+
+
+def main():
+    argument_spec = dict(
+        AUTH_ARG_SPEC,
+        tag=dict(type='str', default='default'),
+        revision=dict(type='str'),
+        state=dict(type='str', default='present', choices=['present', 'absent']),
+        namespace=dict(type='str', default='istio-system'),
+        force=dict(type='bool', default=False),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
+                           required_if=[('state', 'present', ('revision',))])
+    try:
+        result = run(module)
+    except MeshopsError as exc:
+        module.fail_json(**exc.to_result())
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
