@@ -80,9 +80,18 @@ def safe_encode(s: str) -> str:
     return "".join(SAFE_ALPHABET[ord(ch) % len(SAFE_ALPHABET)] for ch in s)
 
 
+def _drop_nulls(v):
+    # a null field and an absent one are the same Go value (e.g. creationTimestamp: null from clients)
+    if isinstance(v, dict):
+        return {k: _drop_nulls(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        return [_drop_nulls(x) for x in v]
+    return v
+
+
 def template_hash(template: dict, collision_count: int = 0) -> str:
     """Pod-template hash: FNV-32a over the canonical template, rendered like rand.SafeEncodeString."""
-    t = copy.deepcopy(template or {})
+    t = _drop_nulls(copy.deepcopy(template or {}))
     labels = (t.get("metadata") or {}).get("labels")
     if labels:
         labels.pop("pod-template-hash", None)
