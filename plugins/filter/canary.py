@@ -15,14 +15,6 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
-try:
-    import jmespath
-
-    HAS_JMESPATH = True
-except ImportError:  # pragma: no cover
-    jmespath = None
-    HAS_JMESPATH = False
-
 LEGACY_LABEL = "istio-injection"
 REV_LABEL = "istio.io/rev"
 VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?")
@@ -120,16 +112,6 @@ def _ready(workload):
 
 
 # --- filters ----------------------------------------------------------------------------------------
-
-def jmespath_query(data, expr):
-    """Evaluate a JMESPath expression (waves chosen by ``query``)."""
-    if not HAS_JMESPATH:
-        raise AnsibleFilterError("the jmespath Python library is required for waves chosen by query")
-    try:
-        return jmespath.search(expr, data)
-    except jmespath.exceptions.JMESPathError as exc:
-        raise AnsibleFilterError("JMESPath query %r is not valid: %s" % (expr, exc))
-
 
 def minor_skew(from_version, to_version):
     """Number of minor versions between two Istio versions (negative for a downgrade).
@@ -343,11 +325,12 @@ def stale_namespaces(info):
     return sorted(found)
 
 
-def wave_calls(wave, info=None):
+def wave_calls(wave, selected=None):
     """The rollout_restart calls of a wave: ``[{namespaces, namespace_selector, names}]``.
 
     ``namespaces`` and ``namespace_selector`` waves are one call; a ``query`` wave is one call per
-    namespace of the selected workloads (restricted to their names)."""
+    namespace of the workloads its query selected (``selected``: what istio_revision_info returned for
+    the query), restricted to their names."""
     if not isinstance(wave, dict):
         raise AnsibleFilterError("a wave must be a dict, got %r" % (wave,))
     chosen = [key for key in ("namespaces", "namespace_selector", "query") if wave.get(key)]
@@ -363,7 +346,6 @@ def wave_calls(wave, info=None):
         return [{"namespaces": sorted(set(names)), "namespace_selector": None, "names": None}]
     if chosen[0] == "namespace_selector":
         return [{"namespaces": None, "namespace_selector": wave["namespace_selector"], "names": None}]
-    selected = jmespath_query(workloads_of(info), wave["query"])
     if selected is None:
         selected = []
     if not isinstance(selected, list) or not all(isinstance(w, dict) and w.get("namespace") and w.get("name") for w in selected):
@@ -432,7 +414,6 @@ def revision_suggestion(name):
 class FilterModule(object):
     def filters(self):
         return {
-            "jmespath": jmespath_query,
             "minor_skew": minor_skew,
             "canary_plan": canary_plan,
             "label_findings": label_findings,

@@ -114,17 +114,17 @@ def test_wave_calls():
     assert f.wave_calls({"name": "w", "namespaces": ["foo", "baz", "foo"]}) == [
         {"namespaces": ["baz", "foo"], "namespace_selector": None, "names": None}]
     assert f.wave_calls({"name": "w", "namespace_selector": "wave=2"})[0]["namespace_selector"] == "wave=2"
-    data = info(workloads=[workload("a", "edge1", [], [], labels={"tier": "edge"}),
-                           workload("b", "edge2", [], [], labels={"tier": "edge"}),
-                           workload("b", "core", [], [], labels={"tier": "core"})])
-    calls = f.wave_calls({"name": "w", "query": "[?labels.tier=='edge']"}, data)
+    selected = [workload("a", "edge1", [], [], labels={"tier": "edge"}),
+                workload("b", "edge2", [], [], labels={"tier": "edge"}),
+                workload("b", "edge3", [], [], labels={"tier": "edge"})]
+    calls = f.wave_calls({"name": "w", "query": "[?labels.tier=='edge']"}, selected)
     assert calls == [{"namespaces": ["a"], "namespace_selector": None, "names": ["edge1"]},
-                     {"namespaces": ["b"], "namespace_selector": None, "names": ["edge2"]}]
-    assert f.wave_calls({"name": "w", "query": "[?labels.tier=='none']"}, data) == []
+                     {"namespaces": ["b"], "namespace_selector": None, "names": ["edge2", "edge3"]}]
+    assert f.wave_calls({"name": "w", "query": "[?labels.tier=='none']"}, []) == []
     with pytest.raises(AnsibleFilterError):
-        f.wave_calls({"name": "w", "query": "[].name"}, data)
+        f.wave_calls({"name": "w", "query": "[].name"}, ["a", "b"])
     with pytest.raises(AnsibleFilterError):
-        f.wave_calls({"name": "w", "namespaces": ["a"], "query": "[]"}, data)
+        f.wave_calls({"name": "w", "namespaces": ["a"], "query": "[]"}, [])
 
 
 def test_wave_problems():
