@@ -311,6 +311,8 @@ class ControllerManager:
             self._push(("pod", m.get("namespace"), m["name"]))
         for ns in {s["metadata"].get("namespace") for s in self._list(SERVICES)}:
             self._push(("ep", ns))
+        for n in self._list(NAMESPACES):
+            self._push(("ns", n["metadata"]["name"]))
 
     def _on_event(self, event_type, rtype, obj):
         try:
@@ -344,6 +346,8 @@ class ControllerManager:
                 self._push(("all-ds",))
             elif key == SERVICES:
                 self._push(("ep", ns))
+            elif key == NAMESPACES and event_type == "ADDED":
+                self._push(("ns", name))
         except Exception:  # a listener must never break the store
             log.exception("controller listener failed")
 
@@ -395,6 +399,8 @@ class ControllerManager:
                 self.pod_tick(key[1], key[2], key[3])
             elif kind == "ep":
                 self.sync_endpoints(key[1])
+            elif kind == "ns":
+                self.sync_namespace(key[1])
         except ApiError as e:
             if e.code in (404, 409):
                 # stale read or a concurrent writer: try again shortly
@@ -1293,6 +1299,20 @@ class ControllerManager:
             ds["status"] = st
             self._update_status(DS, ds)
         self._trim_revisions(ds, revs, {update_name})
+
+    # ---------------------------------------------------------------- namespaces
+    def sync_namespace(self, name):
+        """The service-account controller: every active namespace has ServiceAccount ``default``."""
+        ns = self._get(NAMESPACES, None, name)
+        if ns is None or terminating(ns):
+            return
+        if self._get("serviceaccounts", name, "default") is None:
+            try:
+                self.store.create("serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount",
+                                                      "metadata": {"name": "default", "namespace": name}})
+            except ApiError as e:
+                if e.code not in (409, 403, 404):
+                    raise
 
     # ---------------------------------------------------------------- Endpoints
     def sync_endpoints(self, ns):
