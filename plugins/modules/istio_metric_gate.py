@@ -411,6 +411,11 @@ prometheus_url:
   returned: always
   type: str
   sample: http://prometheus.istio-system:9090
+prometheus_unreachable:
+  description: On an error, whether it was that Prometheus could not be reached (connection, DNS, TLS, timeout, 5xx).
+  returned: when Prometheus could not be queried
+  type: bool
+  sample: true
 error:
   description: On failure to query, the kind of error (V(PrometheusUnreachable), V(PrometheusAuthError), V(PrometheusQueryError), V(GateConfigError)).
   returned: on error
@@ -540,8 +545,9 @@ def main():
         verdict = gate.run()
     except PrometheusError as exc:
         failure = exc.to_result()
-        module.fail_json(changed=False, prometheus_url=url, unreachable=failure['error'] == 'PrometheusUnreachable',
-                         **failure)
+        # Not 'unreachable': that key would make Ansible mark the host itself unreachable.
+        module.fail_json(changed=False, prometheus_url=url,
+                         prometheus_unreachable=failure['error'] == 'PrometheusUnreachable', **failure)
     except MeshopsError as exc:
         module.fail_json(changed=False, prometheus_url=url, **exc.to_result())
     result = verdict.to_dict()
