@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""`make demo`: the Istio 1.14.6 -> 1.15.4 canary upgrade of the reference articles, phase by phase, on a
+simulated cluster.
+
+Starts tests/kubesim with the `blog` scenario (writing the kubeconfig where inventories/sandbox expects it,
+.build/sandbox/kubeconfig), puts the stand-in istioctl (version 1.15.4) on PATH, runs every phase with
+
+    ansible-playbook -i inventories/sandbox playbooks/upgrade.yml --tags <phase>
+
+in order (precheck, install, tag, gateways, wave1, verify, wave2, verify, cleanup), prints what each phase
+changed and the data-plane versions before and after, then stops the simulator.  Exits non-zero when a
+phase fails or the cluster does not end in the articles' final state.
+
+Options: --keep (leave the simulator running at the end, printing how to reach it), --rerun (run every
+phase a second time and show that nothing changes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration")]
+
+import upgrade_support as us  # noqa: E402
+from kubesim.testing import KubeSim  # noqa: E402
+
+PHASES = [
+    ("precheck", "check the cluster, find the current revision behind tag default, record it"),
+    ("install", "install istiod 1-15-4 beside 1-14-6"),
+    ("tag", "point revision tag default at 1-15-4"),
+    ("gateways", "restart the injected ingress gateway onto the new proxy"),
+    ("wave1", "first wave: namespace bar"),
+    ("verify", "everything moved so far is ready on 1.15.4"),
+    ("wave2", "second wave: namespaces foo and baz"),
+    ("verify", "everything moved so far is ready on 1.15.4"),
+    ("cleanup", "uninstall revision 1-14-6 now that nothing uses it"),
+]
+OLD_REV, NEW_REV, NEW_VERSION = "1-14-6", "1-15-4", "1.15.4"
+
+
+def say(text=""):
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def banner(text):
+    say()
+    say("=" * 100)
+    say(text)
+    say("=" * 100)
+
+
+def show_control_plane(sim):
+    cp = us.control_plane(sim)
+    for name, info in sorted(cp["istiod"].items()):
+        say("  istiod        %-28s version %-8s %s" % (name, info["version"], "ready" if info["ready"] else "NOT READY"))
+    for name, info in sorted(cp["mutating"].items()):
+        say("  webhook       %-40s istio.io/rev=%-8s -> %s" % (name, info["rev"], ",".join(info["services"])))
+    for name, info in sorted(cp["validating"].items()):
+        say("  validator     %-40s istio.io/rev=%-8s -> %s" % (name, info["rev"], ",".join(info["services"])))
+    for name, labels in sorted(cp["namespaces"].items()):
+        say("  namespace     %-16s %s" % (name, ", ".join("%s=%s" % kv for kv in sorted(labels.items()))))
+    return cp
+
+
+def show_run(run):
+    for summary in run.summaries():
+        phase = summary.get("phase", "?")
+        details = dict((k, v) for k, v in summary.items() if k not in ("phase", "cluster"))
+        say("  summary of %s on %s:" % (phase, summary.get("cluster")))
+        for key, value in details.items():
+            if isinstance(value, list):
+                value = ", ".join(str(v) for v in value) if value else "-"
+            say("    %-18s %s" % (key + ":", value))
+    changed = [e["task"].split(" : ", 1)[-1] for e in run.changed_tasks()]
+    say("  changed: %s" % ("; ".join(changed) if changed else "nothing"))
+    stats = run.stats
+    for host, counts in sorted(stats.items()):
+        say("  recap %s: ok=%s changed=%s failed=%s" % (host, counts.get("ok"), counts.get("changed"), counts.get("failures")))
+
+
+def final_state_problems(cp, plane):
+    problems = []
+    if sorted(cp["istiod"]) != ["istiod-%s" % NEW_REV]:
+        problems.append("istiod deployments: %s" % sorted(cp["istiod"]))
+    tag = cp["mutating"].get("istio-revision-tag-default") or {}
+    if tag.get("rev") != NEW_REV:
+        problems.append("tag default points at %s" % tag.get("rev"))
+    if "istio-sidecar-injector-%s" % OLD_REV in cp["mutating"]:
+        problems.append("MWC istio-sidecar-injector-%s still exists" % OLD_REV)
+    for workload, info in sorted(plane.items()):
+        if info["versions"] != [NEW_VERSION] or info["ready"] != info["pods"]:
+            problems.append("%s: proxies %s, %s/%s ready" % (workload, info["versions"], info["ready"], info["pods"]))
+    return problems
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--keep", action="store_true", help="leave the simulator running at the end")
+    parser.add_argument("--rerun", action="store_true", help="run every phase again and show nothing changes")
+    parser.add_argument("--pod-ready-seconds", type=float, default=0.3)
+    args = parser.parse_args(argv)
+
+    workdir = ROOT / ".build" / "sandbox"
+    workdir.mkdir(parents=True, exist_ok=True)
+    for stale in ("kubeconfig", "audit.log"):
+        try:
+            (workdir / stale).unlink()
+        except FileNotFoundError:
+            pass
+    us.ensure_collection_link()
+    os.environ["KUBESIM_ISTIOCTL_VERSION"] = NEW_VERSION
+
+    banner("Starting the simulated cluster (tests/kubesim, scenario blog)")
+    sim = KubeSim("blog", workdir=str(workdir), pod_ready_seconds=args.pod_ready_seconds, audit=False)
+    sim.start()
+    failed = False
+    try:
+        say("  API server %s, kubeconfig %s" % (sim.url, sim.kubeconfig))
+        say("  istioctl   %s (stand-in, version %s)" % (us.ISTIOCTL, NEW_VERSION))
+        say("  inventory  %s" % us.SANDBOX)
+        say()
+        before = us.data_plane(sim)
+        show_control_plane(sim)
+        say()
+        say(us.version_table(before, before))
+
+        phases = list(PHASES) + ([(tag, "second run: must change nothing") for tag, _ in PHASES] if args.rerun else [])
+        for index, (tag, what) in enumerate(phases, 1):
+            banner("Phase %d/%d: --tags %s  (%s)" % (index, len(phases), tag, what))
+            started = time.monotonic()
+            run = us.run_phase(us.SANDBOX, tag, workdir=workdir / "runs")
+            show_run(run)
+            say("  took %.1fs" % (time.monotonic() - started))
+            if not run.ok:
+                say()
+                say("PHASE %s FAILED (rc %s):" % (tag, run.rc))
+                for message in run.failures():
+                    say("  " + message)
+                say(run.stdout[-4000:])
+                say(run.stderr[-2000:])
+                failed = True
+                return 1
+            if index > len(PHASES) and run.changed():
+                say("  second run of %s changed something: %s" % (tag, [e["task"] for e in run.changed_tasks()]))
+                failed = True
+                return 1
+
+        banner("Data plane before and after")
+        after = us.data_plane(sim)
+        say(us.version_table(before, after))
+        say()
+        cp = show_control_plane(sim)
+        record = us.upgrade_record(sim) or {}
+        say()
+        say("  upgrade record (configmap istio-system/meshops-istio-upgrade):")
+        for key, value in sorted(record.items()):
+            say("    %-28s %s" % (key, value))
+        problems = final_state_problems(cp, after)
+        say()
+        if problems:
+            say("NOT the articles' final state:")
+            for problem in problems:
+                say("  " + problem)
+            failed = True
+            return 1
+        say("Done: only istiod-%s runs, tag default points at it, every proxy runs %s, the old injector is gone."
+            % (NEW_REV, NEW_VERSION))
+        return 0
+    finally:
+        if args.keep and not failed:
+            say()
+            say("Simulator left running (pid %s): export KUBECONFIG=%s; stop it with kill %s"
+                % (sim.proc.pid if sim.proc else "?", sim.kubeconfig, sim.proc.pid if sim.proc else "?"))
+        else:
+            sim.stop()
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sys.exit(main())
