@@ -809,7 +809,7 @@ class _Watcher(threading.Thread):
                 if failures > WATCH_MAX_FAILURES:
                     self.out.put(('watch_failed', self.tag, exc))
                     return
-                self.sleep(min(5.0, 0.2 * (2 ** min(failures, 5))))
+                self.sleep(min(5.0, 0.1 * (2 ** min(failures - 1, 6))))
             except MeshopsError as exc:
                 self.out.put(('watch_failed', self.tag, exc))
                 return
