@@ -236,6 +236,16 @@ def test_role_sets_verdict_facts_and_error_is_not_a_failed_gate(prom, tmp_path):
                                                    'metric_gate_namespaces': ['foo', 'baz']})
     assert rc == 0, output
     assert written(tmp_path, 'after.json') == {'verdict': 'pass', 'passed': True, 'workloads': ['baz', 'foo']}
+
+    # metric_gate_workloads narrows/extends the selection: a listed workload without traffic is "no data".
+    (tmp_path / 'after.json').unlink()
+    rc, output = run_playbook(tmp_path, playbook, {'istio_canary_metrics': dict(metrics, no_data='inconclusive'),
+                                                   'metric_gate_namespaces': ['foo'],
+                                                   'metric_gate_workloads': {'foo': ['foo', 'nothere']}})
+    assert rc == 0, output
+    assert written(tmp_path, 'rescued.json') == {'verdict': 'inconclusive', 'passed': False, 'error': None}
+    assert written(tmp_path, 'after.json')['workloads'] == ['foo', 'nothere']
+    (tmp_path / 'rescued.json').unlink()
     assert written(tmp_path, 'rescued.json') is None
 
     (tmp_path / 'after.json').unlink()
