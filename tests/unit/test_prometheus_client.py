@@ -26,7 +26,18 @@ class FakeApi:
 
 @pytest.fixture
 def api():
-    state = FakeApi()
+    yield from serve(FakeApi())
+
+
+@pytest.fixture
+def https_api():
+    from kubesim.tls import generate
+
+    material = generate()
+    yield from serve(FakeApi(), material)
+
+
+def serve(state, tls=None):
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -45,9 +56,12 @@ def api():
             self.wfile.write(data)
 
     server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    if tls is not None:
+        server.socket = tls.server_context().wrap_socket(server.socket, server_side=True)
+        state.ca_pem = tls.ca_pem
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    state.url = 'http://127.0.0.1:%d' % server.server_address[1]
+    state.url = '%s://127.0.0.1:%d' % ('https' if tls is not None else 'http', server.server_address[1])
     yield state
     server.shutdown()
     server.server_close()
@@ -201,3 +215,24 @@ def test_error_document_with_success_status_missing(api):
     api.answer(200, {'status': 'error', 'errorType': 'execution', 'error': 'query timed out'})
     with pytest.raises(prom.PrometheusQueryError, match='query timed out'):
         prom.PrometheusClient(api.url).query('up')
+
+
+def test_https_with_ca_cert(https_api, tmp_path):
+    https_api.answer(200, vector(({'destination_workload': 'bar'}, '1')))
+    ca = tmp_path / 'ca.pem'
+    ca.write_bytes(https_api.ca_pem)
+    result = prom.PrometheusClient(https_api.url, ca_cert=str(ca), retries=0).query('up')
+    assert result.samples[0].labels == {'destination_workload': 'bar'}
+
+
+def test_https_untrusted_certificate_is_unreachable(https_api):
+    https_api.answer(200, vector())
+    with pytest.raises(prom.PrometheusUnreachable, match='(?i)certificate'):
+        prom.PrometheusClient(https_api.url, retries=0).query('up')
+    assert https_api.requests == []
+
+
+def test_https_without_validation(https_api):
+    https_api.answer(200, vector(({}, '3')))
+    result = prom.PrometheusClient(https_api.url, validate_certs=False, retries=0).query('up')
+    assert result.samples[0].value == 3.0
