@@ -342,6 +342,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return self.rfile.read(n) if n else b""
 
     def _send(self, code: int, body: bytes, ctype: str = JSON, headers: dict | None = None):
+        self._code = code
+        self._account_once()
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -361,8 +363,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _send_error(self, err: ApiError):
         self._send_json(err.code, err.status(), err.headers)
 
+    def _account_once(self):
+        """Stats and audit for this request, once, just before its response starts."""
+        if self._accounted:
+            return
+        self._accounted = True
+        path = self._acct[0].path
+        if path.startswith("/kubesim/") or self._acct[0].kind == "health":
+            return
+        self._account(*self._acct)
+
     def _handle(self, method):
         self._code = 0
+        self._accounted = True
+        self._created_name = None
         self._audit_id = base64.b16encode(random.getrandbits(64).to_bytes(8, "big")).decode().lower()
         srv: KubeSimServer = self.server
         url = urllib.parse.urlsplit(self.path)
@@ -373,6 +387,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         info = parse_request(method, path, query)
         user = None
         started = time.time()
+        self._acct = [info, None, method, query, started]
+        self._accounted = False
         try:
             try:
                 if path == "/kubesim/metrics":
@@ -380,6 +396,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if info.kind == "health":
                     return self._send(200, b"ok", "text/plain; charset=utf-8")
                 user = self._authenticate()
+                self._acct[1] = user
                 if path.startswith("/kubesim/"):
                     return self._kubesim(path)
                 opts = srv.options
@@ -420,8 +437,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     except OSError:
                         pass
         finally:
-            if not path.startswith("/kubesim/") and info.kind != "health" and user is not None or self._code == 401:
-                self._account(info, user, method, query, started)
+            self._account_once()
 
     def _account(self, info: RequestInfo, user, method, query, started):
         srv: KubeSimServer = self.server
@@ -452,7 +468,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization", "")
         if auth.startswith("Bearer ") and auth[7:].strip() == srv.token:
             return getattr(srv.options, "user", "kubesim-admin")
-        self._code = 401
         raise ApiError.unauthorized()
 
     def _fault(self, roll: float) -> ApiError:
@@ -941,8 +956,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Audit-Id", self._audit_id)
-        self.end_headers()
         self._code = 200
+        self._account_once()
+        self.end_headers()
         first_table = [True]
 
         def emit(etype, obj_or_rec):

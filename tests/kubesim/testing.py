@@ -222,12 +222,15 @@ class KubeSim:
                                f"{cp.stderr}")
         return cp
 
-    def client(self):
-        """A ``kubernetes.client.ApiClient`` configured from the kubeconfig."""
+    def client(self, retries=None):
+        """A ``kubernetes.client.ApiClient`` configured from the kubeconfig.  ``retries=0`` turns
+        off urllib3's own retries (it retries 429/503 carrying Retry-After by default)."""
         from kubernetes import client, config
 
         cfg = client.Configuration()
         config.load_kube_config(config_file=self.kubeconfig, client_configuration=cfg)
+        if retries is not None:
+            cfg.retries = retries
         return client.ApiClient(cfg)
 
     def dynamic(self):
