@@ -196,3 +196,17 @@ def install_revision(sim, revision=NEW_REV, version=NEW_VERSION):
     assert cp.returncode == 0, (cp.stdout, cp.stderr)
     sim.wait_for(lambda: (get(sim, 'Deployment', 'istiod-%s' % revision, 'istio-system') or {})
                  .get('status', {}).get('readyReplicas'), timeout=60, message='istiod-%s ready' % revision)
+
+
+def create_namespace(sim, name, labels=None):
+    code, _, body = sim.request('POST', '/api/v1/namespaces',
+                                {'apiVersion': 'v1', 'kind': 'Namespace',
+                                 'metadata': {'name': name, 'labels': dict(labels or {})}})
+    assert code == 201, (code, body[:300])
+
+
+def label_namespace(sim, name, labels):
+    """Merge-patch a namespace's labels (a value of None removes the label)."""
+    code, _, body = sim.request('PATCH', '/api/v1/namespaces/%s' % name, {'metadata': {'labels': labels}},
+                                headers={'Content-Type': 'application/merge-patch+json'})
+    assert code == 200, (code, body[:300])
