@@ -566,13 +566,31 @@ def restart_patches(entries):
 
 # --- RBAC evaluation ---------------------------------------------------------------------------------
 
-def load_cluster_role(path, name="meshops-istio-upgrader"):
+def load_rbac(path):
+    """{name: ClusterRole} of a file (docs/rbac.yaml)."""
     with open(path) as fh:
         docs = [d for d in yaml.safe_load_all(fh) if d]
-    for d in docs:
-        if d.get("kind") == "ClusterRole" and d["metadata"]["name"] == name:
-            return d
-    raise AssertionError("no ClusterRole %s in %s" % (name, path))
+    return {d["metadata"]["name"]: d for d in docs if d.get("kind") == "ClusterRole"}
+
+
+def load_cluster_role(path, name="meshops-istio-upgrader"):
+    """The ClusterRole ``name`` with its effective rules: an aggregated role gets the rules of the
+    ClusterRoles its aggregationRule selects (as Kubernetes' aggregation controller does)."""
+    roles = load_rbac(path)
+    if name not in roles:
+        raise AssertionError("no ClusterRole %s in %s" % (name, path))
+    role = copy.deepcopy(roles[name])
+    agg = role.get("aggregationRule")
+    if agg:
+        rules = []
+        for sel in agg.get("clusterRoleSelectors") or []:
+            want = sel.get("matchLabels") or {}
+            for other in roles.values():
+                labels = other["metadata"].get("labels") or {}
+                if other is not roles[name] and all(labels.get(k) == v for k, v in want.items()):
+                    rules.extend(other.get("rules") or [])
+        role["rules"] = rules
+    return role
 
 
 def rule_allows(rule, group, resource, subresource, verb, name):
@@ -831,3 +849,48 @@ def error_text(result):
             if line.startswith(("[ERROR]", "ERROR!")):
                 msgs.append(line)
     return "\n".join(msgs)
+
+
+def install_and_tag(tmpdir, sim, revision=NEW_REV, version=NEW_VERSION):
+    """Phases install + tag done with the modules directly (quicker than the playbook; used to put a
+    cluster in the 'part-way through the upgrade' state the tests start from)."""
+    res, raw = run_module(tmpdir, "istio_revision", {
+        "kubeconfig": sim.kubeconfig, "revision": revision, "istioctl_path": ISTIOCTL, "state": "present"},
+        istioctl_version=version)
+    assert res and raw.rc == 0 and not res.get("failed"), raw
+    res, raw = run_module(tmpdir, "istio_revision_tag", {
+        "kubeconfig": sim.kubeconfig, "tag": "default", "revision": revision})
+    assert res and raw.rc == 0 and not res.get("failed"), raw
+
+
+_CLEAN = {}
+_CLEAN_LOCK = threading.Lock()
+
+
+def clean_upgrade(tmpdir):
+    """The full upgrade on a healthy cluster, once per test process: it serves as the reference end state
+    of the fault tests and as the least-privilege run of the RBAC test (kubesim enforces docs/rbac.yaml's
+    ClusterRole and logs every request).  Returns {"state", "entries", "role"} or re-raises its failure."""
+    with _CLEAN_LOCK:
+        if "error" in _CLEAN:
+            raise AssertionError("the reference upgrade failed earlier: %s" % _CLEAN["error"])
+        if "state" in _CLEAN:
+            return _CLEAN
+        os.makedirs(str(tmpdir), exist_ok=True)
+        # the shipped file as it is (kubesim grants the rules of every ClusterRole in it: the aggregated
+        # role's, filled by Kubernetes on a real cluster, are those of its two parts)
+        rbac = os.path.join(REPO, "docs", "rbac.yaml")
+        role = load_cluster_role(rbac)
+        sim = Sim(tmpdir, scenario="blog", audit=True, authorize_rules=rbac, name="reference")
+        try:
+            _CLEAN["initial"] = mesh_state(sim)
+            full_upgrade(tmpdir, sim)
+            _CLEAN["state"] = assert_final_state(sim)
+            _CLEAN["entries"] = AuditLog(sim.audit_path).entries()
+            _CLEAN["role"] = role
+        except BaseException as exc:
+            _CLEAN["error"] = "%s" % exc
+            raise
+        finally:
+            sim.stop()
+        return _CLEAN

@@ -16,34 +16,30 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reliability_support as rs  # noqa: E402
 
 
-def _upgrade(tmp, sim, out):
+def _clean_upgrade(tmp, out):
     try:
-        out["results"] = rs.full_upgrade(tmp, sim)
-        out["state"] = rs.mesh_state(sim)
+        out.update(rs.clean_upgrade(tmp))
     except BaseException as exc:  # reported by the main thread
         out["error"] = exc
 
 
 def test_full_upgrade_with_api_errors_and_latency_matches_clean_run(tmp_path):
-    clean_dir, faulty_dir = tmp_path / "clean", tmp_path / "faulty"
-    clean = rs.Sim(clean_dir, scenario="blog", name="clean", audit=True)
-    faulty = rs.Sim(faulty_dir, scenario="blog", name="faulty", audit=True,
+    faulty = rs.Sim(tmp_path / "faulty", scenario="blog", name="faulty", audit=True,
                     args=["--api-error-rate", "0.1", "--latency-ms", "50", "--seed", "7"])
     try:
-        before_clean = rs.mesh_state(clean)
-        before_faulty = rs.mesh_state(faulty)
-        assert before_clean == before_faulty, "both clusters must start alike"
-
-        # both upgrades at once: the healthy one is the reference for the flaky one
-        clean_out, faulty_out = {}, {}
-        t = threading.Thread(target=_upgrade, args=(clean_dir, clean, clean_out))
+        initial = rs.mesh_state(faulty)
+        # the reference: the same upgrade on a healthy cluster (shared with the RBAC test), run meanwhile
+        clean_out = {}
+        t = threading.Thread(target=_clean_upgrade, args=(tmp_path / "clean", clean_out))
         t.start()
-        _upgrade(faulty_dir, faulty, faulty_out)
-        t.join()
+        try:
+            rs.full_upgrade(tmp_path / "faulty", faulty)
+        finally:
+            t.join()
         if "error" in clean_out:
             raise clean_out["error"]
-        if "error" in faulty_out:
-            raise faulty_out["error"]
+        assert clean_out["initial"] == initial, "both clusters must start alike"
+        faulty_state = rs.mesh_state(faulty)
 
         # the fault injection really happened: the server answered errors the collection had to survive
         entries = rs.AuditLog(faulty.audit_path).entries()
@@ -52,7 +48,7 @@ def test_full_upgrade_with_api_errors_and_latency_matches_clean_run(tmp_path):
         assert len(injected) >= 5, "expected injected API errors in the audit log, saw codes %s" % sorted(set(codes))
 
         rs.assert_final_state(faulty)
-        assert faulty_out["state"] == clean_out["state"]
+        assert faulty_state == clean_out["state"]
 
         # no workload was restarted more than once although some requests failed (a retried PATCH of
         # the restart annotation that actually went through must not be sent again as a new restart)
@@ -60,7 +56,6 @@ def test_full_upgrade_with_api_errors_and_latency_matches_clean_run(tmp_path):
         assert patches, "no restart PATCH recorded"
         assert all(n == 1 for n in patches.values()), patches
     finally:
-        clean.stop()
         faulty.stop()
 
 
@@ -68,8 +63,7 @@ def test_dropped_watches_do_not_lose_the_end_of_a_rollout(tmp_path):
     sim = rs.Sim(tmp_path, scenario="blog", pod_ready_seconds=1.0,
                  args=["--drop-watch-rate", "0.6", "--seed", "3"])
     try:
-        res = rs.run_playbook(tmp_path, "install,tag", rs.upgrade_vars(sim))
-        assert res.rc == 0, res
+        rs.install_and_tag(tmp_path, sim)
         result, raw = rs.run_module(tmp_path, "rollout_restart", {
             "kubeconfig": sim.kubeconfig, "namespaces": ["foo", "bar", "baz"],
             "wait": True, "wait_timeout": 120})
@@ -117,8 +111,7 @@ def test_non_transient_error_fails_once_with_object_and_reason(tmp_path):
     role.write_text(NO_DEPLOYMENT_PATCH_ROLE)
     sim = rs.Sim(tmp_path, scenario="blog", audit=True, authorize_rules=role)
     try:
-        res = rs.run_playbook(tmp_path, "install,tag", rs.upgrade_vars(sim))
-        assert res.rc == 0, res
+        rs.install_and_tag(tmp_path, sim)
         bar_before = sim.get("/apis/apps/v1/namespaces/bar/deployments/bar")
         mark = rs.AuditLog(sim.audit_path).mark()
 

@@ -31,8 +31,7 @@ def test_crash_looping_proxy_stops_the_wave_and_rollback_restores(tmp_path):
     try:
         waves = [{"name": "wave1", "namespaces": ["bar"]}, {"name": "wave2", "namespaces": ["foo", "baz"]}]
         overrides = {"istio_canary_wait_timeout": 25, "istio_canary_gateways": []}
-        res = rs.run_playbook(tmp_path, "precheck,install,tag", rs.upgrade_vars(sim, waves=waves, **overrides))
-        assert res.rc == 0, res
+        rs.install_and_tag(tmp_path, sim)
         untouched = {ns: _template_annotations(sim, ns, ns)[1]["metadata"]["resourceVersion"] for ns in ("foo", "baz")}
         audit = rs.AuditLog(sim.audit_path)
         mark = audit.mark()
@@ -110,8 +109,7 @@ def test_uninstalling_a_revision_in_use_is_refused_with_its_users(tmp_path):
 def test_tag_pointing_at_a_revision_without_istiod_is_diagnosed(tmp_path):
     sim = rs.Sim(tmp_path, scenario="blog")
     try:
-        res = rs.run_playbook(tmp_path, "precheck,install,tag", rs.upgrade_vars(sim))
-        assert res.rc == 0, res
+        rs.install_and_tag(tmp_path, sim)
         # istiod-1-15-4 disappears while the tag still sends injection to it
         sim.delete("/apis/apps/v1/namespaces/istio-system/deployments/istiod-%s" % rs.NEW_REV)
         rs.wait_for(lambda: not [p for p in rs.live_pods(sim, rs.ISTIO_NS)
