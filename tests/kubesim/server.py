@@ -709,8 +709,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if not body:
             raise ApiError.bad_request("the server rejected our request due to an error in our request")
         ct = (ctype or "").split(";")[0].strip().lower()
+        if ct == "application/vnd.kubernetes.protobuf":
+            from . import protobuf
+            try:
+                return protobuf.decode(body)
+            except (protobuf.ProtoError, ValueError, IndexError) as e:
+                raise ApiError.unsupported_media_type(ct, ["application/json", "application/yaml",
+                                                           "application/vnd.kubernetes.protobuf"]) from e
         if "protobuf" in ct or "cbor" in ct:
-            raise ApiError.unsupported_media_type(ct, ["application/json", "application/yaml"])
+            raise ApiError.unsupported_media_type(ct, ["application/json", "application/yaml",
+                                                       "application/vnd.kubernetes.protobuf"])
         try:
             if ct.endswith("yaml"):
                 return yaml.safe_load(body)
@@ -786,7 +794,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if info.verb == "delete":
             opts = {}
             if body.strip():
-                opts = self._parse_body(body, JSON) or {}
+                opts = self._parse_body(body, self.headers.get("Content-Type") or JSON) or {}
             prop = query.get("propagationPolicy") or opts.get("propagationPolicy")
             if prop is None and (opts.get("orphanDependents") is True or query.get("orphanDependents") == "true"):
                 prop = "Orphan"
@@ -809,7 +817,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if info.verb == "deletecollection":
             prop = query.get("propagationPolicy")
             if body.strip():
-                opts = self._parse_body(body, JSON) or {}
+                opts = self._parse_body(body, self.headers.get("Content-Type") or JSON) or {}
                 prop = prop or opts.get("propagationPolicy")
             lsel = LabelSelector.parse(query.get("labelSelector"))
             fsel = FieldSelector.parse(query.get("fieldSelector"), rt.key)
