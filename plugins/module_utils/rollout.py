@@ -187,8 +187,9 @@ class Progress:
         return 'Progress(%s, %r)' % (self.state, self.message)
 
     def __eq__(self, other):
-        return isinstance(other, Progress) and (self.state, self.message) == (other.state,
-                                                                                 other.message)
+        if not isinstance(other, Progress):
+            return False
+        return (self.state, self.message) == (other.state, other.message)
 
 
 def _condition(obj, ctype):
@@ -341,7 +342,7 @@ def prune_workload(kind, obj):
     return {
         'kind': kind,
         'metadata': dict((k, meta[k]) for k in ('name', 'namespace', 'uid', 'generation',
-                                                 'resourceVersion', 'labels') if k in meta),
+                                                'resourceVersion', 'labels') if k in meta),
         'spec': pruned_spec,
         'status': status,
     }
@@ -517,8 +518,8 @@ class RolloutPlan:
         kinds = list(kinds or WORKLOAD_KINDS)
         for kind in kinds:
             if kind not in WORKLOAD_KINDS:
-                raise InvalidInput('kind %r cannot be restarted: use %s' % (kind,
-                                                                           ', '.join(WORKLOAD_KINDS)))
+                raise InvalidInput('kind %r cannot be restarted: use %s'
+                                   % (kind, ', '.join(WORKLOAD_KINDS)))
         if bool(namespaces) == bool(namespace_selector):
             raise InvalidInput('give either namespaces (a list) or namespace_selector')
         # 1. namespaces (one list call; a missing namespace stops everything before any change)
@@ -967,8 +968,8 @@ class RolloutRunner:
                         pod_transform)
             # FailedCreate events: start from now (the list is only for its resourceVersion)
             try:
-                _, rv = self.api.list('Event', namespace=scope, field_selector='reason=FailedCreate',
-                                      transform=lambda e: None)
+                rv = self.api.list('Event', namespace=scope, field_selector='reason=FailedCreate',
+                                   transform=lambda e: None)[1]
             except MeshopsError:
                 rv = None
             if rv is not None:
@@ -1018,7 +1019,7 @@ class RolloutRunner:
                     continue
                 self._handle(msg)
                 # drain what is already there before re-evaluating timers
-                for _ in range(1000):
+                for _drained in range(1000):
                     try:
                         self._handle(self.queue.get_nowait())
                     except queue.Empty:
@@ -1060,7 +1061,7 @@ class RolloutRunner:
     def _expire(self):
         now = self.clock()
         while self.deadlines and self.deadlines[0][0] <= now:
-            _, key = heapq.heappop(self.deadlines)
+            key = heapq.heappop(self.deadlines)[1]
             w = self.inflight.get(key)
             if w is None or w.finished or w.deadline is None or w.deadline > now:
                 continue
@@ -1085,7 +1086,7 @@ class RolloutRunner:
     def _handle(self, msg):
         kind = msg[0]
         if kind == 'patched':
-            _, key, obj, exc = msg
+            key, obj, exc = msg[1:]
             w = self.by_key[key]
             if exc is not None:
                 self._fail(w, 'restart failed: %s' % exc)
@@ -1093,13 +1094,13 @@ class RolloutRunner:
             w.patched = True
             self._begin_wait(w, obj)
         elif kind == 'event':
-            _, tag, etype, item = msg
+            tag, etype, item = msg[1:]
             self._on_event(tag, etype, item)
         elif kind == 'sync':
-            _, tag, items = msg
+            tag, items = msg[1:]
             self._on_sync(tag, items)
         elif kind == 'watch_failed':
-            _, tag, exc = msg
+            tag, exc = msg[1:]
             scope = tag[-1]
             for w in list(self.inflight.values()):
                 if scope is None or w.namespace == scope:
@@ -1221,8 +1222,8 @@ class RolloutRunner:
         w.settle_deadline = None
         selector = label_selector_string((_spec(w.obj).get('selector') or {}))
         try:
-            infos, _ = self.api.list('Pod', namespace=w.namespace, label_selector=selector,
-                                     transform=PodInfo.from_pod)
+            infos = self.api.list('Pod', namespace=w.namespace, label_selector=selector,
+                                  transform=PodInfo.from_pod)[0]
         except MeshopsError:
             return
         fresh = {}

@@ -32,7 +32,7 @@ description:
   - Paused Deployments and StatefulSets or DaemonSets with the C(OnDelete) update strategy (or a
     StatefulSet partition) are reported as skipped with the reason, never silently passed.
 author:
-  - meshops.istio contributors
+  - meshops.istio contributors (@meshops)
 options:
   namespaces:
     description:
@@ -91,9 +91,11 @@ extends_documentation_fragment:
   - meshops.istio.wait
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reports what would be restarted; nothing is patched.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: The C(kubectl.kubernetes.io/restartedAt) annotation of each restarted workload, before and after.
 notes:

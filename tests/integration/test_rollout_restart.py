@@ -14,7 +14,8 @@ import helpers as h
 def move_default_tag(sim, revision=h.NEW_REV):
     cp = h.subprocess.run([h.PYTHON, h.ISTIOCTL, 'tag', 'set', 'default', '--revision', revision,
                            '--overwrite', '--kubeconfig', sim.kubeconfig],
-                          env=h.ansible_env(), capture_output=True, text=True, timeout=120)
+                          env=h.ansible_env(), capture_output=True, text=True, timeout=120,
+                          check=False)
     assert cp.returncode == 0, cp.stderr
     assert h.mwc_revision(sim, 'istio-revision-tag-default')[0] == revision
 
@@ -59,9 +60,9 @@ def test_wave_restarts_bar_onto_the_new_revision(blog):
     res = h.run_module('rollout_restart', args, check=True, diff=True)
     assert res.rc == 0 and not res.failed, res
     assert res['changed'] is True
-    bar = workloads(res)['bar/Deployment/bar']
-    assert bar['action'] == 'restarted' and 'check mode' in bar['reason']
-    assert (bar['from_version'], bar['revision']) == (h.OLD_VERSION, h.NEW_REV)
+    got_bar = workloads(res)['bar/Deployment/bar']
+    assert got_bar['action'] == 'restarted' and 'check mode' in got_bar['reason']
+    assert (got_bar['from_version'], got_bar['revision']) == (h.OLD_VERSION, h.NEW_REV)
     assert h.snapshot(sim) == before
     assert restarted_at(sim, 'bar', 'bar') is None
 
@@ -69,9 +70,9 @@ def test_wave_restarts_bar_onto_the_new_revision(blog):
     res = h.run_module('rollout_restart', args, diff=True)
     assert res.rc == 0 and not res.failed, res
     assert res['changed'] is True
-    bar = workloads(res)['bar/Deployment/bar']
-    assert bar['action'] == 'restarted', bar
-    assert (bar['from_version'], bar['to_version'], bar['revision']) == \
+    got_bar = workloads(res)['bar/Deployment/bar']
+    assert got_bar['action'] == 'restarted', got_bar
+    assert (got_bar['from_version'], got_bar['to_version'], got_bar['revision']) == \
         (h.OLD_VERSION, h.NEW_VERSION, h.NEW_REV)
     assert res['summary'] == {'restarted': 1, 'current': 0, 'failed': 0, 'skipped': 0, 'total': 1}
     # the cluster: bar's pods on the new proxy and revision, foo untouched
@@ -130,15 +131,15 @@ def test_crash_looping_proxy_fails_naming_the_workload(kubesim):
 
 def test_paused_deployment_is_reported_not_passed(blog):
     sim = upgraded(blog)
-    code, _, body = sim.request('PATCH', '/apis/apps/v1/namespaces/bar/deployments/bar',
-                                {'spec': {'paused': True}},
-                                headers={'Content-Type': 'application/merge-patch+json'})
+    code, _headers, body = sim.request(
+        'PATCH', '/apis/apps/v1/namespaces/bar/deployments/bar', {'spec': {'paused': True}},
+        headers={'Content-Type': 'application/merge-patch+json'})
     assert code == 200, body
     rv = h.get(sim, 'Deployment', 'bar', 'bar')['metadata']['resourceVersion']
     res = h.run_module('rollout_restart', dict(h.auth(sim), namespaces=['bar']))
     assert res.rc == 0 and not res.failed, res
-    bar = workloads(res)['bar/Deployment/bar']
-    assert bar['action'] == 'skipped' and 'paused' in bar['reason']
+    got_bar = workloads(res)['bar/Deployment/bar']
+    assert got_bar['action'] == 'skipped' and 'paused' in got_bar['reason']
     assert res['changed'] is False
     assert h.get(sim, 'Deployment', 'bar', 'bar')['metadata']['resourceVersion'] == rv
 
@@ -152,10 +153,10 @@ def test_webhook_of_a_removed_istiod_is_the_failure_reason(blog):
                  timeout=60, message='istiod-1-15-4 pods gone')
     res = h.run_module('rollout_restart', dict(h.auth(sim), namespaces=['bar'], wait_timeout=60))
     assert res.failed, res
-    bar = workloads(res)['bar/Deployment/bar']
-    assert bar['action'] == 'failed'
-    assert 'failed calling webhook' in bar['reason'], bar
-    assert 'istiod-%s' % h.NEW_REV in bar['reason']
+    got_bar = workloads(res)['bar/Deployment/bar']
+    assert got_bar['action'] == 'failed'
+    assert 'failed calling webhook' in got_bar['reason'], got_bar
+    assert 'istiod-%s' % h.NEW_REV in got_bar['reason']
     # nothing lost: the old pods still run with their sidecars
     assert h.proxy_revisions(sim, 'bar', 'bar') == [h.OLD_REV, h.OLD_REV]
 

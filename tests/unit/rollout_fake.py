@@ -111,7 +111,7 @@ class FakeApi:
         with self.lock:
             self.add(kind, obj)
             count = self.nodes if kind == 'DaemonSet' else replicas
-            for _ in range(count):
+            for _index in range(count):
                 self._create_pod(kind, obj, revision=revision, ready=True)
             self._update_status(kind, obj)
         return obj
@@ -131,12 +131,12 @@ class FakeApi:
         if label_selector:
             labels = meta.get('labels') or {}
             for part in label_selector.split(','):
-                key, _, value = part.partition('=')
+                key, value = part.partition('=')[::2]
                 if labels.get(key) != value:
                     return False
         if field_selector:
             for part in field_selector.split(','):
-                key, _, value = part.partition('=')
+                key, value = part.partition('=')[::2]
                 if key == 'reason' and obj.get('reason') != value:
                     return False
         return True

@@ -240,7 +240,7 @@ def test_request_budget(api):
     api.calls[:] = []
     result = run_rollout(api, namespaces=['a', 'b'], concurrency=0, wait_timeout=30)
     assert result['summary']['restarted'] == 16
-    calls = collections.Counter(verb for verb, _, _ in api.calls)
+    calls = collections.Counter(call[0] for call in api.calls)
     assert calls['patch'] == 16
     # namespace list, webhooks, 3 kinds + pods per namespace, the events list per namespace,
     # and a pod list for a workload whose pod events lagged (rare)
@@ -258,7 +258,7 @@ def test_many_namespaces_use_cluster_wide_lists(api):
                          wait_timeout=30)
     assert result['summary']['restarted'] == 5
     scoped = [c for c in api.calls if c[0] in ('list', 'watch') and c[1] in ('Deployment', 'Pod')]
-    assert scoped and all(ns is None for _, _, ns in scoped)
+    assert scoped and all(call[2] is None for call in scoped)
 
 
 def test_dropped_watches_resume_without_missing_the_end(api):
