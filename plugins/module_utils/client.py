@@ -814,17 +814,20 @@ class ClusterClient:
                 pass
 
     def stream(self, kind, namespace=None, label_selector=None, field_selector=None, timeout=None,
-               watch_chunk=60):
+               watch_chunk=60, resource_version=None):
         """List, then watch, forever or until ``timeout`` seconds: yield WatchEvents.
 
-        The first event is LISTED with the current items.  Dropped watches resume from the last
-        resourceVersion seen (no event lost, none repeated); 410 Gone re-lists and yields LISTED again
-        with the complete state.  The generator simply returns when ``timeout`` is over; stop earlier
-        by breaking out of the loop.
+        The first event is LISTED with the current items (unless ``resource_version`` is given: then
+        the watch starts from there, e.g. to resume an earlier stream).  Dropped watches resume from the
+        last resourceVersion seen (no event lost, none repeated); 410 Gone re-lists and yields LISTED
+        again with the complete state.  The generator simply returns when ``timeout`` is over; stop
+        earlier by breaking out of the loop.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        items, rv = self.list_with_version(kind, namespace, label_selector, field_selector)
-        yield WatchEvent('LISTED', items, rv)
+        rv = resource_version
+        if rv is None:
+            items, rv = self.list_with_version(kind, namespace, label_selector, field_selector)
+            yield WatchEvent('LISTED', items, rv)
         drops = 0
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
