@@ -430,6 +430,10 @@ class _WatchDropped(Exception):
     """Internal: the watch connection ended abnormally; resume from the last resourceVersion."""
 
 
+# public name for callers that drive ``watch`` themselves (``stream`` handles it already)
+WatchDropped = _WatchDropped
+
+
 # --- the client ------------------------------------------------------------------------------------
 
 class ClusterClient:
