@@ -32,8 +32,9 @@ def _group_plural(key: str) -> tuple[str, str]:
 
 
 def _get(store, key, ns, name):
+    """Read-only view of a stored object (never mutate it), or None."""
     try:
-        return store.get(key, ns, name)
+        return store.get_rec(key, ns, name).obj
     except ApiError as e:
         if e.code == 404:
             return None
@@ -41,7 +42,9 @@ def _get(store, key, ns, name):
 
 
 def _list(store, key, ns=None):
-    return store.list(key, ns)
+    """Read-only views of stored objects."""
+    recs, _ = store.list_recs(key, ns)
+    return [r.obj for r in recs]
 
 
 def _selector_matches(sel, labels) -> bool:

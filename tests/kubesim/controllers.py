@@ -89,9 +89,13 @@ def _drop_nulls(v):
     return v
 
 
+def _clone(obj):
+    return json.loads(json.dumps(obj))
+
+
 def template_hash(template: dict, collision_count: int = 0) -> str:
     """Pod-template hash: FNV-32a over the canonical template, rendered like rand.SafeEncodeString."""
-    t = _drop_nulls(copy.deepcopy(template or {}))
+    t = _drop_nulls(template or {})
     labels = (t.get("metadata") or {}).get("labels")
     if labels:
         labels.pop("pod-template-hash", None)
@@ -224,10 +228,13 @@ class ControllerManager:
         self._busy = False
         self._last_create_error: dict = {}
         self._deadline_at: dict = {}
+        self._armed: set = set()
+        self._hash_cache: dict = {}
         self.errors = 0
 
     # ---------------------------------------------------------------- lifecycle
     def start(self):
+        self.store.add_admission(self._kubelet_admission)
         self.store.add_listener(self._on_event)
         self._enqueue_all()
         self.settle()
@@ -257,12 +264,14 @@ class ControllerManager:
                         self._queued.discard(key)
                     self._process(key)
                     progressed = True
-                # retries parked on back-off timers: run them now
+                # retries parked on create back-off timers: run them now (kubelet timers stay)
                 with self._cv:
-                    timers, self._timers = self._timers, []
-                for _when, _seq, key in timers:
-                    if key[0] in ("rs", "sts", "ds", "deploy"):
-                        self._backoff.pop(key, None)
+                    retry = [t for t in self._timers if t[2][0] in ("rs", "sts", "ds") and t[2] in self._backoff]
+                    if retry:
+                        self._timers = [t for t in self._timers if t not in retry]
+                        heapq.heapify(self._timers)
+                for _when, _seq, key in retry:
+                    self._backoff.pop(key, None)
                     self._push(key)
                     progressed = True
                 if not progressed:
@@ -303,15 +312,15 @@ class ControllerManager:
 
     def _enqueue_all(self):
         for kind, rtype in (("deploy", DEPLOY), ("rs", RS), ("sts", STS), ("ds", DS)):
-            for obj in self._list(rtype):
+            for obj in self._ro_list(rtype):
                 m = obj["metadata"]
                 self._push((kind, m.get("namespace"), m["name"]))
-        for pod in self._list(PODS):
+        for pod in self._ro_list(PODS):
             m = pod["metadata"]
             self._push(("pod", m.get("namespace"), m["name"]))
-        for ns in {s["metadata"].get("namespace") for s in self._list(SERVICES)}:
+        for ns in {s["metadata"].get("namespace") for s in self._ro_list(SERVICES)}:
             self._push(("ep", ns))
-        for n in self._list(NAMESPACES):
+        for n in self._ro_list(NAMESPACES):
             self._push(("ns", n["metadata"]["name"]))
 
     def _on_event(self, event_type, rtype, obj):
@@ -321,7 +330,10 @@ class ControllerManager:
             ns, name = meta.get("namespace"), meta.get("name")
             if key == PODS:
                 if event_type != "DELETED":
-                    self._push(("pod", ns, name))
+                    if meta.get("uid") not in self._armed:
+                        self._push(("pod", ns, name))
+                else:
+                    self._armed.discard(meta.get("uid"))
                 ref = controller_ref(obj)
                 if ref:
                     kind = {"ReplicaSet": "rs", "StatefulSet": "sts", "DaemonSet": "ds"}.get(ref.get("kind"))
@@ -391,7 +403,7 @@ class ControllerManager:
             elif kind == "ds":
                 self.sync_daemonset(key[1], key[2])
             elif kind == "all-ds":
-                for ds in self._list(DS):
+                for ds in self._ro_list(DS):
                     self._push(("ds", ds["metadata"]["namespace"], ds["metadata"]["name"]))
             elif kind == "pod":
                 self.sync_pod(key[1], key[2])
@@ -420,6 +432,19 @@ class ControllerManager:
 
     def _list(self, rtype, ns=None):
         return self.store.list(rtype, ns)
+
+    # Read-only views of stored objects (no copy): never mutate what these return.
+    def _ro_list(self, rtype, ns=None) -> list:
+        recs, _ = self.store.list_recs(rtype, ns)
+        return [r.obj for r in recs]
+
+    def _ro_get(self, rtype, ns, name):
+        try:
+            return self.store.get_rec(rtype, ns, name).obj
+        except ApiError as e:
+            if e.code == 404:
+                return None
+            raise
 
     def _update(self, rtype, obj):
         return self.store.update(rtype, obj)
@@ -457,7 +482,7 @@ class ControllerManager:
 
     # ---------------------------------------------------------------- pods: scheduler + kubelet
     def _nodes(self) -> list:
-        return [n for n in self._list(NODES) if not (n.get("spec") or {}).get("unschedulable")]
+        return [n for n in self._ro_list(NODES) if not (n.get("spec") or {}).get("unschedulable")]
 
     def _pick_node(self) -> str | None:
         nodes = sorted(n["metadata"]["name"] for n in self._nodes())
@@ -468,7 +493,7 @@ class ControllerManager:
     def _host_ip(self, node_name: str | None) -> str:
         if not node_name:
             return ""
-        node = self._get(NODES, None, node_name)
+        node = self._ro_get(NODES, None, node_name)
         for a in ((node or {}).get("status") or {}).get("addresses") or []:
             if a.get("type") == "InternalIP":
                 return a.get("address", "")
@@ -506,7 +531,7 @@ class ControllerManager:
                                              "message": f"back-off {min(10 * 2 ** max(n - 1, 0), 300)}s restarting "
                                                         f"failed container={c['name']} pod={pod['metadata']['name']}"
                                                         f"_{pod['metadata'].get('namespace')}"
-                                                        f"({pod['metadata'].get('uid')})"}},
+                                                        f"({pod['metadata'].get('uid') or ''})"}},
                           lastState={"terminated": {"exitCode": 255, "reason": "Error", "startedAt": started,
                                                     "finishedAt": started,
                                                     "containerID": _container_id(pod, c)}})
@@ -526,74 +551,43 @@ class ControllerManager:
                 out.append(c["name"])
         return out
 
-    def sync_pod(self, ns, name):
-        """Kubelet: give a new pod its node, IP and Pending status, then make it Running/Ready later."""
-        pod = self._get(PODS, ns, name)
-        if pod is None or terminating(pod):
-            return
-        status = pod.get("status") or {}
-        if status.get("phase") and status.get("podIP"):
-            return  # already handled; the timers drive the rest
+    def _pending_status(self, pod: dict) -> dict:
+        """Scheduled, IP assigned, containers being created (what the kubelet reports first)."""
         spec = pod.get("spec") or {}
-        node = spec.get("nodeName")
-        if not node:
-            node = self._pick_node()
-            if node is None:
-                st = dict(status)
-                st["phase"] = "Pending"
-                st["conditions"] = set_condition(st.get("conditions"), "PodScheduled", "False", "Unschedulable",
-                                                 "0/0 nodes are available: no nodes available to schedule pods.",
-                                                 now_iso())
-                if st != status:
-                    pod["status"] = st
-                    self._update_status(PODS, pod)
-                return
-            pod["spec"]["nodeName"] = node
-            pod = self._update(PODS, pod)
         now = now_iso()
-        init, main = self._container_statuses(pod, "creating")
-        st = {
-            "phase": "Pending",
-            "conditions": [
-                {"type": "Initialized", "status": "False" if spec.get("initContainers") else "True",
-                 "lastProbeTime": None, "lastTransitionTime": now,
-                 **({"reason": "ContainersNotInitialized",
-                     "message": f"containers with incomplete status: [{' '.join(c['name'] for c in spec.get('initContainers') or [])}]"}
-                    if spec.get("initContainers") else {})},
-                {"type": "Ready", "status": "False", "lastProbeTime": None, "lastTransitionTime": now,
-                 "reason": "ContainersNotReady",
-                 "message": f"containers with unready status: [{' '.join(c['name'] for c in spec.get('containers') or [])}]"},
-                {"type": "ContainersReady", "status": "False", "lastProbeTime": None, "lastTransitionTime": now,
-                 "reason": "ContainersNotReady",
-                 "message": f"containers with unready status: [{' '.join(c['name'] for c in spec.get('containers') or [])}]"},
-                {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now},
-            ],
-            "hostIP": self._host_ip(node),
-            "podIP": self._new_pod_ip(),
-            "qosClass": "Burstable",
-            "startTime": now,
-            "containerStatuses": main,
-        }
+        _init, main = self._container_statuses(pod, "creating")
+        init = _init
+        unready = " ".join(c["name"] for c in spec.get("containers") or [])
+        conds = []
+        if spec.get("initContainers"):
+            conds.append({"type": "Initialized", "status": "False", "lastProbeTime": None, "lastTransitionTime": now,
+                          "reason": "ContainersNotInitialized",
+                          "message": "containers with incomplete status: "
+                                     f"[{' '.join(c['name'] for c in spec.get('initContainers') or [])}]"})
+        else:
+            conds.append({"type": "Initialized", "status": "True", "lastProbeTime": None, "lastTransitionTime": now})
+        conds += [
+            {"type": "Ready", "status": "False", "lastProbeTime": None, "lastTransitionTime": now,
+             "reason": "ContainersNotReady", "message": f"containers with unready status: [{unready}]"},
+            {"type": "ContainersReady", "status": "False", "lastProbeTime": None, "lastTransitionTime": now,
+             "reason": "ContainersNotReady", "message": f"containers with unready status: [{unready}]"},
+            {"type": "PodScheduled", "status": "True", "lastProbeTime": None, "lastTransitionTime": now},
+        ]
+        host_ip = self._host_ip(spec.get("nodeName"))
+        pod_ip = self._new_pod_ip()
+        st = {"phase": "Pending", "conditions": conds, "hostIP": host_ip,
+              "hostIPs": [{"ip": host_ip}] if host_ip else [], "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
+              "qosClass": (pod.get("status") or {}).get("qosClass") or "BestEffort", "startTime": now,
+              "containerStatuses": main}
         if init:
             st["initContainerStatuses"] = init
-        st["podIPs"] = [{"ip": st["podIP"]}]
-        st["hostIPs"] = [{"ip": st["hostIP"]}] if st["hostIP"] else []
-        pod["status"] = st
-        pod = self._update_status(PODS, pod)
-        uid = pod["metadata"].get("uid")
-        if self._settling or self.pod_ready_seconds <= 0:
-            self.pod_tick(ns, name, uid)
-        else:
-            self._after(self.pod_ready_seconds, ("pod-tick", ns, name, uid))
+        return st
 
-    def pod_tick(self, ns, name, uid):
-        """Containers started: Running and Ready, or (crash versions) a crash loop that keeps restarting."""
-        pod = self._get(PODS, ns, name)
-        if pod is None or terminating(pod) or pod["metadata"].get("uid") != uid:
-            return
+    def _running_status(self, pod: dict, status: dict) -> tuple[dict, list]:
+        """Containers started: Running and Ready -- or, for a crash version, a crash loop one restart on."""
         crashing = self._crashing_containers(pod)
         now = now_iso()
-        st = dict(pod.get("status") or {})
+        st = dict(status or {})
         if crashing:
             prev = {c["name"]: c.get("restartCount", 0) for c in st.get("containerStatuses") or []}
             counts = {c: prev.get(c, 0) + 1 for c in crashing}
@@ -609,6 +603,7 @@ class ControllerManager:
         conds = set_condition(conds, "Ready", ready_status, reason, msg, now, update_time=False)
         for c in conds:
             c.setdefault("lastProbeTime", None)
+            c.pop("lastUpdateTime", None)
             if c.get("reason") is None:
                 c.pop("reason", None)
             if c.get("message") is None:
@@ -616,17 +611,87 @@ class ControllerManager:
         st.update(phase="Running", conditions=conds, containerStatuses=main)
         if init:
             st["initContainerStatuses"] = init
+        return st, crashing
+
+    def _kubelet_admission(self, operation, rtype, obj, old, dry_run, user):
+        """Scheduler + kubelet's first status, applied as the pod is created (after the webhooks, so the
+        injected containers are known).  Pods created while the scenario settles are already Running."""
+        if operation != "CREATE" or rtype != PODS or dry_run or obj is None:
+            return None
+        st = obj.get("status") or {}
+        if st.get("podIP"):
+            return None
+        spec = obj.setdefault("spec", {})
+        if not spec.get("nodeName"):
+            node = self._pick_node()
+            if node is None:
+                return None
+            spec["nodeName"] = node
+        st = self._pending_status(obj)
+        if self._settling:
+            st, _ = self._running_status(obj, st)
+        obj["status"] = st
+        return obj
+
+    def sync_pod(self, ns, name):
+        """Kubelet: arm the readiness (or crash-loop) timer of a new pod; schedule pods created without
+        going through admission."""
+        pod = self._ro_get(PODS, ns, name)
+        if pod is None or terminating(pod):
+            return
+        uid = pod["metadata"].get("uid")
+        if uid in self._armed:
+            return
+        status = pod.get("status") or {}
+        if not status.get("podIP"):
+            pod = _clone(pod)
+            spec = pod.setdefault("spec", {})
+            if not spec.get("nodeName"):
+                node = self._pick_node()
+                if node is None:
+                    st = dict(status)
+                    st["phase"] = "Pending"
+                    st["conditions"] = set_condition(st.get("conditions"), "PodScheduled", "False",
+                                                     "Unschedulable", "0/0 nodes are available: no nodes "
+                                                     "available to schedule pods.", now_iso())
+                    if st != status:
+                        pod["status"] = st
+                        self._update_status(PODS, pod)
+                    return
+                spec["nodeName"] = node
+                pod = self._update(PODS, pod)
+            pod["status"] = self._pending_status(pod)
+            pod = self._update_status(PODS, pod)
+            status = pod["status"]
+        self._armed.add(uid)
+        if status.get("phase") == "Pending":
+            if self._settling or self.pod_ready_seconds <= 0:
+                self.pod_tick(ns, name, uid)
+            else:
+                self._after(self.pod_ready_seconds, ("pod-tick", ns, name, uid))
+        elif self._crashing_containers(pod):
+            self._after(self._crash_delay(pod), ("pod-tick", ns, name, uid))
+
+    def _crash_delay(self, pod) -> float:
+        n = max([c.get("restartCount", 0) for c in (pod.get("status") or {}).get("containerStatuses") or []] + [1])
+        base = max(self.pod_ready_seconds, 1.0)
+        return min(base * 2 ** (n - 1), 30 * base)
+
+    def pod_tick(self, ns, name, uid):
+        pod = self._get(PODS, ns, name)
+        if pod is None or terminating(pod) or pod["metadata"].get("uid") != uid:
+            self._armed.discard(uid)
+            return
+        st, crashing = self._running_status(pod, pod.get("status") or {})
         pod["status"] = st
-        self._update_status(PODS, pod)
+        pod = self._update_status(PODS, pod)
         if crashing:
-            n = max(counts.values())
-            base = max(self.pod_ready_seconds, 1.0)
-            self._after(min(base * 2 ** (n - 1), 30 * base), ("pod-tick", ns, name, uid))
+            self._after(self._crash_delay(pod), ("pod-tick", ns, name, uid))
 
     # ---------------------------------------------------------------- ReplicaSet
     def _owned_pods(self, owner: dict) -> list:
         ns = owner["metadata"].get("namespace")
-        return [p for p in self._list(PODS, ns) if owned_by(p, owner)]
+        return [p for p in self._ro_list(PODS, ns) if owned_by(p, owner)]
 
     def _pod_from_template(self, owner: dict, kind: str, name: str, template: dict,
                            extra_labels: dict | None = None, node: str | None = None) -> dict:
@@ -639,7 +704,7 @@ class ControllerManager:
             meta["generateName"] = (name.rsplit("-", 1)[0] + "-")
         if tmeta.get("annotations"):
             meta["annotations"] = dict(tmeta["annotations"])
-        spec = copy.deepcopy(template.get("spec") or {})
+        spec = _clone(template.get("spec") or {})
         spec.setdefault("restartPolicy", "Always")
         spec.setdefault("dnsPolicy", "ClusterFirst")
         spec.setdefault("schedulerName", "default-scheduler")
@@ -688,7 +753,7 @@ class ControllerManager:
         return True
 
     def sync_replicaset(self, ns, name):
-        rs = self._get(RS, ns, name)
+        rs = self._ro_get(RS, ns, name)
         if rs is None or terminating(rs):
             self._backoff.pop(("rs", ns, name), None)
             return
@@ -763,6 +828,7 @@ class ControllerManager:
         # the real controller omits zero counts
         st = {k: v for k, v in st.items() if v or k in ("replicas", "observedGeneration")}
         if st != old:
+            rs = dict(rs)
             rs["status"] = st
             self._update_status(RS, rs)
         del selector
@@ -776,8 +842,11 @@ class ControllerManager:
         replicas = int(spec["replicas"]) if spec.get("replicas") is not None else 1
         template = spec.get("template") or {}
         collision = int((d.get("status") or {}).get("collisionCount") or 0)
-        thash = template_hash(template, collision)
-        all_rs = [r for r in self._list(RS, ns) if owned_by(r, d) and not terminating(r)]
+        hkey = (d["metadata"].get("uid"), d["metadata"].get("generation"), collision)
+        thash = self._hash_cache.get(hkey)
+        if thash is None:
+            thash = self._hash_cache[hkey] = template_hash(template, collision)
+        all_rs = [r for r in self._ro_list(RS, ns) if owned_by(r, d) and not terminating(r)]
         new_rs = next((r for r in all_rs if (r["metadata"].get("labels") or {}).get("pod-template-hash") == thash),
                       None)
         old_rs = [r for r in all_rs if r is not new_rs]
@@ -807,6 +876,7 @@ class ControllerManager:
                 progress_msgs.append(("NewReplicaSetCreated", f'Created new replica set "{new_rs["metadata"]["name"]}"'))
                 all_rs.append(new_rs)
             elif _rev(new_rs) <= max_rev:
+                new_rs = _clone(new_rs)
                 ann = new_rs["metadata"].setdefault("annotations", {})
                 ann[REVISION_ANN] = str(max_rev + 1)
                 new_rs = self._update(RS, new_rs)
@@ -830,16 +900,16 @@ class ControllerManager:
                 ann[REVISION_ANN] = want
                 d["metadata"]["annotations"] = ann
                 d = self._update(DEPLOY, d)
-        all_rs = [r for r in self._list(RS, ns) if owned_by(r, d) and not terminating(r)]
+        all_rs = [r for r in self._ro_list(RS, ns) if owned_by(r, d) and not terminating(r)]
         new_rs = next((r for r in all_rs if (r["metadata"].get("labels") or {}).get("pod-template-hash") == thash),
                       None)
         self._update_deployment_status(d, all_rs, new_rs, replicas, unavail, paused, progress_msgs)
 
     def _create_new_rs(self, d, template, thash, revision, initial, replicas, surge):
         ns = d["metadata"]["namespace"]
-        tmpl = copy.deepcopy(template)
+        tmpl = _clone(template)
         tmpl.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = thash
-        sel = copy.deepcopy((d.get("spec") or {}).get("selector") or {})
+        sel = _clone((d.get("spec") or {}).get("selector") or {})
         sel.setdefault("matchLabels", {})["pod-template-hash"] = thash
         ann = {k: v for k, v in ((d["metadata"].get("annotations") or {}).items())
                if k not in ("kubectl.kubernetes.io/last-applied-configuration", REVISION_ANN,
@@ -877,6 +947,7 @@ class ControllerManager:
         old = _spec_replicas(rs)
         if old == count:
             return rs
+        rs = _clone(rs)
         replicas = int((d.get("spec") or {}).get("replicas", 1) if (d.get("spec") or {}).get("replicas") is not None else 1)
         ru = ((d.get("spec") or {}).get("strategy") or {}).get("rollingUpdate") or {}
         surge, _ = resolve_fenceposts(ru.get("maxSurge", "25%"), ru.get("maxUnavailable", "25%"), replicas)
@@ -1040,13 +1111,14 @@ class ControllerManager:
     # ---------------------------------------------------------------- ControllerRevisions
     def _revisions(self, owner):
         ns = owner["metadata"]["namespace"]
-        return [r for r in self._list(CREV, ns) if owned_by(r, owner)]
+        return [r for r in self._ro_list(CREV, ns) if owned_by(r, owner)]
 
     def _ensure_revision(self, owner, kind, name, template, revs) -> tuple[dict, list]:
         existing = next((r for r in revs if r["metadata"]["name"] == name), None)
         top = max([int(r.get("revision") or 0) for r in revs] or [0])
         if existing is not None:
             if int(existing.get("revision") or 0) < top:
+                existing = _clone(existing)
                 existing["revision"] = top + 1
                 existing = self._update(CREV, existing)
             return existing, revs
@@ -1057,7 +1129,7 @@ class ControllerManager:
                          "labels": {**((template.get("metadata") or {}).get("labels") or {}),
                                     "controller-revision-hash": hashpart},
                          "ownerReferences": [owner_reference(owner, kind)]},
-            "data": {"spec": {"template": {**copy.deepcopy(template), "$patch": "replace"}}},
+            "data": {"spec": {"template": {**_clone(template), "$patch": "replace"}}},
             "revision": top + 1,
         }
         try:
@@ -1078,7 +1150,7 @@ class ControllerManager:
 
     # ---------------------------------------------------------------- StatefulSet
     def sync_statefulset(self, ns, name):
-        sts = self._get(STS, ns, name)
+        sts = self._ro_get(STS, ns, name)
         if sts is None or terminating(sts):
             return
         key = ("sts", ns, name)
@@ -1193,13 +1265,14 @@ class ControllerManager:
         st = {k: v for k, v in st.items() if v or k in ("replicas", "observedGeneration", "collisionCount",
                                                          "availableReplicas", "currentRevision", "updateRevision")}
         if st != status:
+            sts = dict(sts)
             sts["status"] = st
             self._update_status(STS, sts)
         self._trim_revisions(sts, revs, {st["currentRevision"], update_name})
 
     # ---------------------------------------------------------------- DaemonSet
     def sync_daemonset(self, ns, name):
-        ds = self._get(DS, ns, name)
+        ds = self._ro_get(DS, ns, name)
         if ds is None or terminating(ds):
             return
         key = ("ds", ns, name)
@@ -1296,6 +1369,7 @@ class ControllerManager:
               if v or k in ("currentNumberScheduled", "desiredNumberScheduled", "numberMisscheduled",
                             "numberReady", "observedGeneration")}
         if st != old:
+            ds = dict(ds)
             ds["status"] = st
             self._update_status(DS, ds)
         self._trim_revisions(ds, revs, {update_name})
@@ -1303,10 +1377,10 @@ class ControllerManager:
     # ---------------------------------------------------------------- namespaces
     def sync_namespace(self, name):
         """The service-account controller: every active namespace has ServiceAccount ``default``."""
-        ns = self._get(NAMESPACES, None, name)
+        ns = self._ro_get(NAMESPACES, None, name)
         if ns is None or terminating(ns):
             return
-        if self._get("serviceaccounts", name, "default") is None:
+        if self._ro_get("serviceaccounts", name, "default") is None:
             try:
                 self.store.create("serviceaccounts", {"apiVersion": "v1", "kind": "ServiceAccount",
                                                       "metadata": {"name": "default", "namespace": name}})
@@ -1316,7 +1390,7 @@ class ControllerManager:
 
     # ---------------------------------------------------------------- Endpoints
     def sync_endpoints(self, ns):
-        services = self._list(SERVICES, ns)
+        services = self._ro_list(SERVICES, ns)
         pods = None
         wanted = set()
         for svc in services:
@@ -1327,7 +1401,7 @@ class ControllerManager:
                 continue
             wanted.add(name)
             if pods is None:
-                pods = [p for p in self._list(PODS, ns) if not terminating(p)
+                pods = [p for p in self._ro_list(PODS, ns) if not terminating(p)
                         and (p.get("status") or {}).get("podIP")]
             ready, not_ready = [], []
             matched = [p for p in pods if all((p["metadata"].get("labels") or {}).get(k) == v
@@ -1380,7 +1454,7 @@ class ControllerManager:
                     existing.pop("subsets", None)
                 self._update(ENDPOINTS, existing)
         # endpoints we manage whose Service is gone
-        for ep in self._list(ENDPOINTS, ns):
+        for ep in self._ro_list(ENDPOINTS, ns):
             labels = ep["metadata"].get("labels") or {}
             if labels.get("endpoints.kubernetes.io/managed-by") == "endpoint-controller" and \
                     ep["metadata"]["name"] not in wanted:
@@ -1421,5 +1495,6 @@ def _image_id(image: str) -> str:
 
 
 def _container_id(pod, c) -> str:
-    raw = f"{pod['metadata'].get('uid')}/{c.get('name')}".encode()
+    meta = pod.get("metadata") or {}
+    raw = f"{meta.get('namespace')}/{meta.get('name')}/{c.get('name')}".encode()
     return "containerd://" + ("%016x" % fnv32a(raw)) * 4

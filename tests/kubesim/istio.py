@@ -504,6 +504,10 @@ _MOUNTS = [
 ]
 
 
+_MOUNTS_JSON = json.dumps(_MOUNTS)
+_VOLUMES_JSON = json.dumps(_VOLUMES)
+
+
 def inject_pod(pod: dict, *, version: str, revision: str, istiod: str,
                istio_namespace: str = ISTIO_NAMESPACE, hub: str = HUB) -> dict:
     """Return ``pod`` mutated the way istiod's injector (sidecar or gateway template) mutates it.
@@ -514,7 +518,7 @@ def inject_pod(pod: dict, *, version: str, revision: str, istiod: str,
     """
     if is_injected(pod):
         return pod
-    pod = copy.deepcopy(pod)
+    pod = json.loads(json.dumps(pod))
     meta = pod.setdefault("metadata", {})
     spec = pod.setdefault("spec", {})
     labels = meta.setdefault("labels", {})
@@ -539,7 +543,7 @@ def inject_pod(pod: dict, *, version: str, revision: str, istiod: str,
         base.setdefault("ports", [{"containerPort": 15090, "name": "http-envoy-prom", "protocol": "TCP"}])
         base.setdefault("readinessProbe", {"httpGet": {"path": "/healthz/ready", "port": 15021},
                                            "failureThreshold": 30, "periodSeconds": 2, "timeoutSeconds": 3})
-        base["volumeMounts"] = (base.get("volumeMounts") or []) + copy.deepcopy(_MOUNTS)
+        base["volumeMounts"] = (base.get("volumeMounts") or []) + json.loads(_MOUNTS_JSON)
         if proxy is None:
             containers.append(base)
         init_names = []
@@ -561,7 +565,7 @@ def inject_pod(pod: dict, *, version: str, revision: str, istiod: str,
             "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                                 "privileged": False, "readOnlyRootFilesystem": True,
                                 "runAsGroup": 1337, "runAsNonRoot": True, "runAsUser": 1337},
-            "volumeMounts": copy.deepcopy(_MOUNTS),
+            "volumeMounts": json.loads(_MOUNTS_JSON),
         }
         if proxy is not None:
             containers.remove(proxy)
@@ -589,7 +593,7 @@ def inject_pod(pod: dict, *, version: str, revision: str, istiod: str,
 
     volumes = spec.setdefault("volumes", [])
     have = {v.get("name") for v in volumes}
-    volumes.extend(copy.deepcopy(v) for v in _VOLUMES if v["name"] not in have)
+    volumes.extend(v for v in json.loads(_VOLUMES_JSON) if v["name"] not in have)
     status = {
         "initContainers": init_names or None,
         "containers": ["istio-proxy"],
