@@ -22,7 +22,7 @@ def parse(text):
     types = {}
     for line in text.splitlines():
         if line.startswith('# TYPE '):
-            _, _, name, kind = line.split()
+            name, kind = line.split()[2:4]
             types[name] = kind
             continue
         if not line or line.startswith('#'):
@@ -55,7 +55,7 @@ def blog():
 
 
 def pods_of(store, namespace):
-    return [p for p in store.list('pods', namespace)]
+    return list(store.list('pods', namespace))
 
 
 def test_every_app_pod_reports_with_istio_labels(blog):
@@ -82,7 +82,10 @@ def test_counters_grow_between_scrapes_and_never_shrink(blog):
     third = parse(metrics.render(store, options, now=2e9 + 4))  # an earlier clock reading never goes back
     assert set(first) == set(second) == set(third)
     assert all(second[k] >= first[k] for k in first) and all(third[k] >= second[k] for k in second)
-    total = lambda s: sum(select(s, 'istio_requests_total', reporter='destination').values())  # noqa: E731
+
+    def total(samples):
+        return sum(select(samples, 'istio_requests_total', reporter='destination').values())
+
     assert total(second) - total(first) >= 6 * 8 * 5 * 0.9  # 6 pods, at least 8 requests/s each, 5s
 
 
@@ -147,11 +150,16 @@ def test_weight_hook_scales_a_pods_traffic():
     options = SimOptions(scenario='blog', seed=3, pod_ready_seconds=0.1)
     store, controllers = build_cluster(options)
     try:
-        half = lambda pod: 0.0 if pod['metadata']['namespace'] == 'bar' else 1.0  # noqa: E731
-        first = parse(metrics.render(store, options, now=5e9, weight_for=half))
-        second = parse(metrics.render(store, options, now=5e9 + 10, weight_for=half))
-        grew = lambda ns: (sum(select(second, 'istio_requests_total', destination_workload=ns).values())  # noqa: E731
-                           - sum(select(first, 'istio_requests_total', destination_workload=ns).values()))
+        def no_bar(pod):
+            return 0.0 if pod['metadata']['namespace'] == 'bar' else 1.0
+
+        first = parse(metrics.render(store, options, now=5e9, weight_for=no_bar))
+        second = parse(metrics.render(store, options, now=5e9 + 10, weight_for=no_bar))
+
+        def grew(namespace):
+            return (sum(select(second, 'istio_requests_total', destination_workload=namespace).values())
+                    - sum(select(first, 'istio_requests_total', destination_workload=namespace).values()))
+
         assert grew('bar') == 0 and grew('foo') > 0
     finally:
         if controllers is not None:
@@ -164,12 +172,12 @@ def test_render_is_safe_from_many_threads(blog):
 
     def scrape():
         try:
-            for _ in range(10):
+            for _round in range(10):
                 parse(metrics.render(store, options))
         except Exception as error:  # pragma: no cover - reported below
             errors.append(error)
 
-    threads = [threading.Thread(target=scrape) for _ in range(4)]
+    threads = [threading.Thread(target=scrape) for _thread in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
