@@ -226,7 +226,9 @@ class TagManager:
                 'break pod creation; wait for it (meshops.istio.istio_revision with wait: true)'
                 % (revision, rev.ready_replicas, rev.replicas, tag),
                 details={'revision': revision})
-        if tag != revision and tag in state.revisions:
+        # A revision-less install is revision "default"; tag default supersedes it (istioctl's
+        # migration path), so only other tags may not share a revision's name.
+        if tag != revision and tag != DEFAULT and tag in state.revisions:
             raise InvalidInput('tag %s has the name of an installed revision: choose another tag name'
                                % tag)
         existing_tag = state.tag(tag)
