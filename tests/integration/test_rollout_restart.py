@@ -5,6 +5,10 @@ point the `default` tag at it (with the stand-in istioctl) -- then restarts name
 what the cluster really holds afterwards.
 """
 import json
+import os
+import signal
+import subprocess
+import time
 
 import pytest
 
@@ -144,20 +148,40 @@ def test_paused_deployment_is_reported_not_passed(blog):
     assert h.get(sim, 'Deployment', 'bar', 'bar')['metadata']['resourceVersion'] == rv
 
 
+BAR_DB = """
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: bar}
+spec:
+  replicas: 1
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: db, image: "docker.io/library/postgres:16"}]}
+"""
+
+
 def test_webhook_of_a_removed_istiod_is_the_failure_reason(blog):
-    sim = upgraded(blog)
+    sim = blog
+    cp = sim.kubectl('apply', '-f', '-', input=BAR_DB)
+    assert cp.returncode == 0, cp.stderr
+    sim.wait_for(lambda: h.pods_of(sim, 'bar', 'db'), timeout=60, message='bar/db running')
+    upgraded(sim)
     cp = sim.kubectl('delete', 'deployment', 'istiod-%s' % h.NEW_REV, '-n', 'istio-system')
     assert cp.returncode == 0, cp.stderr
     sim.wait_for(lambda: not [p for p in h.list_items(sim, 'Pod', 'istio-system')
                               if p['metadata']['name'].startswith('istiod-%s' % h.NEW_REV)],
                  timeout=60, message='istiod-1-15-4 pods gone')
-    res = h.run_module('rollout_restart', dict(h.auth(sim), namespaces=['bar'], wait_timeout=60))
+    res = h.run_module('rollout_restart', dict(h.auth(sim), namespaces=['bar'], concurrency=0,
+                                               wait_timeout=60))
     assert res.failed, res
-    got_bar = workloads(res)['bar/Deployment/bar']
-    assert got_bar['action'] == 'failed'
-    assert 'failed calling webhook' in got_bar['reason'], got_bar
-    assert 'istiod-%s' % h.NEW_REV in got_bar['reason']
-    # nothing lost: the old pods still run with their sidecars
+    got = workloads(res)
+    for key in ('bar/Deployment/bar', 'bar/StatefulSet/db'):
+        assert got[key]['action'] == 'failed', got
+        assert 'failed calling webhook' in got[key]['reason'], got[key]
+        assert 'istiod-%s' % h.NEW_REV in got[key]['reason']
+    # the Deployment keeps its old pods, with their sidecars
     assert h.proxy_revisions(sim, 'bar', 'bar') == [h.OLD_REV, h.OLD_REV]
 
 
@@ -234,3 +258,36 @@ def test_dropped_watches_do_not_lose_the_end_of_a_rollout(kubesim, options):
     assert res['summary']['restarted'] == 2
     for ns in ('foo', 'bar'):
         assert h.proxy_revisions(sim, ns, ns) == [h.NEW_REV, h.NEW_REV]
+
+
+def test_rerun_after_a_killed_run_completes_the_wave_without_restarting_twice(kubesim):
+    """SIGKILL the module right after its first restart; the re-run waits for that rollout instead
+    of restarting it again, and restarts what is still stale."""
+    sim = upgraded(kubesim('blog', pod_ready_seconds=3))
+    args = dict(h.auth(sim), namespaces=['foo', 'bar', 'baz'], concurrency=1, wait_timeout=120)
+    cmd = [h.ANSIBLE, 'localhost', '-c', 'local', '-i', 'localhost,',
+           '-e', 'ansible_python_interpreter=%s' % h.PYTHON,
+           '-m', 'meshops.istio.rollout_restart', '-a', json.dumps(args)]
+    proc = subprocess.Popen(cmd, cwd=h.REPO, env=h.ansible_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        sim.wait_for(lambda: restarted_at(sim, 'foo', 'foo'), timeout=120, interval=0.05,
+                     message='first restart')
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    first = restarted_at(sim, 'foo', 'foo')
+    assert restarted_at(sim, 'bar', 'bar') is None   # concurrency 1: bar was still waiting its turn
+    time.sleep(1.1)  # a second restart would carry another timestamp
+
+    res = h.run_module('rollout_restart', args)
+    assert res.rc == 0 and not res.failed, res
+    got = workloads(res)
+    assert restarted_at(sim, 'foo', 'foo') == first, 'foo was restarted twice'
+    assert got['foo/Deployment/foo']['action'] in ('restarted', 'current')
+    if got['foo/Deployment/foo']['action'] == 'restarted':
+        assert 'already in progress' in got['foo/Deployment/foo']['reason']
+    assert got['bar/Deployment/bar']['action'] == 'restarted'
+    assert got['baz/Deployment/baz']['action'] == 'restarted'
+    for ns in ('foo', 'bar', 'baz'):
+        assert h.proxy_revisions(sim, ns, ns) == [h.NEW_REV, h.NEW_REV], ns
