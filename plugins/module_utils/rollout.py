@@ -986,7 +986,7 @@ class RolloutRunner:
 
     def _loop(self, todo, resume):
         from concurrent.futures import ThreadPoolExecutor
-        pending = collections.deque(todo)
+        pending = self.pending = collections.deque(todo)
         self.inflight = {}
         self.by_key = dict((w.key, w) for w in todo + resume)
         self.deadlines = []
@@ -1234,6 +1234,17 @@ class RolloutRunner:
 
     def _verify(self, w, live):
         bad = [p for p in live if not p.on_revision(w.expected)]
+        if bad and w.plan == 'resume' and not w.patched:
+            # the rollout we waited for did not bring the expected revision (it was not ours, or the
+            # tag moved since): restart it now -- the first and only restart of this run
+            self.inflight.pop(w.key, None)
+            w.plan = 'restart'
+            w.reason = 'the rollout in progress ended on the wrong revision (%s); restarted' \
+                % bad[0].describe()
+            w.started = w.deadline = w.settle_deadline = None
+            w.refreshed = False
+            self.pending.appendleft(w)
+            return
         if bad:
             expected = 'revision %s' % w.expected if w.expected else 'no sidecar'
             self._fail(w, 'rolled out, but %d of %d pods are not on %s: %s' % (
@@ -1242,7 +1253,7 @@ class RolloutRunner:
         w.to_version = versions_of(live)
         w.duration = self.clock() - w.started
         w.action = 'restarted'
-        if w.plan == 'restart':
+        if w.plan == 'restart' and not (w.reason or '').startswith('the rollout in progress'):
             w.reason = None
         w.finished = True
         w.settle_deadline = None

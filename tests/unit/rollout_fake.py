@@ -170,8 +170,8 @@ class FakeApi:
             self.patches.append((kind, namespace, name))
             self._bump(kind, 'MODIFIED', obj)
             view = self._view(kind, obj)
-        if self.on_patch:
-            self.on_patch(kind, namespace, name)
+            if self.on_patch:
+                self.on_patch(kind, namespace, name)
         return view
 
     def watch(self, kind, namespace=None, label_selector=None, field_selector=None,

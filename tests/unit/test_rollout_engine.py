@@ -10,6 +10,7 @@ from ansible_collections.meshops.istio.plugins.module_utils.errors import Invali
 from ansible_collections.meshops.istio.plugins.module_utils.rollout import (
     RESTARTED_AT,
     RolloutPlan,
+    RolloutRunner,
     run_rollout,
 )
 
@@ -363,6 +364,27 @@ def test_interrupted_restart_is_waited_for_not_restarted(api):
     assert w['action'] == 'restarted'
     assert 'already in progress' in w['reason']
     assert api.patches == []
+    assert revisions(api, 'Deployment', 'bar', 'bar') == ['docker.io/istio/proxyv2:1.15.4']
+
+
+def test_resumed_rollout_ending_on_the_wrong_revision_is_restarted_once(api):
+    blog(api)
+    api.paused = True
+    api.restart('Deployment', 'bar', 'bar', '2026-11-22T00:00:00Z')
+    api.patches[:] = []
+    plan = RolloutPlan.build(api, namespaces=['bar'])
+    assert plan.workloads[0].plan == 'resume'
+    api.tag_revision = '1-14-6'   # the webhook still injects the old revision for that rollout
+
+    def on_patch(kind, ns, name):
+        api.tag_revision = '1-15-4'
+    api.on_patch = on_patch
+    api.paused = False
+    RolloutRunner(api, plan, wait_timeout=30).run()
+    w = plan.workloads[0]
+    assert w.action == 'restarted', w.result()
+    assert 'wrong revision' in w.reason
+    assert api.patches == [('Deployment', 'bar', 'bar')]
     assert revisions(api, 'Deployment', 'bar', 'bar') == ['docker.io/istio/proxyv2:1.15.4']
 
 
