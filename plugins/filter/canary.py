@@ -378,6 +378,31 @@ def verify_scope(record, waves=None, gateways=None):
     return {"namespaces": sorted(namespaces), "ids": sorted(ids)}
 
 
+def gate_scope(record, waves=None, gateways=None):
+    """What the metric gate checks: ``{namespaces, workloads, baseline_at}``.
+
+    ``namespaces``: every namespace of a started wave except gateway-only ones (gateways report as
+    ``source``, so they have no destination metrics); ``workloads``: for namespaces moved by a ``query``
+    wave, ``{namespace: [names]}`` of the workloads it moved (None when there is none); ``baseline_at``:
+    when the first wave started (for a before/after comparison)."""
+    record = record or {}
+    definitions = dict((w.get("name"), w) for w in waves or [] if isinstance(w, dict))
+    gateway_namespaces = set(g.get("namespace") for g in gateways or [] if isinstance(g, dict))
+    namespaces, started, by_query = set(), [], {}
+    for name, wave in (record.get("waves") or {}).items():
+        namespaces.update(wave.get("namespaces") or [])
+        if wave.get("started"):
+            started.append(wave["started"])
+        if (definitions.get(name) or {}).get("query"):
+            for wid in wave.get("workloads") or []:
+                parts = wid.split("/")
+                if len(parts) == 3:
+                    by_query.setdefault(parts[0], set()).add(parts[2])
+    app_namespaces = sorted(namespaces - gateway_namespaces) or sorted(namespaces)
+    workloads = dict((ns, sorted(names)) for ns, names in by_query.items() if ns in app_namespaces) or None
+    return {"namespaces": app_namespaces, "workloads": workloads, "baseline_at": min(started) if started else ""}
+
+
 def wave_problems(waves):
     """Everything wrong with ``istio_canary_waves`` as a list of messages (empty when fine)."""
     problems = []
@@ -427,4 +452,5 @@ class FilterModule(object):
             "revision_suggestion": revision_suggestion,
             "verify_scope": verify_scope,
             "wave_problems": wave_problems,
+            "gate_scope": gate_scope,
         }

@@ -150,3 +150,16 @@ def test_revision_suggestion_and_stale_namespaces():
     assert f.revision_suggestion("1.15.4") == "1-15-4"
     data = info(workloads=[workload("a", "x", [], [], needs_restart=True)], stale=[{"namespace": "b", "name": "y"}])
     assert f.stale_namespaces(data) == ["a", "b"]
+
+
+def test_gate_scope():
+    record = {"waves": {
+        "wave1": {"namespaces": ["bar"], "workloads": ["bar/Deployment/bar"], "started": "2026-11-22T00:03:00Z"},
+        "edge": {"namespaces": ["shop"], "workloads": ["shop/Deployment/front", "shop/Deployment/cdn"],
+                 "started": "2026-11-22T00:01:00Z"},
+        "gw": {"namespaces": ["istio-ingress"], "workloads": [], "started": None}}}
+    waves = [{"name": "wave1", "namespaces": ["bar"]}, {"name": "edge", "query": "[?labels.tier=='edge']"}]
+    scope = f.gate_scope(record, waves, [{"namespace": "istio-ingress", "name": "gw"}])
+    assert scope == {"namespaces": ["bar", "shop"], "workloads": {"shop": ["cdn", "front"]},
+                     "baseline_at": "2026-11-22T00:01:00Z"}
+    assert f.gate_scope({}, waves, []) == {"namespaces": [], "workloads": None, "baseline_at": ""}
