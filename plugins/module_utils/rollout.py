@@ -437,7 +437,7 @@ class WorkloadState:
     __slots__ = ('namespace', 'kind', 'name', 'obj', 'pods', 'expected', 'expected_source', 'action',
                  'reason', 'from_version', 'from_revision', 'to_version', 'duration', 'plan',
                  'before', 'target', 'started', 'deadline', 'settle_deadline', 'refreshed',
-                 'create_failure', 'last_message', 'finished', 'patched')
+                 'create_failure', 'last_message', 'finished', 'patched', 'since')
 
     def __init__(self, kind, obj, pods=None):
         meta = _meta(obj)
@@ -462,6 +462,7 @@ class WorkloadState:
         self.settle_deadline = None
         self.refreshed = False
         self.create_failure = None
+        self.since = None         # wall-clock time evidence of pod refusals must be newer than
         self.last_message = None
         self.finished = False
         self.patched = False
@@ -904,6 +905,7 @@ class RolloutRunner:
         """Send the restart patch (one request; retried by the client only when it failed).  The
         value is fixed before the first try, so a retried patch cannot restart twice."""
         w.target = self._restart_ts(w)
+        w.since = self.now()
         return self.api.restart(w.kind, w.namespace, w.name, w.target)
 
     def _restart_without_waiting(self, todo, resume):
@@ -958,7 +960,9 @@ class RolloutRunner:
             key = (inv.get('namespace') or _meta(event).get('namespace'), kind, name)
             if key not in keys:
                 return None
-            return (kind, name, event.get('message') or 'FailedCreate')
+            when = event.get('lastTimestamp') or event.get('eventTime') or \
+                event.get('firstTimestamp') or _meta(event).get('creationTimestamp')
+            return (kind, name, event.get('message') or 'FailedCreate', when)
 
         for scope in scopes:
             for kind in kinds:
@@ -1041,6 +1045,8 @@ class RolloutRunner:
         if obj is not None and _rv_newer(_meta(obj).get('resourceVersion'),
                                          _meta(w.obj).get('resourceVersion')):
             w.obj = obj
+        if w.since is None:
+            w.since = self.now()
         if w.started is None:
             w.started = self.clock()
             w.deadline = w.started + self.wait_timeout
@@ -1136,9 +1142,9 @@ class RolloutRunner:
             if key in self.inflight:
                 self._evaluate(w)
         elif tag[0] == 'event':
-            (kind, name, message), namespace = item
+            (kind, name, message, when), namespace = item
             w = self.inflight.get((namespace, kind, name))
-            if w is None:
+            if w is None or not self._fresh(w, when):
                 return
             w.create_failure = message
             self._evaluate(w)
@@ -1172,6 +1178,15 @@ class RolloutRunner:
 
     # -- evaluation -----------------------------------------------------------------------------
 
+    def _fresh(self, w, when):
+        """Is a refusal (event or condition) from ``when`` news for this rollout?  Older than the
+        restart (or, for a rollout resumed, than this run) it may be stale: it then only shows in
+        the timeout's reason.  Two seconds of slack for the API server's clock."""
+        stamp = parse_rfc3339(when)
+        if stamp is None or w.since is None:
+            return True
+        return stamp >= w.since - datetime.timedelta(seconds=2)
+
     def _evaluate(self, w):
         if w.finished or w.key not in self.inflight:
             return
@@ -1188,7 +1203,12 @@ class RolloutRunner:
             if pod.problem and pod.problem[0] == 'CrashLoopBackOff':
                 self._fail(w, 'CrashLoopBackOff: %s' % pod.problem[1])
                 return
-        rejected = replica_failure(w.obj) if w.kind == 'Deployment' else None
+        rejected = None
+        if w.kind == 'Deployment':
+            cond = _condition(w.obj, 'ReplicaFailure')
+            if replica_failure(w.obj) and self._fresh(w, cond.get('lastUpdateTime') or
+                                                      cond.get('lastTransitionTime')):
+                rejected = replica_failure(w.obj)
         observed = _int(_status(w.obj).get('observedGeneration')) >= _int(_meta(w.obj).get('generation'))
         if rejected and observed and 'webhook' in rejected:
             self._fail(w, 'webhook rejected pod creation: %s' % rejected)

@@ -388,6 +388,25 @@ def test_resumed_rollout_ending_on_the_wrong_revision_is_restarted_once(api):
     assert revisions(api, 'Deployment', 'bar', 'bar') == ['docker.io/istio/proxyv2:1.15.4']
 
 
+def test_stale_replica_failure_from_before_the_run_does_not_fail_a_resumed_rollout(api):
+    blog(api)
+    api.paused = True
+    api.restart('Deployment', 'bar', 'bar', '2026-11-22T00:00:00Z')
+    api.patches[:] = []
+    with api.lock:
+        dep = api.objects['Deployment'][('bar', 'bar')]
+        dep['status']['conditions'] = [{
+            'type': 'ReplicaFailure', 'status': 'True', 'reason': 'FailedCreate',
+            'lastUpdateTime': '2020-01-01T00:00:00Z',
+            'message': 'failed calling webhook: no endpoints available for service "istiod-1-15-4"'}]
+        api._bump('Deployment', 'MODIFIED', dep)
+    api.paused = False   # istiod is back: the pods can be created now
+    result = run_rollout(api, namespaces=['bar'], wait_timeout=30)
+    w = by_name(result)['bar/Deployment/bar']
+    assert w['action'] == 'restarted', w
+    assert api.patches == []
+
+
 def test_stuck_restart_on_another_revision_is_restarted(api):
     """Rollback: the new pods of an unfinished restart run the revision we move away from."""
     blog(api)
