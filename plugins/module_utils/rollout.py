@@ -501,8 +501,10 @@ class RolloutPlan:
     from their webhooks, pod template opt-in/out), or from ``revision`` when given.
     """
 
-    def __init__(self, workloads, scopes, list_versions, namespaces, kinds, missing_names=()):
+    def __init__(self, workloads, scopes, list_versions, namespaces, kinds, missing_names=(),
+                 selector=None):
         self.workloads = workloads            # [WorkloadState] in a stable order
+        self.selector = selector              # the workloads' label selector (also used to watch)
         self.scopes = scopes                  # [namespace] or [None] (cluster-wide)
         self.list_versions = list_versions    # {(kind, scope): resourceVersion of the plan's list}
         self.namespaces = namespaces          # {name: namespace object}
@@ -595,7 +597,7 @@ class RolloutPlan:
         for w in workloads:
             w.expected, w.expected_source = resolver.expected(w.namespace, w.obj)
             _classify(w, only_stale)
-        return cls(workloads, scopes, list_versions, selected, kinds, missing_names)
+        return cls(workloads, scopes, list_versions, selected, kinds, missing_names, selector)
 
     def to_restart(self):
         return [w for w in self.workloads if w.plan == 'restart']
@@ -757,7 +759,7 @@ class _Watcher(threading.Thread):
     ('watch_failed', tag, error).  Resumes after drops, re-lists on 410 Gone."""
 
     def __init__(self, api, tag, kind, namespace, rv, transform, out, stop, field_selector=None,
-                 sleep=None):
+                 label_selector=None, sleep=None):
         super(_Watcher, self).__init__(name='watch-%s-%s' % (kind, namespace or 'all'))
         self.daemon = True
         self.api = api
@@ -769,6 +771,7 @@ class _Watcher(threading.Thread):
         self.out = out
         self.stop = stop
         self.field_selector = field_selector
+        self.label_selector = label_selector
         self.sleep = sleep or stop.wait
         self.reconnects = 0
         self.relists = 0
@@ -784,11 +787,13 @@ class _Watcher(threading.Thread):
             try:
                 if self.rv is None:
                     items, self.rv = self.api.list(self.kind, namespace=self.namespace,
+                                                   label_selector=self.label_selector,
                                                    field_selector=self.field_selector,
                                                    transform=self.transform)
                     self.relists += 1
                     self.out.put(('sync', self.tag, items))
                 for etype, obj, rv in self.api.watch(self.kind, namespace=self.namespace,
+                                                     label_selector=self.label_selector,
                                                      field_selector=self.field_selector,
                                                      resource_version=self.rv,
                                                      timeout_seconds=WATCH_SECONDS):
@@ -967,7 +972,8 @@ class RolloutRunner:
         for scope in scopes:
             for kind in kinds:
                 self._spawn(('workload', kind, scope), kind, scope,
-                            self.plan.list_versions.get((kind, scope)), workload_transform(kind))
+                            self.plan.list_versions.get((kind, scope)), workload_transform(kind),
+                            label_selector=self.plan.selector)
             self._spawn(('pod', scope), 'Pod', scope, self.plan.list_versions.get(('Pod', scope)),
                         pod_transform)
             # FailedCreate events: start from now (the list is only for its resourceVersion)
@@ -980,9 +986,9 @@ class RolloutRunner:
                 self._spawn(('event', scope), 'Event', scope, rv, event_transform,
                             field_selector='reason=FailedCreate')
 
-    def _spawn(self, tag, kind, scope, rv, transform, field_selector=None):
+    def _spawn(self, tag, kind, scope, rv, transform, field_selector=None, label_selector=None):
         watcher = _Watcher(self.api, tag, kind, scope, rv, transform, self.queue, self.stop,
-                           field_selector=field_selector)
+                           field_selector=field_selector, label_selector=label_selector)
         self.watchers.append(watcher)
         watcher.start()
 

@@ -62,8 +62,10 @@ options:
     elements: str
   only_stale:
     description:
-      - Restart only workloads with a pod not injected by the expected revision (or injected although
-        nothing selects it for injection is reported, not restarted).
+      - Restart only workloads with a pod not injected by the expected revision; the others are
+        reported as V(current).
+      - Pods that carry a sidecar although nothing selects their namespace (or template) for injection
+        any more are reported as V(skipped), not restarted.
       - With V(false) every selected workload is restarted.
     type: bool
     default: true
