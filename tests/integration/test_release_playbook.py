@@ -12,7 +12,7 @@ and the metric gate (meshops.istio.istio_metric_gate) queries that Prometheus af
   test_traffic_shift.py).
 """
 import json
-import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -57,15 +57,15 @@ def run_release(inventory, tags=None, extra_vars=None, check=False, timeout=600)
     env = ansible_env()
     env['MESHOPS_EVENT_LOG'] = str(events)
     env['ANSIBLE_LOCAL_TEMP'] = str(workdir / 'ansible-tmp')
-    import subprocess
-    proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=timeout,
+                          check=False)
     parsed = [json.loads(line) for line in events.read_text().splitlines() if line.strip()]
     return PhaseRun(cmd, proc.returncode, proc.stdout, proc.stderr, parsed)
 
 
 def route(sim):
     """subset -> weight of the reviews default route, as stored (None without VirtualService)."""
-    code, _, body = sim.request('GET', VS_PATH)
+    code, _headers, body = sim.request('GET', VS_PATH)
     if code == 404:
         return None
     assert code == 200, body[:300]

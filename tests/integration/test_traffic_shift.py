@@ -4,7 +4,6 @@ Every assertion reads what the cluster holds afterwards over its API (not the mo
 the VirtualService/DestinationRule specs and their resourceVersions.
 """
 import json
-import time
 
 import pytest
 
@@ -17,7 +16,7 @@ SUBSETS = [{'name': 'v1', 'labels': {'version': 'v1'}}, {'name': 'v2', 'labels':
 
 
 def read(sim, path, name):
-    code, _, body = sim.request('GET', '%s/%s' % (path, name))
+    code, _headers, body = sim.request('GET', '%s/%s' % (path, name))
     if code == 404:
         return None
     assert code == 200, (path, name, code, body[:300])
@@ -87,8 +86,8 @@ def test_shift_creates_is_idempotent_and_check_mode_changes_nothing(release):
     assert (rv(vs(release)), rv(dr(release))) == (rv(stored_vs), rv(stored_dr))
 
     # check mode of a real change: reported with diff, dry run only
-    check = shift(release, check=True, diff=True, weights=[{'subset': 'v1', 'weight': 50},
-                                                          {'subset': 'v2', 'weight': 50}])
+    halves = [{'subset': 'v1', 'weight': 50}, {'subset': 'v2', 'weight': 50}]
+    check = shift(release, check=True, diff=True, weights=halves)
     assert check['changed'] is True and check['weights'] == {'v1': 50, 'v2': 50}
     assert check['actions'] == {'destination_rule': 'none', 'virtual_service': 'update'}
     assert check['diff']['before']['virtual_service']['spec']['http'][0]['route'][1]['weight'] == 10
