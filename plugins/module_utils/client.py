@@ -618,7 +618,8 @@ class ClusterClient:
             return AuthenticationFailed(
                 'The API server %s rejected the credentials (401 Unauthorized) while trying to %s %s. '
                 'The token or client certificate of the kubeconfig user%s is missing, invalid or '
-                'expired: refresh the credentials (e.g. log in again) or fix kubeconfig/context/api_key.'
+                'expired: refresh the credentials (e.g. log in again), or point the kubeconfig and '
+                'context options at valid ones, or give a valid bearer token.'
                 % (self.host, verb, ref,
                    ' for context %s' % self.target.context if self.target.context else ''),
                 details=details)
