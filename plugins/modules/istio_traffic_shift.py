@@ -416,6 +416,10 @@ def run(module, client):
         except (Conflict, AlreadyExists, NotFound) as exc:
             # someone changed (or created/deleted) an object since we read it: read again and re-plan
             if attempt == CONFLICT_RETRIES - 1:
+                if isinstance(exc, NotFound):
+                    exc.message = ('%s. Check that namespace %s exists and that Istio\'s CRDs serve %s '
+                                   '(kubectl api-resources --api-group=%s).'
+                                   % (exc.message.rstrip('.'), namespace, params['api_version'], GROUP))
                 raise explain(exc)
             continue
 

@@ -205,3 +205,17 @@ def test_query_reads_without_writing():
     assert result['changed'] is False and result['weights'] == {'v1': 75, 'v2': 25} and result['managed'] is True
     assert result['virtual_service']['metadata']['name'] == 'reviews'
     assert api.writes() == [] and api.writes(dry_run=True) == []
+
+
+def test_missing_crds_or_namespace_are_explained():
+    api = FakeApi()
+
+    def not_served(kind, obj, namespace=None, dry_run=False):
+        raise errors.NotFound('create %s bookinfo/reviews failed: the server could not find the requested resource '
+                              '(HTTP 404 NotFound)' % kind, status=404)
+
+    api.create = not_served
+    with pytest.raises(errors.NotFound) as err:
+        run(api, subsets=SUBSETS, weights={'v1': 100})
+    assert 'namespace bookinfo exists' in str(err.value)
+    assert 'networking.istio.io/v1beta1' in str(err.value)
