@@ -274,3 +274,27 @@ def version_table(before: dict, after: dict) -> str:
                      ",".join(a.get("versions") or ["-"]), ",".join(a.get("revisions") or ["-"])))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def run_module(module, args: dict, kubeconfig, check=False, diff=False, workdir=None, timeout=300):
+    """``ansible localhost -m meshops.istio.<module> -a <json>``; returns (result dict, PhaseRun)."""
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="canary-module-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    events_file = tempfile.NamedTemporaryFile("w", suffix=".jsonl", dir=str(workdir), delete=False)
+    events_file.close()
+    args = dict(args, kubeconfig=str(kubeconfig))
+    cmd = [str(VENV_BIN / "ansible") if (VENV_BIN / "ansible").exists() else "ansible", "localhost", "-c", "local",
+           "-i", "localhost,", "-e", "ansible_python_interpreter=%s" % python_bin(),
+           "-m", "meshops.istio.%s" % module, "-a", json.dumps(args)]
+    if check:
+        cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
+    env = ansible_env({"MESHOPS_EVENT_LOG": events_file.name, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+                       "ANSIBLE_LOCAL_TEMP": str(workdir / "ansible-tmp")})
+    proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=timeout)
+    with open(events_file.name, encoding="utf-8") as handle:
+        events = [json.loads(line) for line in handle if line.strip()]
+    run = PhaseRun(cmd, proc.returncode, proc.stdout, proc.stderr, events)
+    tasks = run.tasks()
+    return (tasks[-1] if tasks else None), run
