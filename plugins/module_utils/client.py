@@ -614,6 +614,9 @@ class ClusterClient:
         ref = object_ref(kind, name, namespace)
         details = {'status': status, 'reason': reason, 'verb': verb, 'kind': kind, 'name': name,
                    'namespace': namespace, 'path': path}
+        if retried:
+            # an earlier try failed ambiguously (5xx, dropped connection) and may have been applied
+            details['after_retry'] = True
         if status == 401:
             return AuthenticationFailed(
                 'The API server %s rejected the credentials (401 Unauthorized) while trying to %s %s. '
@@ -688,8 +691,14 @@ class ClusterClient:
         body = dict(obj)
         body.setdefault('apiVersion', res.api_version)
         body.setdefault('kind', res.kind)
-        return _with_type(self.request('POST', res.path(namespace), query=_dry(dry_run), body=body,
-                                       what=('create', kind, meta.get('name'), namespace)), res)
+        try:
+            return _with_type(self.request('POST', res.path(namespace), query=_dry(dry_run), body=body,
+                                           what=('create', kind, meta.get('name'), namespace)), res)
+        except AlreadyExists as exc:
+            # our own earlier try went through before its answer was lost: that object is ours
+            if exc.details.get('after_retry') and meta.get('name') and not dry_run:
+                return self.get(kind, meta['name'], namespace)
+            raise
 
     def replace(self, kind, obj, namespace=None, dry_run=False):
         """PUT the whole object; ``metadata.resourceVersion`` in ``obj`` makes it conditional
@@ -746,7 +755,9 @@ class ClusterClient:
             self.request('DELETE', res.path(namespace, name), query=_dry(dry_run), body=body,
                          what=('delete', kind, name, namespace))
             return True
-        except NotFound:
+        except NotFound as exc:
+            if exc.details.get('after_retry'):
+                return True   # an earlier try deleted it before its answer was lost
             if missing_ok:
                 return False
             raise

@@ -273,3 +273,22 @@ def test_tool_kubeconfig_is_private_and_removed():
     assert not os.path.exists(path)
     with cl.tool_kubeconfig({'kubeconfig': '/some/kc', 'context': 'x'}) as (path, context):
         assert (path, context) == ('/some/kc', 'x')
+
+
+def test_create_whose_first_try_went_through_returns_the_object():
+    c, pool, _ = make([
+        FakeResponse(500, status_body(500, 'InternalError', 'etcd timeout')),
+        FakeResponse(409, status_body(409, 'AlreadyExists', 'configmaps "a" already exists')),
+        FakeResponse(200, {'metadata': {'name': 'a', 'namespace': 'ns'}, 'data': {'k': 'v'}}),
+    ])
+    obj = c.create('ConfigMap', {'metadata': {'name': 'a', 'namespace': 'ns'}, 'data': {'k': 'v'}})
+    assert obj['data'] == {'k': 'v'} and [call['method'] for call in pool.calls] == ['POST', 'POST', 'GET']
+    c, _, _ = make([FakeResponse(409, status_body(409, 'AlreadyExists', 'exists'))])
+    with pytest.raises(errors.AlreadyExists):
+        c.create('ConfigMap', {'metadata': {'name': 'a', 'namespace': 'ns'}})
+
+
+def test_delete_whose_first_try_went_through_is_true():
+    c, _, _ = make([u3exc.ProtocolError('Connection aborted.', ConnectionResetError(104, 'x')),
+                    FakeResponse(404, status_body(404, 'NotFound', 'gone'))])
+    assert c.delete('Deployment', 'x', 'y') is True
