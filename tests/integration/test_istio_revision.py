@@ -106,3 +106,21 @@ def test_force_removes_revision_in_use(blog):
                                                             and tag_left['metadata']['labels']['istio.io/rev'] == h.OLD_REV)
     live = {p['metadata']['name'] for p in h.pods_of(sim, 'foo', 'foo')}
     assert {u['name'] for u in users if u['kind'] == 'pod' and u['namespace'] == 'foo'} == live
+
+
+def test_install_with_host_and_token_only(blog, tmp_path):
+    """No kubeconfig: istioctl gets a private temporary one, removed afterwards; the token never shows."""
+    sim = blog
+    ca = tmp_path / 'ca.crt'
+    ca.write_bytes(sim.ca_pem)
+    scratch = tmp_path / 'scratch'
+    scratch.mkdir()
+    module_args = {'host': sim.url, 'api_key': sim.token, 'ca_cert': str(ca), 'revision': h.NEW_REV,
+                   'istioctl_path': h.ISTIOCTL, 'wait_timeout': 120}
+    res = h.run_module('istio_revision', module_args, verbosity=3, env={'TMPDIR': str(scratch)})
+    assert res.rc == 0 and res['changed'] is True, res
+    assert res['revision']['ready'] is True
+    assert h.get(sim, 'Deployment', 'istiod-' + h.NEW_REV, 'istio-system') is not None
+    assert sim.token not in res.stdout + res.stderr + h.json.dumps(res)
+    leftovers = [str(p) for p in scratch.rglob('*') if p.is_file() and sim.token in p.read_text(errors='replace')]
+    assert leftovers == []
