@@ -198,3 +198,34 @@ def test_to_dict_filters_namespaces():
     assert [w['name'] for w in out['workloads']] == ['foo']
     assert out['tags'] == {'default': '1-14-6'}
     assert out['revisions'][0]['in_use'] is True
+
+
+def test_statefulset_and_daemonset_pods_are_attributed():
+    sts = {'apiVersion': 'apps/v1', 'kind': 'StatefulSet',
+           'metadata': {'name': 'db', 'namespace': 'foo'},
+           'spec': {'replicas': 1, 'template': {'metadata': {'labels': {'app': 'db'}}}},
+           'status': {'readyReplicas': 1}}
+    ds = {'apiVersion': 'apps/v1', 'kind': 'DaemonSet',
+          'metadata': {'name': 'agent', 'namespace': 'foo'},
+          'spec': {'template': {'metadata': {'labels': {'app': 'agent'}}}},
+          'status': {'desiredNumberScheduled': 1, 'numberReady': 1}}
+    db_pod = f.pod('foo', 'db', 0, '1-14-6', '1.14.6')
+    db_pod['metadata']['ownerReferences'] = [{'kind': 'StatefulSet', 'name': 'db', 'controller': True}]
+    agent_pod = f.pod('foo', 'agent', 0)
+    agent_pod['metadata']['ownerReferences'] = [{'kind': 'DaemonSet', 'name': 'agent', 'controller': True}]
+    state = state_of(f.blog([sts, ds, db_pod, agent_pod]))
+    db = next(w for w in state.workloads if w.name == 'db')
+    agent = next(w for w in state.workloads if w.name == 'agent')
+    assert (db.kind, db.revisions, db.needs_restart, db.ready) == ('StatefulSet', ['1-14-6'], False, True)
+    assert (agent.kind, agent.revisions, agent.needs_restart) == ('DaemonSet', [], True)
+    assert mesh.pod_owner(db_pod) == ('StatefulSet', 'db')
+    assert mesh.pod_owner(f.pod('foo', 'web', 0)) == ('Deployment', 'web')
+
+
+def test_terminating_pods_do_not_count():
+    gone = f.pod('foo', 'foo', 7, '1-13-0', '1.13.0')
+    gone['metadata']['deletionTimestamp'] = '2026-11-21T00:00:00Z'
+    state = state_of(f.blog([gone]))
+    foo = next(w for w in state.workloads if w.name == 'foo')
+    assert foo.revisions == ['1-14-6'] and not foo.needs_restart
+    assert '1-13-0' not in state.pods_by_revision
