@@ -743,6 +743,8 @@ def parse_adhoc(stdout):
     except ValueError:
         return None
     obj.setdefault("_status", m.group(2))
+    if m.group(2) in ("FAILED!", "UNREACHABLE!"):
+        obj.setdefault("failed", True)
     return obj
 
 
