@@ -81,6 +81,9 @@ BAD = Profile(
     mean_ms=1800.0,
 )
 
+# Response codes rarer than this get no latency histogram of their own.
+HISTOGRAM_MIN_SHARE = 0.05
+
 METRIC_HELP = (
     ("istio_requests_total", "counter", "Total requests (synthetic traffic of kubesim, a test harness)."),
     ("istio_request_duration_milliseconds", "histogram",
@@ -163,8 +166,6 @@ class _Source:
         self.workload = "unknown"
         self.namespace = "unknown"
         self.canonical = "unknown"
-        self.revision = "latest"
-        self.principal = "unknown"
         for pod in pods:
             labels = (pod.get("metadata") or {}).get("labels") or {}
             if labels.get("istio") == "ingressgateway":
@@ -172,9 +173,6 @@ class _Source:
                 self.workload = workload_name(pod)
                 self.namespace = meta.get("namespace", "unknown")
                 self.canonical = labels.get("service.istio.io/canonical-name", self.workload)
-                self.revision = labels.get("service.istio.io/canonical-revision", "latest")
-                sa = (pod.get("spec") or {}).get("serviceAccountName") or "default"
-                self.principal = f"spiffe://cluster.local/ns/{self.namespace}/sa/{sa}"
                 break
 
 
@@ -223,6 +221,14 @@ _TOTALS = weakref.WeakKeyDictionary()
 _TOTALS_LOCK = threading.Lock()
 
 
+def _has_virtual_services(store) -> bool:
+    """Whether any VirtualService exists (without one every pod gets its full rate: no need to ask traffic)."""
+    key = getattr(_traffic, "VIRTUAL_SERVICES", "virtualservices.networking.istio.io")
+    if store.registry.get(key) is None:
+        return False
+    return bool(store.list(key))
+
+
 def _totals_for(store) -> _Totals:
     with _TOTALS_LOCK:
         totals = _TOTALS.get(store)
@@ -239,7 +245,7 @@ def render(store, options=None, now: float | None = None, weight_for=None) -> st
     crash = set(getattr(options, "crash_proxy_versions", None) or [])
     pods = store.list(PODS)
     services = store.list(SERVICES)
-    if weight_for is None and _traffic is not None:
+    if weight_for is None and _traffic is not None and _has_virtual_services(store):
         weight_for = _traffic.traffic_factor(store, pods=pods, services=services)
     totals = _totals_for(store)
     totals.forget_except({(p.get("metadata") or {}).get("uid") for p in pods})
@@ -270,27 +276,20 @@ def render(store, options=None, now: float | None = None, weight_for=None) -> st
         service = _service_for(pod, services) or workload
         canonical = labels.get("service.istio.io/canonical-name", labels.get("app", workload))
         canonical_rev = labels.get("service.istio.io/canonical-revision", "latest")
-        sa = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+        # Istio's standard labels that matter to dashboards and gates (the identity labels - principals,
+        # clusters, service name/namespace, app - are left out to keep a 1s scrape of a few hundred pods small).
         dest = [
             ("destination_workload", workload),
             ("destination_workload_namespace", namespace),
             ("destination_service", f"{service}.{namespace}.svc.cluster.local"),
-            ("destination_service_name", service),
-            ("destination_service_namespace", namespace),
             ("destination_canonical_service", canonical),
             ("destination_canonical_revision", canonical_rev),
-            ("destination_app", labels.get("app", "unknown")),
             ("destination_version", labels.get("version", "unknown")),
-            ("destination_principal", f"spiffe://cluster.local/ns/{namespace}/sa/{sa}"),
-            ("destination_cluster", "Kubernetes"),
         ]
         src = [
             ("source_workload", source.workload),
             ("source_workload_namespace", source.namespace),
             ("source_canonical_service", source.canonical),
-            ("source_canonical_revision", source.revision),
-            ("source_principal", source.principal),
-            ("source_cluster", "Kubernetes"),
         ]
         common = [("request_protocol", "http"), ("connection_security_policy", "mutual_tls"),
                   ("response_flags", "-")]
@@ -303,9 +302,10 @@ def render(store, options=None, now: float | None = None, weight_for=None) -> st
             for code, count in counts:
                 counter_lines.append(f'istio_requests_total{{{prefix},response_code="{code}"}} {count}')
         prefix = _labels([("reporter", "destination")] + src + dest + common + scrape)
+        shares = dict(profile.codes)
         for code, count in counts:
-            if code == "404":
-                continue  # keep the histogram small: the 404s only matter to the counters
+            if shares[code] < HISTOGRAM_MIN_SHARE:
+                continue  # keep the histogram small: rare codes (404s, a healthy pod's 5xx) only matter to counters
             base = f'{prefix},response_code="{code}"'
             for le in DURATION_BUCKETS_MS:
                 under = int(math.floor(count * profile.fraction_under(le)))
