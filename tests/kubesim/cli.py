@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--namespaces", type=int, default=10)
     s.add_argument("--deployments", type=int, default=2)
     s.add_argument("--replicas", type=int, default=2)
-    s.add_argument("--watch-history", type=int, default=20000,
+    s.add_argument("--watch-history", type=int, default=10000,
                    help="watch events kept per resource type; older resourceVersions get 410 Expired")
     s.add_argument("--token", default=None, help="bearer token to require (default: random)")
     s.add_argument("--no-tls", action="store_true", help="serve plain HTTP (debugging only)")

@@ -24,7 +24,7 @@ class SimOptions:
     namespaces: int = 10
     deployments: int = 2
     replicas: int = 2
-    watch_history: int = 20000  # watch events kept per resource type (older versions answer 410)
+    watch_history: int = 10000  # watch events kept per resource type (older versions answer 410)
     user: str = "kubesim-admin"
     cluster_name: str = "kubesim"
     kubernetes_version: str = "v1.32.0"

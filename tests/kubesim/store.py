@@ -36,15 +36,17 @@ Stable interface (used by the HTTP server and by controllers/admission in-proces
     a background thread removes its contents, then the namespace.  Pods are removed at once.
 ``store.add_admission(fn)``    ``fn(operation, rtype, obj, old, dry_run, user)`` with
     operation ``"CREATE" | "UPDATE" | "DELETE"``; ``obj`` is the candidate object (for
-    DELETE the stored one), ``old`` the stored one (``None`` on CREATE).  Return the
+    DELETE a copy of the stored one; may be mutated), ``old`` the stored one (``None`` on
+    CREATE; read-only: never mutate it).  Return the
     (possibly mutated) object or ``None`` to keep it; raise ``ApiError`` to reject with that
     exact Status.  Hooks run under ``store.lock``, in registration order, after defaulting
     and before validation; they may read the store.  CREATE hooks see objects before
     ``generateName``/``uid`` are resolved (like real admission webhooks do).
 ``store.add_listener(fn)``     ``fn(event_type, rtype, obj)`` with ``"ADDED" | "MODIFIED" |
     "DELETED"``, called after each committed change, in the committing thread, after the
-    lock is released (unless the caller itself holds it).  ``obj`` is a private copy.
-    Keep it quick (queue work).  Not called for dry runs.
+    lock is released (unless the caller itself holds it).  ``obj`` is the stored object
+    itself: treat it as read-only (``copy.deepcopy`` it before changing anything).  Keep it
+    quick (queue work).  Not called for dry runs.
 ``store.current_resource_version()`` -> int.
 ``ApiError`` (re-exported from :mod:`kubesim.errors`) carries ``code``, ``reason``,
     ``message`` and renders the real ``Status`` body with ``.status()``.
@@ -84,27 +86,48 @@ def now_iso() -> str:
 
 
 def clone(obj):
-    return json.loads(json.dumps(obj))
+    """Deep copy of a JSON-like value (faster than json round trips or copy.deepcopy)."""
+    if isinstance(obj, dict):
+        return {k: clone(v) if isinstance(v, (dict, list)) else v for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [clone(v) if isinstance(v, (dict, list)) else v for v in obj]
+    return obj
 
 
 class Rec:
-    """A stored object; ``obj`` is never mutated after being stored.  ``raw`` caches its JSON."""
+    """A stored object version; never mutated once stored.  ``raw`` caches its JSON.
 
-    __slots__ = ("obj", "_raw")
+    Versions that are no longer current (kept only by the watch history) are compacted to
+    their JSON bytes; ``obj`` then decodes on demand."""
+
+    __slots__ = ("_obj", "_raw")
 
     def __init__(self, obj):
-        self.obj = obj
+        self._obj = obj
         self._raw = None
+
+    @property
+    def obj(self):
+        o = self._obj
+        if o is None:
+            o = json.loads(self._raw)
+        return o
 
     @property
     def raw(self) -> bytes:
         r = self._raw
         if r is None:
-            r = self._raw = json.dumps(self.obj, separators=(",", ":")).encode()
+            r = self._raw = json.dumps(self._obj, separators=(",", ":")).encode()
         return r
 
+    def compact(self):
+        if self._obj is not None:
+            self.raw  # noqa: B018 - computes and caches the bytes
+            self._obj = None
+
     def copy(self):
-        return json.loads(self.raw)
+        o = self._obj
+        return clone(o) if o is not None else json.loads(self._raw)
 
 
 def _without(obj: dict, *keys) -> dict:
@@ -122,7 +145,7 @@ def _meta_without_rv(obj: dict) -> dict:
 class Store:
     def __init__(self, options=None, registry: Registry | None = None, history_size: int | None = None):
         if history_size is None:
-            history_size = int(getattr(options, "watch_history", 0) or 20000)
+            history_size = int(getattr(options, "watch_history", 0) or 10000)
         self.options = options
         self.registry = registry or Registry()
         self.lock = threading.RLock()
@@ -288,7 +311,7 @@ class Store:
                 return
             for fn in list(self._listeners):
                 try:
-                    fn(etype, key, rec.copy())
+                    fn(etype, key, rec.obj)
                 except Exception:  # a broken listener must not break the API
                     import traceback
                     traceback.print_exc()
@@ -298,7 +321,7 @@ class Store:
         rvs = self._history_rvs.setdefault(rt.key, [])
         hist.append((rv, etype, rec, old))
         rvs.append(rv)
-        if len(hist) > self._history_size * 2:
+        if len(hist) > self._history_size + self._history_size // 4 + 1:
             drop = len(hist) - self._history_size
             self._floor[rt.key] = rvs[drop - 1]
             del hist[:drop]
@@ -318,6 +341,8 @@ class Store:
         self._bucket(rt, ns, create=True)[meta["name"]] = rec
         self._index_owners(rt, old.obj if old else None, obj)
         self._record(rt, etype, rec, old, rv)
+        if old is not None:
+            old.compact()
         return rec
 
     def _remove(self, rt: ResourceType, rec: Rec) -> Rec:
@@ -334,6 +359,8 @@ class Store:
         gone["metadata"]["resourceVersion"] = str(rv)
         grec = Rec(gone)
         self._record(rt, "DELETED", grec, rec, rv)
+        rec.compact()
+        grec.compact()
         return grec
 
     def _index_owners(self, rt, old: dict | None, new: dict | None):
@@ -517,7 +544,7 @@ class Store:
         new["metadata"]["resourceVersion"] = ometa.get("resourceVersion")
         strategy.apply_defaults(rt, new)
         if admission:
-            new = self._admit("UPDATE", rt, new, clone(old), dry_run, user)
+            new = self._admit("UPDATE", rt, new, old, dry_run, user)
             strategy.apply_defaults(rt, new)
         strategy.validate(rt, new, old, self)
         if rt.generation and _without(new, "metadata", "status", "apiVersion", "kind") != \

@@ -116,6 +116,7 @@ def test_dry_run_changes_nothing(shared_sim, ns):
     out = apps.patch_namespaced_deployment("dry", ns, {"spec": {"replicas": 7}}, dry_run="All")
     assert out.spec.replicas == 7 and out.metadata.generation == 2
     before.spec.template.spec.containers[0].image = "nginx:9"
+    before.metadata.resource_version = None  # the deployment controller may have written status meanwhile
     out = apps.replace_namespaced_deployment("dry", ns, before, dry_run="All")
     assert out.spec.template.spec.containers[0].image == "nginx:9"
     apps.delete_namespaced_deployment("dry", ns, dry_run="All")
