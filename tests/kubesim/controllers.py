@@ -835,7 +835,7 @@ class ControllerManager:
 
     # ---------------------------------------------------------------- Deployment
     def sync_deployment(self, ns, name):
-        d = self._get(DEPLOY, ns, name)
+        d = self._ro_get(DEPLOY, ns, name)
         if d is None or terminating(d):
             return
         spec = d.get("spec") or {}
@@ -897,8 +897,8 @@ class ControllerManager:
             ann = d["metadata"].get("annotations") or {}
             want = str(_rev(new_rs))
             if ann.get(REVISION_ANN) != want:
-                ann[REVISION_ANN] = want
-                d["metadata"]["annotations"] = ann
+                d = _clone(d)
+                d["metadata"].setdefault("annotations", {})[REVISION_ANN] = want
                 d = self._update(DEPLOY, d)
         all_rs = [r for r in self._ro_list(RS, ns) if owned_by(r, d) and not terminating(r)]
         new_rs = next((r for r in all_rs if (r["metadata"].get("labels") or {}).get("pod-template-hash") == thash),
@@ -934,6 +934,7 @@ class ControllerManager:
                 # hash collision with a foreign RS: bump collisionCount like the real controller
                 st = dict(d.get("status") or {})
                 st["collisionCount"] = int(st.get("collisionCount") or 0) + 1
+                d = dict(d)
                 d["status"] = st
                 self._update_status(DEPLOY, d)
                 return None
@@ -1105,6 +1106,7 @@ class ControllerManager:
         st["conditions"] = conds
         st = {k: v for k, v in st.items() if v or k in ("observedGeneration", "replicas", "conditions")}
         if st != old:
+            d = dict(d)
             d["status"] = st
             self._update_status(DEPLOY, d)
 
@@ -1431,7 +1433,7 @@ class ControllerManager:
                     subset["notReadyAddresses"] = not_ready
                 subset["ports"] = ports
                 subsets = [subset]
-            existing = self._get(ENDPOINTS, ns, name)
+            existing = self._ro_get(ENDPOINTS, ns, name)
             labels = dict((svc["metadata"].get("labels") or {}))
             labels["endpoints.kubernetes.io/managed-by"] = "endpoint-controller"
             if existing is None:
@@ -1447,6 +1449,7 @@ class ControllerManager:
                         raise
                     self._push(("ep", ns))
             elif (existing.get("subsets") or []) != subsets or (existing["metadata"].get("labels") or {}) != labels:
+                existing = _clone(existing)
                 existing["subsets"] = subsets
                 existing["metadata"]["labels"] = labels
                 existing["metadata"].setdefault("annotations", {})[MANAGED_EP_ANN] = now_iso()
