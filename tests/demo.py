@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """`make demo`: the Istio 1.14.6 -> 1.15.4 canary upgrade of the reference articles, phase by phase, on a
 simulated cluster.
 
@@ -101,7 +100,7 @@ def final_state_problems(cp, plane):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--keep", action="store_true", help="leave the simulator running at the end")
     parser.add_argument("--rerun", action="store_true", help="run every phase again and show nothing changes")
     parser.add_argument("--pod-ready-seconds", type=float, default=0.3)
@@ -131,7 +130,7 @@ def main(argv=None):
         say()
         say(us.version_table(before, before))
 
-        phases = list(PHASES) + ([(tag, "second run: must change nothing") for tag, _ in PHASES] if args.rerun else [])
+        phases = list(PHASES) + ([(phase[0], "second run: must change nothing") for phase in PHASES] if args.rerun else [])
         for index, (tag, what) in enumerate(phases, 1):
             banner("Phase %d/%d: --tags %s  (%s)" % (index, len(phases), tag, what))
             started = time.monotonic()
@@ -183,5 +182,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, lambda *args: sys.exit(143))
     sys.exit(main())

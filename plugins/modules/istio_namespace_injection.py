@@ -19,7 +19,7 @@ description:
   - With O(state=absent) both injection labels are removed (new pods get no sidecar).
   - Updates are conditional on the namespace's resourceVersion, so a concurrent change is not lost.
 author:
-  - meshops.istio contributors
+  - meshops.istio contributors (@meshops)
 options:
   namespace:
     description: The namespace to label.
@@ -41,9 +41,13 @@ extends_documentation_fragment:
   - meshops.istio.auth
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
+    details: Reports the labels as they would be; nothing is patched.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
+    details: The namespace injection labels before and after.
 notes:
   - Needs C(get) and C(patch) on namespaces.
 """

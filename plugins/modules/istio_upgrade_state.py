@@ -25,7 +25,7 @@ description:
     C(kubectl get configmap meshops-istio-upgrade -n istio-system -o yaml) reads plainly.
   - Check mode never writes the ConfigMap; it reports what would change (with diff).
 author:
-  - meshops.istio contributors
+  - meshops.istio contributors (@meshops)
 options:
   state:
     description:
@@ -102,9 +102,13 @@ extends_documentation_fragment:
   - meshops.istio.auth
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
+    details: Computes the record as it would be; never writes the ConfigMap.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
+    details: The ConfigMap data before and after.
 notes:
   - The module needs C(get), C(create), C(update) and C(delete) on ConfigMaps in O(namespace).
 """

@@ -162,7 +162,7 @@ def run_phase(inventory, tags, extra_vars=None, env=None, timeout=900, workdir=N
     run_env = ansible_env(env)
     run_env["MESHOPS_EVENT_LOG"] = events_file.name
     run_env["ANSIBLE_LOCAL_TEMP"] = str(workdir / "ansible-tmp")
-    proc = subprocess.run(cmd, cwd=str(ROOT), env=run_env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=str(ROOT), env=run_env, capture_output=True, text=True, timeout=timeout, check=False)
     events = []
     with open(events_file.name, encoding="utf-8") as handle:
         for line in handle:
@@ -292,7 +292,7 @@ def run_module(module, args: dict, kubeconfig, check=False, diff=False, workdir=
         cmd.append("--diff")
     env = ansible_env({"MESHOPS_EVENT_LOG": events_file.name, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
                        "ANSIBLE_LOCAL_TEMP": str(workdir / "ansible-tmp")})
-    proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=timeout, check=False)
     with open(events_file.name, encoding="utf-8") as handle:
         events = [json.loads(line) for line in handle if line.strip()]
     run = PhaseRun(cmd, proc.returncode, proc.stdout, proc.stderr, events)

@@ -106,8 +106,8 @@ def test_off_revision_and_on_revision():
     off = f.off_revision(data, "1-15-4", "1.15.4", ["bar"], ["foo/Deployment/half"])
     assert off == ["bar/Deployment/slow: not ready",
                    "foo/Deployment/half: proxy revision 1-14-6,1-15-4, expected 1-15-4"]
-    assert f.on_revision(data, "1-14-6") == ["baz/Deployment/baz (1.14.6)", "foo/Deployment/foo (1.14.6)",
-                                              "foo/Deployment/half (1.14.6,1.15.4)"]
+    assert f.on_revision(data, "1-14-6") == [
+        "baz/Deployment/baz (1.14.6)", "foo/Deployment/foo (1.14.6)", "foo/Deployment/half (1.14.6,1.15.4)"]
 
 
 def test_wave_calls():

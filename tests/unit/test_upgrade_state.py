@@ -75,8 +75,8 @@ def data(store):
 # --- the model -------------------------------------------------------------------------------------
 
 def test_render_parse_round_trip():
-    record = us.merge(us.empty_record(), fields=dict(tag="default", from_revision="1-14-6", from_version="1.14.6",
-                                                    to_revision="1-15-4", to_version="1.15.4"), phase="precheck", now=T1)
+    fields = dict(tag="default", from_revision="1-14-6", from_version="1.14.6", to_revision="1-15-4", to_version="1.15.4")
+    record = us.merge(us.empty_record(), fields=fields, phase="precheck", now=T1)
     record = us.merge(record, wave=dict(name="wave2", namespaces=["foo", "baz"], workloads=["foo/Deployment/foo"],
                                         status="started"), now=T2)
     rendered = us.render(record)
