@@ -113,6 +113,16 @@ def test_article_canary_upgrade(blog):
     rs = kjson(sim, "get", "replicasets", "-n", "bar")["items"]
     assert sorted(r["spec"]["replicas"] for r in rs) == [0, 2]
 
+    # the injected gateway is upgraded in place by a restart (gateway template: image swapped, no init)
+    sim.kubectl("rollout", "restart", "deployment", "istio-ingressgateway", "-n", "istio-ingress", check=True)
+    sim.kubectl("rollout", "status", "deployment", "istio-ingressgateway", "-n", "istio-ingress", "--timeout=60s",
+                check=True)
+    gw = pods(sim, "istio-ingress")
+    assert len(gw) == 1
+    assert [c["image"] for c in gw[0]["spec"]["containers"]] == ["docker.io/istio/proxyv2:1.15.4"]
+    assert not gw[0]["spec"].get("initContainers")
+    assert json.loads(gw[0]["metadata"]["annotations"]["sidecar.istio.io/status"])["revision"] == NEW
+
     # istioctl sees both control planes and the split data plane
     ps = run(sim, "istioctl", "proxy-status").stdout
     assert sum(1 for ln in ps.splitlines() if ln.startswith("bar-") and ln.split()[-1] == "1.15.4") == 2
@@ -120,8 +130,9 @@ def test_article_canary_upgrade(blog):
     tags = run(sim, "istioctl", "tag", "list").stdout.splitlines()
     assert tags[1].split()[:2] == ["default", NEW]
 
-    # --- cleanup while foo, baz and the gateway still run the old proxies: istioctl warns about them
-    still_old = sum(1 for ns in ("foo", "baz", "istio-ingress") for _ in pods(sim, ns))
+    # --- cleanup while foo and baz still run the old proxies: istioctl warns about them
+    still_old = sum(1 for ns in ("foo", "baz") for _ in pods(sim, ns))
+    assert still_old == 4
     cp = run(sim, "istioctl", "uninstall", "--revision", OLD, "-y")
     assert f"There are still {still_old} proxies pointing to the control plane revision {OLD}" in cp.stdout
     assert "✔ Uninstall complete" in cp.stdout
