@@ -42,8 +42,10 @@ options:
     required: true
   headers:
     description:
-      - Extra HTTP headers sent with every query, for example a tenant header.
-      - Hidden from logs, as they may carry credentials.
+      - Extra HTTP headers sent with every query, for example a tenant header (C(X-Scope-OrgID)).
+      - Values of headers that look like credentials (C(Authorization), C(Cookie), names containing C(token),
+        C(key), C(secret), C(auth) or C(password)) are hidden from logs and results. Prefer O(bearer_token) or
+        O(password) for credentials.
     type: dict
     default: {}
   bearer_token:
@@ -423,6 +425,8 @@ error:
   sample: PrometheusUnreachable
 """
 
+import re
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.parsing.convert_bool import boolean
 
@@ -447,7 +451,7 @@ def argument_spec():
     no_data = dict(type='str', choices=NO_DATA_CHOICES)
     return dict(
         prometheus_url=dict(type='str', required=True),
-        headers=dict(type='dict', default={}, no_log=True),
+        headers=dict(type='dict', default={}),
         bearer_token=dict(type='str', no_log=True),
         username=dict(type='str', aliases=['url_username']),
         password=dict(type='str', no_log=True, aliases=['url_password']),
@@ -490,6 +494,15 @@ def argument_spec():
         baseline_at=dict(type='str'),
         fail_on_gate=dict(type='bool', default=True),
     )
+
+
+SECRET_HEADER = re.compile(r'(authorization|cookie|token|key|secret|auth|password)', re.IGNORECASE)
+
+
+def secret_header_values(headers):
+    """Values of the headers whose names look like credentials (to hide them from logs and results)."""
+    return set(str(value) for name, value in (headers or {}).items()
+               if value is not None and SECRET_HEADER.search(str(name)) and str(value))
 
 
 def baseline_option(value):
@@ -539,6 +552,7 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
                            mutually_exclusive=[('bearer_token', 'username'), ('bearer_token', 'password')],
                            required_by={'client_key': 'client_cert'})
+    module.no_log_values.update(secret_header_values(module.params.get('headers')))
     url = redact_url(module.params['prometheus_url'])
     try:
         gate = build_gate(module.params)

@@ -82,11 +82,19 @@ def test_module_refuses_bad_config_with_a_clear_error(tmp_path):
 
 def test_module_secrets_are_not_logged(tmp_path):
     rc, result = run_module(tmp_path, {'prometheus_url': 'http://127.0.0.1:9', 'namespaces': ['bar'],
-                                       'bearer_token': 'sup3rs3cret', 'headers': {'X-Token': 'h3ad3rs3cret'},
-                                       'retries': 0})
+                                       'bearer_token': 'sup3rs3cret', 'retries': 0, '_ansible_debug': True,
+                                       'headers': {'X-Auth-Token': 'h3ad3rs3cret', 'Authorization': 'Basic b3BzOnB3',
+                                                   'X-Scope-OrgID': 'istio'}})
     assert rc == 1 and result['error'] == 'PrometheusUnreachable' and result['prometheus_unreachable'] is True
     text = json.dumps(result)
-    assert 'sup3rs3cret' not in text and 'h3ad3rs3cret' not in text
+    assert 'sup3rs3cret' not in text and 'h3ad3rs3cret' not in text and 'b3BzOnB3' not in text
+    assert 'istio' in result['invocation']['module_args']['headers']['X-Scope-OrgID']  # not a secret: shown
+
+
+def test_secret_header_values():
+    assert mod.secret_header_values({'Authorization': 'Bearer x1', 'X-Api-Key': 'k1', 'Cookie': 'c=1',
+                                     'X-Scope-OrgID': 'mesh', 'Accept': 'application/json'}) == {
+        'Bearer x1', 'k1', 'c=1'}
 
 
 def test_module_mutually_exclusive_auth(tmp_path):
