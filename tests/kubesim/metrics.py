@@ -8,7 +8,9 @@ collect them from the sidecars:
   ``reporter="source"`` (the caller's proxy: the ingress gateway when the scenario has one), labelled
   like Istio's standard metrics (``destination_workload``, ``destination_workload_namespace``,
   ``destination_service``, ``destination_canonical_revision``, ``response_code``, ``source_workload`` ...)
-  plus the ``namespace``/``pod`` labels a Kubernetes scrape config adds;
+  plus the ``namespace``/``pod`` labels a Kubernetes scrape config adds (simplification: a source series
+  also carries the destination pod's ``namespace``/``pod``, one series per destination pod, where a real
+  scrape would label it with the calling gateway pod and sum over the destination's pods);
 * ``istio_request_duration_milliseconds`` (histogram, Istio's default buckets) for the destination
   reporter.
 
