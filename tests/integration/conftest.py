@@ -4,6 +4,7 @@ Fixtures:
 * ``kubesim`` - a factory: ``kubesim(scenario='blog', **options)`` starts a KubeSim (options map to
   ``python -m kubesim serve`` flags, e.g. ``api_error_rate=0.1``) and stops it after the test.
 * ``blog`` - a fresh ``blog`` scenario for one test.
+* ``kubesim_module`` - the same factory, its clusters shared by a test module.
 * ``blog_module`` - one ``blog`` scenario shared by a test module (for read-only tests).
 """
 import os
@@ -31,8 +32,7 @@ def start_kubesim(scenario='blog', **options):
     return KubeSim(scenario=scenario, python=helpers.PYTHON, **opts).start()
 
 
-@pytest.fixture
-def kubesim():
+def _factory():
     started = []
 
     def factory(scenario='blog', **options):
@@ -40,6 +40,20 @@ def kubesim():
         started.append(sim)
         return sim
 
+    return factory, started
+
+
+@pytest.fixture
+def kubesim():
+    factory, started = _factory()
+    yield factory
+    for sim in started:
+        sim.cleanup()
+
+
+@pytest.fixture(scope='module')
+def kubesim_module():
+    factory, started = _factory()
     yield factory
     for sim in started:
         sim.cleanup()
