@@ -1227,20 +1227,22 @@ class RolloutRunner:
         if not progress.done:
             w.settle_deadline = None
             return
-        # rolled out: are the pods we know of the new ones, as many as there should be?
-        live = w.live_pods()
+        # rolled out (the status says the old pods are gone): have we seen the new pods -- each one's
+        # injection is known from its creation -- as many as there should be?
         want = desired_pods(w.kind, w.obj)
-        settled = len(live) == want and all(p.restarted_at == template_ts for p in live)
-        if not settled and not w.refreshed:
-            now = self.clock()
-            if w.settle_deadline is None:
-                w.settle_deadline = now + VERIFY_GRACE_SECONDS
-                return
-            if now < w.settle_deadline:
-                return
-            self._refresh_pods(w)
-            live = w.live_pods()
-        self._verify(w, live)
+        new_live = [p for p in w.pods.values() if p.live and p.restarted_at == template_ts]
+        if len(new_live) >= want or w.refreshed:
+            self._verify(w, w.live_pods() if w.refreshed else new_live)
+            return
+        now = self.clock()
+        if w.settle_deadline is None:
+            w.settle_deadline = now + VERIFY_GRACE_SECONDS
+            return
+        if now < w.settle_deadline:
+            return
+        # the pod watch lags: list this workload's pods once and judge what really runs
+        self._refresh_pods(w)
+        self._verify(w, w.live_pods())
 
     def _refresh_pods(self, w):
         """The pod watch has not shown the new pods in time: list this workload's pods once."""
