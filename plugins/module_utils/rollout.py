@@ -80,10 +80,6 @@ POD_PROBLEM_REASONS = ('CrashLoopBackOff', 'ImagePullBackOff', 'ErrImagePull', '
                        'CreateContainerConfigError', 'InvalidImageName', 'RunContainerError')
 
 
-class RolloutError(MeshopsError):
-    """A rollout could not be planned or run (bad selection, a workload failed...)."""
-
-
 class WatchDropped(Exception):
     """A watch connection ended abnormally; resume from the last resourceVersion."""
 
@@ -327,24 +323,39 @@ def template_restarted_at(obj):
         .get(RESTARTED_AT) if _spec(obj).get('template') else None
 
 
+_STATUS_KEYS = ('observedGeneration', 'replicas', 'updatedReplicas', 'readyReplicas',
+                'availableReplicas', 'currentReplicas', 'currentRevision', 'updateRevision',
+                'desiredNumberScheduled', 'updatedNumberScheduled', 'numberAvailable')
+_CONDITION_KEYS = ('type', 'status', 'reason', 'message', 'lastUpdateTime', 'lastTransitionTime')
+
+
+def _istio_keys(mapping, extra=()):
+    return dict((k, v) for k, v in (mapping or {}).items()
+                if k in extra or k.startswith('sidecar.istio.io/') or k.startswith('istio.io/'))
+
+
 def prune_workload(kind, obj):
-    """Keep only what planning, status evaluation and reporting need (same shape as the object)."""
-    meta, spec = _meta(obj), _spec(obj)
+    """Keep only what planning, status evaluation and reporting need, in the object's own shape (so
+    the status functions take either): a few hundred bytes instead of the whole object."""
+    meta, spec, status = _meta(obj), _spec(obj), _status(obj)
     tmeta = ((spec.get('template') or {}).get('metadata') or {})
-    annotations = tmeta.get('annotations') or {}
-    kept_annotations = dict((k, v) for k, v in annotations.items()
-                            if k in (RESTARTED_AT, SIDECAR_INJECT) or k.startswith('sidecar.istio.io/'))
-    pruned_spec = dict((k, spec[k]) for k in ('replicas', 'paused', 'selector', 'updateStrategy',
-                                              'strategy', 'progressDeadlineSeconds') if k in spec)
-    pruned_spec['template'] = {'metadata': {'labels': dict(tmeta.get('labels') or {}),
-                                            'annotations': kept_annotations}}
-    status = dict(_status(obj))
+    pruned_spec = dict((k, spec[k]) for k in ('replicas', 'paused', 'selector', 'updateStrategy')
+                       if k in spec)
+    pruned_spec['template'] = {'metadata': {
+        'labels': _istio_keys(tmeta.get('labels')),
+        'annotations': _istio_keys(tmeta.get('annotations'), (RESTARTED_AT,))}}
+    pruned_status = dict((k, status[k]) for k in _STATUS_KEYS if k in status)
+    conditions = [dict((k, c[k]) for k in _CONDITION_KEYS if k in c)
+                  for c in status.get('conditions') or []
+                  if c.get('type') == 'ReplicaFailure' or c.get('reason') == 'ProgressDeadlineExceeded']
+    if conditions:
+        pruned_status['conditions'] = conditions
     return {
         'kind': kind,
-        'metadata': dict((k, meta[k]) for k in ('name', 'namespace', 'uid', 'generation',
-                                                'resourceVersion', 'labels') if k in meta),
+        'metadata': dict((k, meta[k]) for k in ('name', 'namespace', 'generation', 'resourceVersion')
+                         if k in meta),
         'spec': pruned_spec,
-        'status': status,
+        'status': pruned_status,
     }
 
 
