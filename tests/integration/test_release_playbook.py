@@ -121,15 +121,17 @@ def test_healthy_release_goes_to_100_and_a_rerun_changes_nothing(kubesim, tmp_pa
     inventory = write_inventory(tmp_path, sim.kubeconfig)
     prom = start_prometheus(sim)
     try:
-        run = run_release(inventory, extra_vars=base_vars(prom))
+        variables = base_vars(prom, istio_release_steps=[20, 50, 100])
+        run = run_release(inventory, extra_vars=variables)
         assert run.ok, run
         assert route(sim) == {'v1': 0, 'v2': 100}
         reports = step_reports(run)
-        assert len(reports) == 4, reports
+        assert len(reports) == 3, reports
         assert all('moved there' in r and 'metric gate pass' in r for r in reports), reports
-        assert run.changed() == 4      # one shift per step, nothing else changes anything
+        assert 'Step 1 of 3 of bookinfo/reviews (v2 20%, v1 80%)' in reports[0]
+        assert run.changed() == 3      # one shift per step, nothing else changes anything
 
-        again = run_release(inventory, extra_vars=base_vars(prom))
+        again = run_release(inventory, extra_vars=variables)
         assert again.ok, again
         assert again.changed() == 0, again.changed_tasks()
         assert route(sim) == {'v1': 0, 'v2': 100}
