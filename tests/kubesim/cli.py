@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=0)
     s.add_argument("--kubeconfig", default=None, help="where to write the kubeconfig")
     s.add_argument("--pod-ready-seconds", type=float, default=0.5)
+    s.add_argument("--pod-terminate-seconds", type=float, default=0.3,
+                   help="deleted pods stay Terminating this long (graceful deletion); 0 removes them at once")
     s.add_argument("--crash-proxy-version", action="append", default=[], dest="crash_proxy_versions")
     s.add_argument("--bad-proxy-version", action="append", default=[], dest="bad_proxy_versions")
     s.add_argument("--api-error-rate", type=float, default=0.0)
@@ -57,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def options_from_args(a) -> SimOptions:
     return SimOptions(scenario=a.scenario, host=a.host, port=a.port, kubeconfig=a.kubeconfig,
-                      pod_ready_seconds=a.pod_ready_seconds, crash_proxy_versions=list(a.crash_proxy_versions),
+                      pod_ready_seconds=a.pod_ready_seconds,
+                      pod_terminate_seconds=a.pod_terminate_seconds, crash_proxy_versions=list(a.crash_proxy_versions),
                       bad_proxy_versions=list(a.bad_proxy_versions), api_error_rate=a.api_error_rate,
                       latency_ms=a.latency_ms, drop_watch_rate=a.drop_watch_rate, seed=a.seed,
                       audit_log=a.audit_log, authorize_rules=a.authorize_rules, namespaces=a.namespaces,

@@ -800,12 +800,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 prop = "Orphan"
             if opts.get("dryRun") == ["All"]:
                 dry_run = True
+            grace = opts.get("gracePeriodSeconds")
+            if grace is None and query.get("gracePeriodSeconds", "").lstrip("-").isdigit():
+                grace = int(query["gracePeriodSeconds"])
             res = store.delete(rt, info.name, ns, propagation=prop, preconditions=opts.get("preconditions"),
-                               dry_run=dry_run, user=user)
+                               dry_run=dry_run, user=user, grace_period_seconds=grace)
             pending = bool((res.get("metadata") or {}).get("deletionTimestamp")) and not dry_run and \
                 store.try_get(rt, ns, info.name) is not None
             if pending:
-                return self._send_json(202, self._out(rt, res, v))
+                # the real server answers 200 (202 only when orphanDependents=false was asked)
+                code = 202 if opts.get("orphanDependents") is False else 200
+                return self._send_json(code, self._out(rt, res, v))
             if rt.key in RETURN_DELETED_OBJECT or rt.custom:
                 return self._send_json(200, self._out(rt, res, v))
             details = {"name": info.name, "kind": rt.plural, "uid": res["metadata"].get("uid", "")}

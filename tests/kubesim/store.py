@@ -33,7 +33,10 @@ Stable interface (used by the HTTP server and by controllers/admission in-proces
     ``deletionTimestamp`` set when its removal is still pending: finalizers, namespaces).
     Background (default) / Foreground / Orphan; dependents found through ownerReferences
     are deleted (or orphaned) synchronously.  Deleting a namespace marks it Terminating and
-    a background thread removes its contents, then the namespace.  Pods are removed at once.
+    a background thread removes its contents, then the namespace.  Pods are removed at once,
+    unless ``options.pod_terminate_seconds`` > 0: then a scheduled pod gets a
+    ``deletionTimestamp`` (graceful termination, shown as Terminating) and is removed that
+    many seconds later (``grace_period_seconds=0`` forces immediate removal).
 ``store.add_admission(fn)``    ``fn(operation, rtype, obj, old, dry_run, user)`` with
     operation ``"CREATE" | "UPDATE" | "DELETE"``; ``obj`` is the candidate object (for
     DELETE a copy of the stored one; may be mutated), ``old`` the stored one (``None`` on
@@ -62,6 +65,7 @@ from __future__ import annotations
 
 import bisect
 import datetime
+import heapq
 import json
 import random
 import threading
@@ -164,6 +168,10 @@ class Store:
         self._rand = random.Random(seed)
         self._ip_counter = 10
         self.closed = False
+        self._pod_terminate_seconds = float(getattr(options, "pod_terminate_seconds", 0.0) or 0.0)
+        self._reap_heap: list = []
+        self._reap_cond = threading.Condition()
+        self._reaper = None
 
     # ---- hooks ------------------------------------------------------------------------
     def add_admission(self, fn):
@@ -556,7 +564,8 @@ class Store:
         if dry_run:
             return new
         nmeta = new["metadata"]
-        if nmeta.get("deletionTimestamp") and not nmeta.get("finalizers"):
+        if nmeta.get("deletionTimestamp") and not nmeta.get("finalizers") and \
+                not int(nmeta.get("deletionGracePeriodSeconds") or 0):
             if rt.key == NAMESPACES and (new.get("spec") or {}).get("finalizers"):
                 pass
             else:
@@ -662,12 +671,13 @@ class Store:
 
     # ---- delete ---------------------------------------------------------------------------
     def delete(self, rtype, name, namespace=None, *, propagation=None, preconditions=None, dry_run=False,
-               user=None, admission=True):
+               user=None, admission=True, grace_period_seconds=None):
         rt = self.rt(rtype)
         return self._run(lambda: self._delete_entry(rt, name, namespace, propagation, preconditions, dry_run,
-                                                    user, admission))
+                                                    user, admission, grace_period_seconds))
 
-    def _delete_entry(self, rt, name, namespace, propagation, preconditions, dry_run, user, admission):
+    def _delete_entry(self, rt, name, namespace, propagation, preconditions, dry_run, user, admission,
+                      grace=None):
         ns = (namespace or "default") if rt.namespaced else ""
         cur = self._rec(rt, ns, name)
         if cur is None:
@@ -688,11 +698,15 @@ class Store:
             self._admit("DELETE", rt, cur.copy(), cur.copy(), dry_run, user)
         if dry_run:
             return cur.copy()
-        return self._delete_locked(rt, cur, propagation or "Background")
+        return self._delete_locked(rt, cur, propagation or "Background", grace)
 
-    def _delete_locked(self, rt, cur: Rec, propagation: str):
+    def _delete_locked(self, rt, cur: Rec, propagation: str, grace=None):
         obj = cur.obj
         meta = obj["metadata"]
+        if rt.key == "pods" and self._pod_terminate_seconds > 0:
+            pending = self._graceful_pod_delete(rt, cur, grace)
+            if pending is not None:
+                return pending
         if rt.key == NAMESPACES:
             if meta.get("deletionTimestamp"):
                 return cur.copy()
@@ -716,6 +730,60 @@ class Store:
             rec = self._store(rt, new, cur, "MODIFIED")
             return rec.copy()
         return self._finish_delete(rt, cur, propagation).copy()
+
+    def _graceful_pod_delete(self, rt, cur: Rec, grace):
+        """Pods on a node terminate gracefully: deletionTimestamp now+grace, removal after the
+        simulated termination time (``options.pod_terminate_seconds``).  ``None`` = delete now."""
+        obj = cur.obj
+        meta, spec = obj["metadata"], obj.get("spec") or {}
+        if grace is None:
+            grace = spec.get("terminationGracePeriodSeconds", 30)
+        phase = (obj.get("status") or {}).get("phase")
+        if grace <= 0 or not spec.get("nodeName") or phase in ("Succeeded", "Failed"):
+            return None
+        if meta.get("deletionTimestamp"):
+            return cur.copy()
+        new = clone(obj)
+        when = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=int(grace))
+        new["metadata"]["deletionTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        new["metadata"]["deletionGracePeriodSeconds"] = int(grace)
+        rec = self._store(rt, new, cur, "MODIFIED")
+        self._schedule_reap(meta.get("namespace", ""), meta["name"], meta.get("uid"),
+                            min(float(grace), self._pod_terminate_seconds))
+        return rec.copy()
+
+    def _schedule_reap(self, ns, name, uid, delay):
+        with self._reap_cond:
+            heapq.heappush(self._reap_heap, (time.monotonic() + delay, ns, name, uid))
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap_loop, name="kubesim-pod-reaper", daemon=True)
+                self._reaper.start()
+            self._reap_cond.notify()
+
+    def _reap_loop(self):
+        prt = self.registry.get("pods")
+        while not self.closed:
+            with self._reap_cond:
+                while not self.closed and (not self._reap_heap or self._reap_heap[0][0] > time.monotonic()):
+                    wait = self._reap_heap[0][0] - time.monotonic() if self._reap_heap else None
+                    self._reap_cond.wait(wait if wait is None else max(wait, 0.001))
+                if self.closed:
+                    return
+                _, ns, name, uid = heapq.heappop(self._reap_heap)
+
+            def work():
+                rec = self._rec(prt, ns, name)
+                if rec is None or rec.obj["metadata"].get("uid") != uid:
+                    return
+                m = rec.obj["metadata"]
+                if m.get("deletionTimestamp") and not m.get("finalizers"):
+                    self._finish_delete(prt, rec, "Background")
+
+            try:
+                self._run(work)
+            except Exception:  # keep reaping
+                import traceback
+                traceback.print_exc()
 
     def _finish_delete(self, rt, cur: Rec, propagation: str) -> Rec:
         meta = cur.obj["metadata"]
@@ -845,6 +913,8 @@ class Store:
         self.closed = True
         with self._cond:
             self._cond.notify_all()
+        with self._reap_cond:
+            self._reap_cond.notify_all()
 
     # ---- helpers for controllers -------------------------------------------------------------
     def allocate_ip(self, prefix="10.96") -> str:

@@ -72,7 +72,7 @@ def test_finalizers_hold_deletion_until_removed(shared_sim, ns):
     core = client.CoreV1Api(shared_sim.client())
     core.create_namespaced_config_map(ns, {"metadata": {"name": "fin", "finalizers": ["example.com/hold"]}})
     code, _, raw = shared_sim.request("DELETE", f"/api/v1/namespaces/{ns}/configmaps/fin")
-    assert code == 202 and json.loads(raw)["metadata"]["deletionTimestamp"]
+    assert code == 200 and json.loads(raw)["metadata"]["deletionTimestamp"]
     held = core.read_namespaced_config_map("fin", ns)
     assert held.metadata.deletion_timestamp is not None
     core.patch_namespaced_config_map("fin", ns, {"metadata": {"finalizers": None}})
@@ -127,3 +127,31 @@ def test_namespace_deletion_removes_contents(shared_sim):
     shared_sim.wait_for(lambda: not _exists(core.read_namespace, "doomed"), message="namespace gone")
     assert core.list_config_map_for_all_namespaces(field_selector="metadata.namespace=doomed").items == []
     assert core.list_secret_for_all_namespaces(field_selector="metadata.namespace=doomed").items == []
+
+
+def test_graceful_pod_deletion_when_enabled(kubesim_factory):
+    sim = kubesim_factory(pod_terminate_seconds=1.0)
+    core = client.CoreV1Api(sim.client())
+    nodes = [n["metadata"]["name"] for n in sim.get_json("/api/v1/nodes")["items"]]
+    node = nodes[0] if nodes else None
+
+    def pod(name):
+        spec = {"containers": [{"name": "c", "image": "busybox:1.36"}], "terminationGracePeriodSeconds": 30}
+        if node:
+            spec["nodeName"] = node
+        return {"metadata": {"name": name}, "spec": spec}
+
+    if node is None:
+        core.create_node({"metadata": {"name": "n1"}})
+        node = "n1"
+    core.create_namespaced_pod("default", pod("slow"))
+    core.delete_namespaced_pod("slow", "default")
+    held = core.read_namespaced_pod("slow", "default")
+    assert held.metadata.deletion_timestamp is not None and held.metadata.deletion_grace_period_seconds == 30
+    cp = sim.kubectl("get", "pod", "slow", "-n", "default")
+    assert "Terminating" in cp.stdout
+    sim.wait_for(lambda: not _exists(core.read_namespaced_pod, "slow", "default"), message="pod removed")
+    # --grace-period=0 removes at once
+    core.create_namespaced_pod("default", pod("fast"))
+    core.delete_namespaced_pod("fast", "default", grace_period_seconds=0)
+    assert not _exists(core.read_namespaced_pod, "fast", "default")
