@@ -349,10 +349,11 @@ def explain(exc, change=None, done=()):
     return exc
 
 
-def apply(client, plan, namespace, check_mode):
-    """Send the plan's changes (dry run in check mode); return the objects as they are afterwards."""
+def apply(client, plan, namespace, check_mode, done):
+    """Send the plan's changes (dry run in check mode); return the objects as they are afterwards.
+
+    ``done`` collects what was applied (it survives a conflict that makes the caller re-plan)."""
     result = {}
-    done = []
     for change in plan.ordered_changes():
         obj = change.after
         try:
@@ -399,6 +400,7 @@ def run(module, client):
             'managed': bool(read_marker(vs) or read_marker(dr)),
         }
 
+    done = []
     for attempt in range(CONFLICT_RETRIES):
         vs = client.get_or_none('VirtualService', vs_name, namespace)
         dr = client.get_or_none('DestinationRule', dr_name, namespace)
@@ -411,7 +413,7 @@ def run(module, client):
         else:
             plan = plan_absent(vs, dr, namespace, service, virtual_service=vs_name, destination_rule=dr_name)
         try:
-            objects = apply(client, plan, namespace, module.check_mode) if plan.changed else {}
+            objects = apply(client, plan, namespace, module.check_mode, done) if plan.changed else {}
             break
         except (Conflict, AlreadyExists, NotFound) as exc:
             # someone changed (or created/deleted) an object since we read it: read again and re-plan
@@ -426,7 +428,8 @@ def run(module, client):
     vs_after = objects.get('VirtualService', plan.virtual_service.after)
     dr_after = objects.get('DestinationRule', plan.destination_rule.after)
     result = {
-        'changed': plan.changed,
+        # an attempt cut short by a conflict may already have written something the final plan no longer needs
+        'changed': plan.changed or bool(done),
         'weights': dict(plan.weights) if plan.weights is not None else {},
         'previous_weights': previous,
         'virtual_service': comparable(vs_after),

@@ -219,3 +219,25 @@ def test_missing_crds_or_namespace_are_explained():
         run(api, subsets=SUBSETS, weights={'v1': 100})
     assert 'namespace bookinfo exists' in str(err.value)
     assert 'networking.istio.io/v1beta1' in str(err.value)
+
+
+def test_change_made_before_a_conflict_is_still_reported():
+    api = FakeApi()
+    wanted = t.plan_present(None, None, NS, 'reviews', {'v1': 90, 'v2': 10}, subsets=SUBSETS).virtual_service.after
+
+    def parallel_run_creates_the_same_virtual_service(api):
+        obj = copy.deepcopy(wanted)
+        obj['metadata']['resourceVersion'] = api._next()
+        api.objects[('VirtualService', NS, 'reviews')] = obj
+
+    def on_first_write(api):
+        api.before_write = parallel_run_creates_the_same_virtual_service
+
+    api.before_write = on_first_write
+    result = run(api, subsets=SUBSETS, weights={'v1': 90, 'v2': 10})
+    # the DestinationRule was created by this run, the VirtualService by the other one
+    assert result['changed'] is True
+    assert result['actions'] == {'destination_rule': 'none', 'virtual_service': 'none'}
+    assert ('create', 'VirtualService', 'reviews', False) in api.writes()
+    assert t.route_weights(api.objects[('VirtualService', NS, 'reviews')]['spec']['http'][0], 'reviews', NS) == {
+        'v1': 90, 'v2': 10}
