@@ -94,7 +94,8 @@ def run_module(name, args, check=False, diff=False, env=None, verbosity=0, istio
     run_env = ansible_env(env, istioctl_version)
     run_env['MESHOPS_MODULE_RESULT'] = result_file
     try:
-        proc = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
         with open(result_file) as handle:
             lines = [json.loads(line) for line in handle if line.strip()]
     finally:
@@ -192,7 +193,7 @@ def install_revision(sim, revision=NEW_REV, version=NEW_VERSION):
     """Install a revision with the stand-in istioctl directly (setup for other tests)."""
     env = ansible_env(istioctl_version=version)
     cp = subprocess.run([PYTHON, ISTIOCTL, 'install', '--set', 'revision=%s' % revision, '-y',
-                         '--kubeconfig', sim.kubeconfig], env=env, capture_output=True, text=True, timeout=120)
+                         '--kubeconfig', sim.kubeconfig], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert cp.returncode == 0, (cp.stdout, cp.stderr)
     sim.wait_for(lambda: (get(sim, 'Deployment', 'istiod-%s' % revision, 'istio-system') or {})
                  .get('status', {}).get('readyReplicas'), timeout=60, message='istiod-%s ready' % revision)

@@ -1,7 +1,6 @@
 """ClusterClient (plugins/module_utils/client.py) against the simulated API server: retries under
 injected faults, watch resume after dropped connections, re-list after 410 Gone, conflicts, dry run,
 401 and unreachable servers - the behaviours every module relies on."""
-import os
 import sys
 import threading
 import time

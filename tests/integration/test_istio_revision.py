@@ -1,5 +1,4 @@
 """istio_revision through Ansible against the simulated cluster and the stand-in istioctl."""
-import os
 
 import helpers as h
 
@@ -102,8 +101,8 @@ def test_force_removes_revision_in_use(blog):
     # what still uses it is reported afterwards, as the cluster holds it now
     users = res['revision']['in_use_by']
     tag_left = h.get(sim, 'MutatingWebhookConfiguration', 'istio-revision-tag-default')
-    assert ({'kind': 'tag', 'name': 'default'} in users) == (tag_left is not None
-                                                            and tag_left['metadata']['labels']['istio.io/rev'] == h.OLD_REV)
+    tag_on_old = tag_left is not None and tag_left['metadata']['labels']['istio.io/rev'] == h.OLD_REV
+    assert ({'kind': 'tag', 'name': 'default'} in users) == tag_on_old
     live = {p['metadata']['name'] for p in h.pods_of(sim, 'foo', 'foo')}
     assert {u['name'] for u in users if u['kind'] == 'pod' and u['namespace'] == 'foo'} == live
 

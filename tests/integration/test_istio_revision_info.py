@@ -46,7 +46,7 @@ def test_stale_after_tag_moves(blog):
     h.install_revision(sim)
     # move the tag by hand, the way `istioctl tag set default --revision 1-15-4 --overwrite` does
     cp = h.subprocess.run([h.PYTHON, h.ISTIOCTL, 'tag', 'set', 'default', '--revision', h.NEW_REV, '--overwrite',
-                           '--kubeconfig', sim.kubeconfig], env=h.ansible_env(), capture_output=True, text=True)
+                           '--kubeconfig', sim.kubeconfig], env=h.ansible_env(), capture_output=True, text=True, check=False)
     assert cp.returncode == 0, cp.stderr
     res = h.run_module('istio_revision_info', dict(h.auth(sim), query='[?needs_restart].name'))
     assert res.rc == 0, res
