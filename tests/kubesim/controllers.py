@@ -55,16 +55,25 @@ MANAGED_EP_ANN = "endpoints.kubernetes.io/last-change-trigger-time"
 
 # ------------------------------------------------------------------------------------------ helpers
 
+_iso_cache = (0, "")
+
+
 def now_iso(t: float | None = None) -> str:
-    return datetime.fromtimestamp(time.time() if t is None else t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    global _iso_cache
+    sec = int(time.time() if t is None else t)
+    cached = _iso_cache
+    if cached[0] != sec:
+        cached = _iso_cache = (sec, datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return cached[1]
 
 
 def parse_iso(s: str | None) -> float | None:
     if not s:
         return None
     try:
-        return datetime.strptime(s[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
-    except ValueError:
+        return datetime(int(s[0:4]), int(s[5:7]), int(s[8:10]), int(s[11:13]), int(s[14:16]), int(s[17:19]),
+                        tzinfo=timezone.utc).timestamp()
+    except (ValueError, IndexError):
         return None
 
 
