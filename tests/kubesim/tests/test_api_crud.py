@@ -120,6 +120,7 @@ def test_invalid_objects_get_422(shared_sim, ns):
     d = apps.read_namespaced_deployment("imm", ns)
     d.spec.selector.match_labels = {"app": "imm", "x": "y"}
     d.spec.template.metadata.labels = {"app": "imm", "x": "y"}
+    d.metadata.resource_version = None  # the deployment controller may have written status meanwhile
     with pytest.raises(ApiException) as e:
         apps.replace_namespaced_deployment("imm", ns, d)
     assert e.value.status == 422 and "field is immutable" in json.loads(e.value.body)["message"]

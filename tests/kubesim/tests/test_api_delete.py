@@ -102,7 +102,11 @@ def test_deployment_delete_cascades_to_replicasets_and_pods(shared_sim, ns):
     assert len(rs) == 1 and rs[0].metadata.owner_references[0].name == "web"
     apps.delete_namespaced_deployment("web", ns)
     assert apps.list_namespaced_replica_set(ns).items == []
-    assert core.list_namespaced_pod(ns, label_selector="app=web").items == []
+    # pods terminate gracefully (Terminating first, removed shortly after)
+    left = core.list_namespaced_pod(ns, label_selector="app=web").items
+    assert all(p.metadata.deletion_timestamp is not None for p in left)
+    shared_sim.wait_for(lambda: core.list_namespaced_pod(ns, label_selector="app=web").items == [],
+                        message="pods removed")
 
 
 def test_namespace_deletion_removes_contents(shared_sim):
