@@ -13,7 +13,7 @@ class SimOptions:
     port: int = 0
     kubeconfig: str | None = None
     pod_ready_seconds: float = 0.5
-    pod_terminate_seconds: float = 0.0  # >0: deleted pods stay Terminating that long
+    pod_terminate_seconds: float = 0.3  # deleted pods stay Terminating that long (0: removed at once)
     crash_proxy_versions: list = field(default_factory=list)
     bad_proxy_versions: list = field(default_factory=list)
     api_error_rate: float = 0.0
