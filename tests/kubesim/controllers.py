@@ -239,6 +239,7 @@ class ControllerManager:
         self._deadline_at: dict = {}
         self._armed: set = set()
         self._hash_cache: dict = {}
+        self._ep_pending: set = set()
         self.errors = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -311,6 +312,20 @@ class ControllerManager:
             heapq.heappush(self._timers, (time.time() + max(0.0, delay), next(self._timer_seq), key))
             self._cv.notify()
 
+    EP_BATCH_SECONDS = 0.1
+
+    def _ep_soon(self, ns):
+        """Endpoints follow pods in batches (like the endpoints controller's queue): one sync per namespace
+        per batch period instead of one per pod event."""
+        if self._settling:
+            self._push(("ep", ns))
+            return
+        with self._cv:
+            if ns in self._ep_pending:
+                return
+            self._ep_pending.add(ns)
+        self._after(self.EP_BATCH_SECONDS, ("ep", ns))
+
     def _schedule_deadline(self, key, delay):
         when = time.time() + delay
         prev = self._deadline_at.get(key)
@@ -348,7 +363,7 @@ class ControllerManager:
                     kind = {"ReplicaSet": "rs", "StatefulSet": "sts", "DaemonSet": "ds"}.get(ref.get("kind"))
                     if kind:
                         self._push((kind, ns, ref.get("name")))
-                self._push(("ep", ns))
+                self._ep_soon(ns)
             elif key == RS:
                 self._push(("rs", ns, name))
                 ref = controller_ref(obj)
@@ -419,6 +434,8 @@ class ControllerManager:
             elif kind == "pod-tick":
                 self.pod_tick(key[1], key[2], key[3])
             elif kind == "ep":
+                with self._cv:
+                    self._ep_pending.discard(key[1])
                 self.sync_endpoints(key[1])
             elif kind == "ns":
                 self.sync_namespace(key[1])
