@@ -870,28 +870,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
         store = self.server.store
         lsel = LabelSelector.parse(query.get("labelSelector"))
         fsel = FieldSelector.parse(query.get("fieldSelector"), rt.key)
-        recs, rv = store.list_recs(rt, ns, lsel, fsel)
-        limit = query.get("limit")
         cont = query.get("continue")
-        remaining = None
-        next_token = ""
+        start = None
         if cont:
             try:
                 tok = json.loads(base64.urlsafe_b64decode(cont.encode() + b"==="))
                 start = tok["start"]
             except Exception:
                 raise ApiError.bad_request("continue key is not valid: illegal base64 data at input byte 0")
-            recs = [r for r in recs if self._key(rt, r) > start]
-        if limit:
-            try:
-                n = int(limit)
-            except ValueError:
-                n = 0
-            if n > 0 and len(recs) > n:
-                remaining = len(recs) - n
-                recs = recs[:n]
-                next_token = base64.urlsafe_b64encode(json.dumps(
-                    {"rv": rv, "start": self._key(rt, recs[-1])}).encode()).decode().rstrip("=")
+        try:
+            limit = max(int(query.get("limit") or 0), 0)
+        except ValueError:
+            limit = 0
+        recs, rv, more = store.list_page(rt, ns, lsel, fsel, limit=limit, start_after=start)
+        remaining = None
+        next_token = ""
+        if cont:
+            rv = tok.get("rv", rv)  # pages of one list share the first page's resourceVersion
+        if more is not None and recs:
+            if more > 0:
+                remaining = more
+            next_token = base64.urlsafe_b64encode(json.dumps(
+                {"rv": rv, "start": self._key(rt, recs[-1])}).encode()).decode().rstrip("=")
         v = self._req_version()
         if self._table_wanted():
             table = tables.make_table(rt, [r.obj for r in recs], query.get("includeObject") or "Metadata",
@@ -900,7 +900,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         meta = {"resourceVersion": str(rv)}
         if next_token:
             meta["continue"] = next_token
-            meta["remainingItemCount"] = remaining
+            if remaining:
+                meta["remainingItemCount"] = remaining
         head = json.dumps({"kind": rt.list_kind, "apiVersion": rt.api_version_for(v), "metadata": meta},
                           separators=(",", ":")).encode()
         if rt.custom:

@@ -227,6 +227,15 @@ class Store:
 
     def list_recs(self, rtype, namespace=None, label_selector=None, field_selector=None):
         """-> (sorted [Rec], resourceVersion).  Selectors may be strings or parsed objects."""
+        recs, rv, _ = self.list_page(rtype, namespace, label_selector, field_selector)
+        return recs, rv
+
+    def list_page(self, rtype, namespace=None, label_selector=None, field_selector=None, limit=0,
+                  start_after=None):
+        """-> ([Rec] in (namespace, name) order, resourceVersion, more) where ``more`` is None when
+        the page is the last one, else the number of objects after it (-1 when unknown because
+        selectors apply).  ``start_after`` is a ``"namespace/name"`` key (``"/name"`` when
+        cluster-scoped); ``limit`` 0 = everything."""
         rt = self.rt(rtype)
         lsel = _as_label_pred(label_selector)
         fsel = field_selector if isinstance(field_selector, FieldSelector) or field_selector is None \
@@ -237,30 +246,49 @@ class Store:
         ns_eq = fsel.namespace_equals() if fsel else None
         if namespace is None and ns_eq is not None and rt.namespaced:
             namespace = ns_eq
+        s_ns = s_name = None
+        if start_after is not None:
+            s_ns, _, s_name = start_after.partition("/")
         out = []
+        more = None
         with self.lock:
             rv = self._rv
             by_ns = self._data.get(rt.key) or {}
             if not rt.namespaced:
-                buckets = [by_ns.get("", {})]
+                ns_keys = [""]
             elif namespace:
-                buckets = [by_ns.get(namespace, {})]
+                ns_keys = [namespace]
             else:
-                buckets = [by_ns[k] for k in sorted(by_ns)]
-            for b in buckets:
+                ns_keys = sorted(by_ns)
+            if s_ns is not None:
+                ns_keys = ns_keys[bisect.bisect_left(ns_keys, s_ns):]
+            for idx, nsk in enumerate(ns_keys):
+                b = by_ns.get(nsk)
+                if not b:
+                    continue
                 if name_eq is not None:
                     names = [name_eq] if name_eq in b else []
                 else:
                     names = sorted(b)
-                for n in names:
+                if s_ns is not None and nsk == s_ns:
+                    names = names[bisect.bisect_right(names, s_name):]
+                for pos, n in enumerate(names):
                     rec = b[n]
                     o = rec.obj
                     if lsel is not None and not lsel((o.get("metadata") or {}).get("labels")):
                         continue
                     if fsel is not None and not fsel.matches(o):
                         continue
+                    if limit and len(out) >= limit:
+                        if lsel is None and fsel is None:
+                            more = len(names) - pos + sum(len(by_ns.get(k) or ()) for k in ns_keys[idx + 1:])
+                        else:
+                            more = -1
+                        break
                     out.append(rec)
-        return out, rv
+                if more is not None:
+                    break
+        return out, rv, more
 
     def list(self, rtype, namespace=None, label_selector=None, field_selector=None) -> list:
         recs, _ = self.list_recs(rtype, namespace, label_selector, field_selector)

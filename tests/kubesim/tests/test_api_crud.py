@@ -257,3 +257,24 @@ def test_selfsubjectaccessreview_without_rules_allows(shared_sim):
     r = authz.create_self_subject_access_review({"spec": {"resourceAttributes": {
         "verb": "delete", "group": "apps", "resource": "deployments", "namespace": "default"}}})
     assert r.status.allowed is True
+
+
+def test_pagination_with_selector_and_cluster_scope(shared_sim, ns):
+    core = client.CoreV1Api(shared_sim.client())
+    for i in range(5):
+        core.create_namespaced_config_map(ns, _cm(f"sel-{i}", {"pick": "yes" if i % 2 == 0 else "no"}))
+    first = core.list_namespaced_config_map(ns, label_selector="pick=yes", limit=2)
+    assert [i.metadata.name for i in first.items] == ["sel-0", "sel-2"]
+    assert first.metadata._continue and first.metadata.remaining_item_count is None  # unknown with selectors
+    second = core.list_namespaced_config_map(ns, label_selector="pick=yes", limit=2, _continue=first.metadata._continue)
+    assert [i.metadata.name for i in second.items] == ["sel-4"] and not second.metadata._continue
+    assert second.metadata.resource_version == first.metadata.resource_version
+    # cluster-scoped resources page too
+    names, token = [], None
+    while True:
+        page = core.list_namespace(limit=2, _continue=token)
+        names += [n.metadata.name for n in page.items]
+        token = page.metadata._continue
+        if not token:
+            break
+    assert names == sorted(n.metadata.name for n in core.list_namespace().items)
