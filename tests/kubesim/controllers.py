@@ -16,7 +16,6 @@ Garbage collection of dependents (ownerReferences) is done by the store on delet
 
 from __future__ import annotations
 
-import copy
 import heapq
 import itertools
 import json
@@ -30,7 +29,6 @@ from datetime import datetime, timezone
 
 from . import istio
 from .errors import ApiError
-from .selectors import match_label_selector
 
 log = logging.getLogger("kubesim.controllers")
 
@@ -826,7 +824,6 @@ class ControllerManager:
     def _update_rs_status(self, rs: dict, pods: list, failed_msg: str | None):
         now = time.time()
         min_ready = int((rs.get("spec") or {}).get("minReadySeconds") or 0)
-        selector = (rs.get("spec") or {}).get("selector") or {}
         tlabels = ((rs.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
         ready = sum(1 for p in pods if pod_ready(p))
         available = sum(1 for p in pods if pod_available(p, min_ready, now))
@@ -857,7 +854,6 @@ class ControllerManager:
             rs = dict(rs)
             rs["status"] = st
             self._update_status(RS, rs)
-        del selector
 
     # ---------------------------------------------------------------- Deployment
     def sync_deployment(self, ns, name):

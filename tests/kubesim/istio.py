@@ -53,13 +53,6 @@ def is_dns1123_label(value: str) -> bool:
     return bool(value) and len(value) <= 63 and bool(DNS1123_LABEL.match(value))
 
 
-def dns1123_error(value: str) -> str:
-    """The message Kubernetes' validation gives for a bad DNS-1123 label (istioctl reports it too)."""
-    return (f"a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and "
-            f"must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex "
-            f"used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
-
-
 def istiod_name(revision: str) -> str:
     return "istiod" if revision in ("", DEFAULT_REVISION) else f"istiod-{revision}"
 
@@ -446,7 +439,6 @@ def _owner_kind(pod: dict) -> str:
 
 
 def _proxy_env(pod: dict, namespace: str, istiod: str, istio_ns: str, revision: str) -> list:
-    meta = pod.get("metadata") or {}
     app_containers = ",".join(c.get("name", "") for c in (pod.get("spec") or {}).get("containers") or []
                               if c.get("name") != "istio-proxy")
     ports = []

@@ -40,7 +40,7 @@ def test_rolling_update_honours_max_surge_and_max_unavailable(shared_sim, ns):
     sim = shared_sim
     apply(sim, deployment(ns, "web", replicas=4,
                           strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}))
-    sim.kubectl("rollout", "status", f"deployment/web", "-n", ns, "--timeout=30s", check=True)
+    sim.kubectl("rollout", "status", "deployment/web", "-n", ns, "--timeout=30s", check=True)
     from kubernetes import client
     apps = client.AppsV1Api(sim.client())
     core = client.CoreV1Api(sim.client())
