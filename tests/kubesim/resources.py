@@ -109,6 +109,8 @@ def builtin_types() -> list:
            ["crd", "crds"], ["status"], gen=True, cats=["api-extensions"]),
         _b("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False,
            verbs=["create"]),
+        _b("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", False,
+           verbs=["create"]),
         _b("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
         _b("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
         _b("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),

@@ -43,6 +43,7 @@ from .selectors import FieldSelector, LabelSelector
 JSON = "application/json"
 DISCOVERY_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 SSAR = "selfsubjectaccessreviews.authorization.k8s.io"
+SSRR = "selfsubjectrulesreviews.authorization.k8s.io"
 VERBS_SUB = ["get", "patch", "update"]
 # Types whose DELETE answers the deleted object (others answer a Status Success).
 RETURN_DELETED_OBJECT = {"pods", "services", "namespaces", "nodes", "persistentvolumeclaims",
@@ -405,7 +406,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 if info.kind == "resource":
                     if not srv.authorizer.allowed(info.verb, info.group, info.resource, info.subresource,
                                                   info.name, info.namespace) \
-                            and not (info.verb == "create" and info.gr == SSAR):
+                            and not (info.verb == "create" and info.gr in (SSAR, SSRR)):
                         raise forbidden_error(user, info)
                     roll = srv.fault_roll(getattr(opts, "api_error_rate", 0.0))
                     if roll is not None:
@@ -756,6 +757,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             obj = self._parse_body(body, self.headers.get("Content-Type", ""))
             if info.gr == SSAR:
                 return self._ssar(obj, user)
+            if info.gr == SSRR:
+                return self._ssrr(obj)
             if info.subresource == "eviction":
                 res = store.delete(rt, info.name, ns, dry_run=dry_run, user=user)
                 return self._send_json(201, {"kind": "Status", "apiVersion": "v1", "metadata": {},
@@ -1066,6 +1069,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if fsel_m is not None and not fsel_m(obj):
             return False
         return True
+
+    # -- SelfSubjectRulesReview --------------------------------------------------------------
+    def _ssrr(self, obj):
+        rules = self.server.authorizer.rules
+        spec = obj.get("spec") or {}
+        if rules is None:
+            rrules = [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]
+            nrules = [{"verbs": ["*"], "nonResourceURLs": ["*"]}]
+        else:
+            rrules = [{k: r[k] for k in ("verbs", "apiGroups", "resources", "resourceNames") if r.get(k)}
+                      for r in rules if r.get("resources")]
+            nrules = [{"verbs": r.get("verbs") or [], "nonResourceURLs": r["nonResourceURLs"]}
+                      for r in rules if r.get("nonResourceURLs")]
+            # what every authenticated user may do (system:basic-user, system:discovery)
+            rrules += [{"verbs": ["create"], "apiGroups": ["authorization.k8s.io"],
+                        "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]}]
+            nrules += [{"verbs": ["get"], "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz",
+                                                            "/livez", "/openapi", "/openapi/*", "/readyz",
+                                                            "/version", "/version/"]}]
+        self._send_json(201, {"kind": "SelfSubjectRulesReview", "apiVersion": "authorization.k8s.io/v1",
+                              "metadata": {"creationTimestamp": None}, "spec": spec,
+                              "status": {"resourceRules": rrules, "nonResourceRules": nrules, "incomplete": False}})
 
     # -- SelfSubjectAccessReview -------------------------------------------------------------
     def _ssar(self, obj, user):

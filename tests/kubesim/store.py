@@ -16,6 +16,9 @@ Stable interface (used by the HTTP server and by controllers/admission in-proces
 ``store.list(rtype, namespace=None, label_selector=None, field_selector=None)`` -> [dict]
     ``label_selector``: query-string form (``"app=foo,tier in (a,b)"``) or a
     ``metav1.LabelSelector`` dict (``{"matchLabels": ...}``); ``namespace=None`` = all.
+``store.list_page(rtype, namespace, label_selector, field_selector, limit=0, start_after=None)``
+    -> ([Rec], resourceVersion, more): one page of stored records (``rec.obj`` read-only,
+    ``rec.raw`` its JSON bytes); used by the HTTP list.
 ``store.create(rtype, obj, namespace=None, *, dry_run=False, user=None, admission=True,
                reset_status=None)`` -> stored object.  ``reset_status=None`` behaves like the
     API (status cleared for types with a status subresource); pass ``False`` to keep it.
@@ -51,6 +54,8 @@ Stable interface (used by the HTTP server and by controllers/admission in-proces
     itself: treat it as read-only (``copy.deepcopy`` it before changing anything).  Keep it
     quick (queue work).  Not called for dry runs.
 ``store.current_resource_version()`` -> int.
+``store.pod_log``               optional attribute: ``fn(namespace, name, container) -> str``
+    answering ``GET .../pods/NAME/log`` (empty text when unset).
 ``ApiError`` (re-exported from :mod:`kubesim.errors`) carries ``code``, ``reason``,
     ``message`` and renders the real ``Status`` body with ``.status()``.
 

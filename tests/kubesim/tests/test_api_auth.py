@@ -120,6 +120,11 @@ def test_authorize_rules_restrict_the_user(kubesim_factory, tmp_path):
     assert cp.stdout.strip() == "yes"
     cp = sim.kubectl("auth", "can-i", "delete", "deployments", "-n", "default")
     assert cp.stdout.strip() == "no"
+    cp = sim.kubectl("auth", "can-i", "--list", "-n", "default")
+    assert cp.returncode == 0
+    assert any(line.split()[0] == "deployments.apps" and "[get list watch patch]" in line
+               for line in cp.stdout.splitlines() if line.strip())
+    assert "configmaps" not in cp.stdout
     # SelfSubjectAccessReview follows the rules
     authz = client.AuthorizationV1Api(api)
 
