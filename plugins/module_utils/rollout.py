@@ -860,7 +860,8 @@ class RolloutRunner:
         self.stop = threading.Event()
         self.watchers = []
         self.failed_first = None
-        self._last_ts = None
+        self.broken_watches = {}
+        self.pending = collections.deque()
 
     # -- results ------------------------------------------------------------------------------
 
@@ -1115,6 +1116,8 @@ class RolloutRunner:
                 self._fail(w, 'restart failed: %s' % exc)
                 return
             w.patched = True
+            if w.finished:
+                return  # already failed (e.g. its watch broke) while the patch was under way
             self._begin_wait(w, obj)
         elif kind == 'event':
             tag, etype, item = msg[1:]
@@ -1124,15 +1127,24 @@ class RolloutRunner:
             self._on_sync(tag, items)
         elif kind == 'watch_failed':
             tag, exc = msg[1:]
-            scope = tag[-1]
+            if tag[0] == 'event':
+                return  # events only add detail to reasons
+            reason = 'cannot watch the rollout (%s): %s' % ('/'.join(str(t) for t in tag[:-1]), exc)
+            self.broken_watches[tag] = reason
             for w in list(self.inflight.values()):
-                if scope is None or w.namespace == scope:
-                    if tag[0] == 'workload' and w.kind != tag[1]:
-                        continue
-                    if tag[0] == 'event':
-                        continue  # events only add detail to reasons
-                    self._fail(w, 'cannot watch the rollout (%s): %s' % ('/'.join(
-                        str(t) for t in tag[:-1]), exc))
+                if self._needs_watch(w, tag):
+                    self._fail(w, reason)
+            # workloads that would need it are not restarted (nobody could follow them)
+            for w in list(self.pending):
+                if self._needs_watch(w, tag):
+                    self.pending.remove(w)
+                    self._fail(w, reason + '; not restarted')
+
+    def _needs_watch(self, w, tag):
+        scope = tag[-1]
+        if scope is not None and w.namespace != scope:
+            return False
+        return not (tag[0] == 'workload' and w.kind != tag[1])
 
     def _on_event(self, tag, etype, item):
         if tag[0] == 'workload':

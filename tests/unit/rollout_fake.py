@@ -50,6 +50,7 @@ class FakeApi:
         self.crash_versions = set()
         self.drop_watch_after = None   # end every watch abnormally after this many events
         self.gone_next = set()         # kinds whose next watch answers 410
+        self.watch_errors = {}         # kind -> exception every watch of it raises (e.g. Forbidden)
         self.compacted_rv = 0
         self.step = step
         self.ready_steps = ready_steps
@@ -178,6 +179,8 @@ class FakeApi:
               resource_version=None, timeout_seconds=60):
         with self.lock:
             self.calls.append(('watch', kind, namespace))
+            if kind in self.watch_errors:
+                raise self.watch_errors[kind]
             if kind in self.gone_next:
                 self.gone_next.discard(kind)
                 raise Gone('too old', status=410)

@@ -6,7 +6,11 @@ import time
 
 import pytest
 
-from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput, NotFound
+from ansible_collections.meshops.istio.plugins.module_utils.errors import (
+    Forbidden,
+    InvalidInput,
+    NotFound,
+)
 from ansible_collections.meshops.istio.plugins.module_utils.rollout import (
     RESTARTED_AT,
     RolloutPlan,
@@ -432,3 +436,19 @@ def test_wait_false_patches_without_waiting(api):
     assert [w['action'] for w in result['workloads']] == ['restarted', 'restarted']
     assert all(w['to_version'] is None for w in result['workloads'])
     assert sorted(api.patches) == [('Deployment', 'bar', 'bar'), ('Deployment', 'foo', 'foo')]
+
+
+def test_a_watch_that_is_not_allowed_fails_the_rollouts_that_need_it(api):
+    blog(api)
+    api.workload('Deployment', 'bar', 'second')
+    api.watch_errors['Pod'] = Forbidden('Forbidden (403): may not watch Pod objects in namespace bar')
+    result = run_rollout(api, namespaces=['bar'], concurrency=1, wait_timeout=30)
+    assert result['failed'] is True
+    got = by_name(result)
+    assert got['bar/Deployment/bar']['action'] == 'failed'
+    assert 'cannot watch' in got['bar/Deployment/bar']['reason']
+    assert '403' in got['bar/Deployment/bar']['reason']
+    # never restarted: either refused for the same reason, or skipped after the first failure
+    assert got['bar/Deployment/second']['action'] in ('failed', 'skipped')
+    assert 'not restarted' in got['bar/Deployment/second']['reason']
+    assert ('Deployment', 'bar', 'second') not in api.patches

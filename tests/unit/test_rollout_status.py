@@ -185,6 +185,7 @@ def test_prune_keeps_status_and_restart_annotation():
     assert template_restarted_at(pruned) == 'T'
     assert 'other' not in pruned['spec']['template']['metadata']['annotations']
     assert 'spec' not in pruned['spec']['template']
+    assert len(json.dumps(pruned)) < 600   # what the engine keeps per workload stays small
     assert deployment_progress(pruned) == deployment_progress(obj)
 
 
