@@ -60,7 +60,7 @@ def test_full_upgrade_with_api_errors_and_latency_matches_clean_run(tmp_path):
 
 
 def test_dropped_watches_do_not_lose_the_end_of_a_rollout(tmp_path):
-    sim = rs.Sim(tmp_path, scenario="blog", pod_ready_seconds=1.0,
+    sim = rs.Sim(tmp_path, scenario="blog", pod_ready_seconds=1.0, audit=True,
                  args=["--drop-watch-rate", "0.6", "--seed", "3"])
     try:
         rs.install_and_tag(tmp_path, sim)
@@ -77,6 +77,10 @@ def test_dropped_watches_do_not_lose_the_end_of_a_rollout(tmp_path):
         assert all(imgs == [rs.PROXY_IMAGE % rs.NEW_VERSION] * 2 for imgs in plane.values()), plane
         assert not [p["metadata"]["name"] for ns in ("foo", "bar", "baz") for p in rs.live_pods(sim, ns)
                     if not rs.pod_ready(p)]
+        # watches really were dropped and resumed: the same watch opened again
+        watches = [(e.get("resource"), e.get("namespace")) for e in rs.AuditLog(sim.audit_path).entries()
+                   if e.get("verb") == "watch"]
+        assert len(watches) > len(set(watches)), watches
     finally:
         sim.stop()
 
