@@ -13,7 +13,7 @@ UNAUTHORIZED = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": 
                 "message": "Unauthorized", "reason": "Unauthorized", "code": 401}
 
 
-def test_missing_or_wrong_token_gets_401(shared_sim):
+def test_missing_or_wrong_token_gets_401(shared_sim, tmp_path):
     for token in (None, "wrong-token"):
         code, _, raw = shared_sim.request("GET", "/api/v1/namespaces", token=token)
         assert code == 401 and json.loads(raw) == UNAUTHORIZED
@@ -21,8 +21,9 @@ def test_missing_or_wrong_token_gets_401(shared_sim):
     assert code == 401
     cfg = client.Configuration()
     cfg.host = shared_sim.url
-    cfg.ssl_ca_cert = None
-    cfg.verify_ssl = False
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(shared_sim.ca_pem)
+    cfg.ssl_ca_cert = str(ca)
     cfg.api_key = {"authorization": "Bearer not-the-token"}
     with pytest.raises(ApiException) as e:
         client.CoreV1Api(client.ApiClient(cfg)).list_namespace()
