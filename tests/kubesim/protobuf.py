@@ -35,6 +35,11 @@ KEEP_ZERO = {"replicas", "containerPort", "port", "partition", "revisionHistoryL
              "allowed", "denied", "seconds", "number", "defaultMode", "mode", "expirationSeconds"}
 
 
+# Go structs embedded with `json:",inline"`: their fields appear at the parent's level in JSON.
+INLINE = {("Probe", "handler"), ("Volume", "volumeSource"), ("PersistentVolumeSpec", "persistentVolumeSource"),
+          ("IngressRule", "ingressRuleValue"), ("EphemeralContainer", "ephemeralContainerCommon")}
+
+
 class ProtoError(ValueError):
     pass
 
@@ -284,6 +289,9 @@ def decode_message(buf, tname, sch) -> dict:
                     out.setdefault(fname, {})[k] = mv
                     continue
                 val = decode_message(v, sub, sch)
+                if (tname.rsplit(".", 1)[-1], fname) in INLINE:
+                    out.update(val)
+                    continue
             elif val is None:
                 continue
         elif wt == 2 and ftype not in (9, 12) and label == 3:
