@@ -682,7 +682,7 @@ def _classify(w, only_stale):
     current_ts = template_restarted_at(w.obj)
     if current_ts and not progress.done and not progress.failed:
         of_template = [p for p in live if p.restarted_at == current_ts]
-        if all(p.on_revision(w.expected) for p in of_template if p.injected or w.expected is None):
+        if all(p.on_revision(w.expected) for p in of_template):
             w.plan = 'resume'
             w.target = current_ts
             w.reason = 'restart from %s already in progress: waited for, not restarted again' \
@@ -1228,6 +1228,16 @@ class RolloutRunner:
             return
         template_ts = template_restarted_at(w.obj) or w.target
         new_pods = [p for p in w.pods.values() if p.live and p.restarted_at == template_ts]
+        wrong = [p for p in new_pods if not p.on_revision(w.expected)]
+        if wrong:
+            # a new pod's sidecar is fixed at its creation: stop now, before the rolling update
+            # replaces more pods with ones that are not what this wave is for
+            if self._resume_as_restart(w, wrong):
+                return
+            self._fail(w, 'new pods are not on %s: %s' % (
+                'revision %s' % w.expected if w.expected else 'no sidecar',
+                '; '.join(p.describe() for p in wrong[:3])))
+            return
         for pod in new_pods:
             if pod.problem and pod.problem[0] == 'CrashLoopBackOff':
                 self._fail(w, 'CrashLoopBackOff: %s' % pod.problem[1])
@@ -1267,6 +1277,20 @@ class RolloutRunner:
         self._refresh_pods(w)
         self._verify(w, w.live_pods())
 
+    def _resume_as_restart(self, w, bad):
+        """A rollout we only waited for brings pods on the wrong revision (it was not ours, or the
+        tag moved since): queue the workload for a restart -- the first and only one of this run."""
+        if w.plan != 'resume' or w.patched:
+            return False
+        self.inflight.pop(w.key, None)
+        w.plan = 'restart'
+        w.reason = 'the rollout in progress brings pods on the wrong revision (%s); restarted' \
+            % bad[0].describe()
+        w.started = w.deadline = w.settle_deadline = None
+        w.refreshed = False
+        self.pending.appendleft(w)
+        return True
+
     def _refresh_pods(self, w):
         """The pod watch has not shown the new pods in time: list this workload's pods once."""
         w.refreshed = True
@@ -1285,16 +1309,7 @@ class RolloutRunner:
 
     def _verify(self, w, live):
         bad = [p for p in live if not p.on_revision(w.expected)]
-        if bad and w.plan == 'resume' and not w.patched:
-            # the rollout we waited for did not bring the expected revision (it was not ours, or the
-            # tag moved since): restart it now -- the first and only restart of this run
-            self.inflight.pop(w.key, None)
-            w.plan = 'restart'
-            w.reason = 'the rollout in progress ended on the wrong revision (%s); restarted' \
-                % bad[0].describe()
-            w.started = w.deadline = w.settle_deadline = None
-            w.refreshed = False
-            self.pending.appendleft(w)
+        if bad and self._resume_as_restart(w, bad):
             return
         if bad:
             expected = 'revision %s' % w.expected if w.expected else 'no sidecar'

@@ -48,6 +48,7 @@ class FakeApi:
         self.tag_revision = tag_revision
         self.webhook_error = {}     # namespace -> message: pod creation refused
         self.crash_versions = set()
+        self.no_injection = set()      # namespaces whose new pods get no sidecar (failurePolicy Ignore)
         self.drop_watch_after = None   # end every watch abnormally after this many events
         self.gone_next = set()         # kinds whose next watch answers 410
         self.watch_errors = {}         # kind -> exception every watch of it raises (e.g. Forbidden)
@@ -231,15 +232,18 @@ class FakeApi:
         version = VERSIONS.get(revision, revision)
         thash = self._template_hash(obj)
         ann = dict(obj['spec']['template']['metadata'].get('annotations') or {})
-        ann['sidecar.istio.io/status'] = json.dumps({'revision': revision})
+        containers = [{'name': 'app', 'image': 'app:1'},
+                      {'name': 'istio-proxy', 'image': 'docker.io/istio/proxyv2:%s' % version}]
+        if ns in self.no_injection and not ready:
+            containers = containers[:1] + [{'name': 'sidecar-less', 'image': 'none:%s' % version}]
+        else:
+            ann['sidecar.istio.io/status'] = json.dumps({'revision': revision})
         pod = {'metadata': {'name': '%s-%d' % (meta['name'], next(self._names)), 'namespace': ns,
                             'labels': dict(obj['spec']['template']['metadata']['labels'],
                                            **{'pod-template-hash': thash}),
                             'annotations': ann, 'owner': (kind, meta['name']), 'hash': thash,
                             'age': 0},
-               'spec': {'containers': [{'name': 'app', 'image': 'app:1'},
-                                       {'name': 'istio-proxy',
-                                        'image': 'docker.io/istio/proxyv2:%s' % version}]},
+               'spec': {'containers': containers},
                'status': {'phase': 'Running', 'conditions': [{'type': 'Ready',
                                                               'status': str(ready)}]}}
         return self.add('Pod', pod)

@@ -452,3 +452,18 @@ def test_a_watch_that_is_not_allowed_fails_the_rollouts_that_need_it(api):
     assert got['bar/Deployment/second']['action'] in ('failed', 'skipped')
     assert 'not restarted' in got['bar/Deployment/second']['reason']
     assert ('Deployment', 'bar', 'second') not in api.patches
+
+
+def test_new_pods_without_sidecar_fail_at_once(api):
+    """A webhook with failurePolicy Ignore and no istiod: pods come up without a sidecar.  The first
+    one is enough to stop (its sidecar, or its absence, is fixed at creation)."""
+    blog(api)
+    api.workload('Deployment', 'bar', 'later')
+    api.no_injection.add('bar')
+    result = run_rollout(api, namespaces=['bar'], concurrency=1, wait_timeout=30)
+    got = by_name(result)
+    assert got['bar/Deployment/bar']['action'] == 'failed'
+    assert 'new pods are not on revision 1-15-4' in got['bar/Deployment/bar']['reason']
+    assert 'has no istio-proxy sidecar' in got['bar/Deployment/bar']['reason']
+    assert got['bar/Deployment/later']['action'] == 'skipped'
+    assert ('Deployment', 'bar', 'later') not in api.patches
