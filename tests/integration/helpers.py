@@ -138,7 +138,7 @@ def _path(kind, ns=None, name=None):
 
 def get(sim, kind, name, ns=None):
     """The object, or None when the API answers 404."""
-    code, _, body = sim.request('GET', _path(kind, ns, name))
+    code, _headers, body = sim.request('GET', _path(kind, ns, name))
     if code == 404:
         return None
     assert code == 200, (kind, name, code, body[:300])
@@ -200,14 +200,14 @@ def install_revision(sim, revision=NEW_REV, version=NEW_VERSION):
 
 
 def create_namespace(sim, name, labels=None):
-    code, _, body = sim.request('POST', '/api/v1/namespaces',
-                                {'apiVersion': 'v1', 'kind': 'Namespace',
-                                 'metadata': {'name': name, 'labels': dict(labels or {})}})
+    code, _headers, body = sim.request('POST', '/api/v1/namespaces',
+                                       {'apiVersion': 'v1', 'kind': 'Namespace',
+                                        'metadata': {'name': name, 'labels': dict(labels or {})}})
     assert code == 201, (code, body[:300])
 
 
 def label_namespace(sim, name, labels):
     """Merge-patch a namespace's labels (a value of None removes the label)."""
-    code, _, body = sim.request('PATCH', '/api/v1/namespaces/%s' % name, {'metadata': {'labels': labels}},
-                                headers={'Content-Type': 'application/merge-patch+json'})
+    code, _headers, body = sim.request('PATCH', '/api/v1/namespaces/%s' % name, {'metadata': {'labels': labels}},
+                                       headers={'Content-Type': 'application/merge-patch+json'})
     assert code == 200, (code, body[:300])

@@ -23,9 +23,9 @@ def test_blog_report(blog_module):
         assert (ns[name]['selected_by'], ns[name]['selector'], ns[name]['revision'], ns[name]['via']) == \
             ('istio.io/rev', 'default', h.OLD_REV, 'tag'), ns[name]
     workloads = {(w['namespace'], w['name']): w for w in res['workloads']}
-    foo = workloads[('foo', 'foo')]
-    assert (foo['revision'], foo['versions'], foo['needs_restart']) == (h.OLD_REV, [h.OLD_VERSION], False)
-    assert len(foo['pods']) == len(live_pods) == 2
+    foo_w = workloads[('foo', 'foo')]
+    assert (foo_w['revision'], foo_w['versions'], foo_w['needs_restart']) == (h.OLD_REV, [h.OLD_VERSION], False)
+    assert len(foo_w['pods']) == len(live_pods) == 2
     assert res['stale'] == []
     assert h.snapshot(sim) == before
 

@@ -80,7 +80,7 @@ def status_body(code, reason, message):
 
 
 def test_get_sends_token_and_returns_object_with_kind():
-    c, pool, _ = make([FakeResponse(200, {'metadata': {'name': 'foo'}})])
+    c, pool, _sleeps = make([FakeResponse(200, {'metadata': {'name': 'foo'}})])
     obj = c.get('Deployment', 'foo', 'bar')
     assert obj['kind'] == 'Deployment' and obj['apiVersion'] == 'apps/v1'
     assert pool.calls[0]['url'] == 'https://api.example:6443/apis/apps/v1/namespaces/bar/deployments/foo'
@@ -108,8 +108,8 @@ def test_backoff_grows_and_is_capped():
 
 
 def test_gives_up_after_max_attempts_with_transient_error():
-    c, pool, _ = make([FakeResponse(503, status_body(503, 'ServiceUnavailable', 'busy'))] * 3,
-                      retry=cl.RetryPolicy(max_attempts=3))
+    c, pool, _sleeps = make([FakeResponse(503, status_body(503, 'ServiceUnavailable', 'busy'))] * 3,
+                            retry=cl.RetryPolicy(max_attempts=3))
     with pytest.raises(errors.TransientApiError) as info:
         c.list('Pod', 'foo')
     assert len(pool.calls) == 3
@@ -117,8 +117,8 @@ def test_gives_up_after_max_attempts_with_transient_error():
 
 
 def test_connection_reset_is_retried():
-    c, pool, _ = make([u3exc.ProtocolError('Connection aborted.', ConnectionResetError(104, 'x')),
-                       FakeResponse(200, {'items': [], 'metadata': {'resourceVersion': '7'}})])
+    c, pool, _sleeps = make([u3exc.ProtocolError('Connection aborted.', ConnectionResetError(104, 'x')),
+                            FakeResponse(200, {'items': [], 'metadata': {'resourceVersion': '7'}})])
     assert c.list_with_version('Namespace') == ([], '7')
     assert len(pool.calls) == 2
 
@@ -131,7 +131,7 @@ def test_connection_reset_is_retried():
     (400, errors.ApiError, 'BadRequest'),
 ])
 def test_errors_name_object_and_reason(status, cls, reason):
-    c, _, _ = make([FakeResponse(status, status_body(status, reason, 'the server says no'))])
+    c, _pool, _sleeps = make([FakeResponse(status, status_body(status, reason, 'the server says no'))])
     with pytest.raises(cls) as info:
         c.patch('MutatingWebhookConfiguration', 'istio-revision-tag-default', {'a': 1})
     msg = str(info.value)
@@ -141,7 +141,7 @@ def test_errors_name_object_and_reason(status, cls, reason):
 
 
 def test_401_is_authentication_failed_without_token():
-    c, _, _ = make([FakeResponse(401, status_body(401, 'Unauthorized', 'Unauthorized ' + TOKEN))])
+    c, _pool, _sleeps = make([FakeResponse(401, status_body(401, 'Unauthorized', 'Unauthorized ' + TOKEN))])
     with pytest.raises(errors.AuthenticationFailed) as info:
         c.get('Namespace', 'x')
     assert 'expired' in str(info.value) and 'https://api.example:6443' in str(info.value)
@@ -149,7 +149,7 @@ def test_401_is_authentication_failed_without_token():
 
 
 def test_403_is_forbidden_with_rbac_hint():
-    c, _, _ = make([FakeResponse(403, status_body(403, 'Forbidden', 'user x cannot list pods'))])
+    c, _pool, _sleeps = make([FakeResponse(403, status_body(403, 'Forbidden', 'user x cannot list pods'))])
     with pytest.raises(errors.Forbidden) as info:
         c.list('Pod', 'foo')
     assert isinstance(info.value, errors.AuthenticationFailed)
@@ -158,7 +158,7 @@ def test_403_is_forbidden_with_rbac_hint():
 
 def test_connection_refused_fails_fast_as_unreachable():
     err = u3exc.NewConnectionError(None, 'Failed to establish a new connection: [Errno 111] Connection refused')
-    c, pool, _ = make([err, err, err, err])
+    c, pool, _sleeps = make([err, err, err, err])
     with pytest.raises(errors.ClusterUnreachable) as info:
         c.get('Namespace', 'x')
     assert len(pool.calls) == c.retry.connect_attempts
@@ -166,15 +166,15 @@ def test_connection_refused_fails_fast_as_unreachable():
 
 
 def test_tls_error_not_retried():
-    c, pool, _ = make([u3exc.SSLError('certificate verify failed')])
+    c, pool, _sleeps = make([u3exc.SSLError('certificate verify failed')])
     with pytest.raises(errors.ClusterUnreachable) as info:
         c.get('Namespace', 'x')
     assert len(pool.calls) == 1 and 'ca_cert' in str(info.value)
 
 
 def test_patch_with_resource_version_precondition():
-    c, pool, _ = make([FakeResponse(200, {'metadata': {'name': 'a'}}),
-                       FakeResponse(200, {'metadata': {'name': 'a'}})])
+    c, pool, _sleeps = make([FakeResponse(200, {'metadata': {'name': 'a'}}),
+                            FakeResponse(200, {'metadata': {'name': 'a'}})])
     c.patch('ConfigMap', 'a', {'data': {'k': 'v'}}, 'ns', resource_version='42')
     body = json.loads(pool.calls[0]['body'])
     assert body == {'data': {'k': 'v'}, 'metadata': {'resourceVersion': '42'}}
@@ -187,12 +187,12 @@ def test_patch_with_resource_version_precondition():
 
 
 def test_delete_missing_is_false():
-    c, _, _ = make([FakeResponse(404, status_body(404, 'NotFound', 'gone'))])
+    c, _pool, _sleeps = make([FakeResponse(404, status_body(404, 'NotFound', 'gone'))])
     assert c.delete('Deployment', 'x', 'y') is False
 
 
 def test_list_follows_continue():
-    c, pool, _ = make([
+    c, pool, _sleeps = make([
         FakeResponse(200, {'items': [{'metadata': {'name': 'a'}}], 'metadata': {'continue': 'tok'}}),
         FakeResponse(200, {'items': [{'metadata': {'name': 'b'}}], 'metadata': {'resourceVersion': '9'}}),
     ])
@@ -214,7 +214,7 @@ def test_stream_resumes_after_drop_and_relists_after_gone():
     relist = FakeResponse(200, {'items': [{'metadata': {'name': 'b', 'resourceVersion': '20'}}],
                                 'metadata': {'resourceVersion': '20'}})
     third = FakeResponse(200, lines=[ev('DELETED', 'b', '21')])
-    c, pool, _ = make([listing, first, second, relist, third])
+    c, pool, _sleeps = make([listing, first, second, relist, third])
     seen = []
     for event in c.stream('Pod', 'ns'):
         seen.append((event.type, event.resource_version))
@@ -235,7 +235,7 @@ def test_wait_for_returns_when_predicate_holds():
                                  'metadata': {'resourceVersion': '1'}})
     watch = FakeResponse(200, lines=[ev('MODIFIED', 'd', '2', status={'ready': False}),
                                      ev('MODIFIED', 'd', '3', status={'ready': True})])
-    c, pool, _ = make([listing, watch])
+    c, pool, _sleeps = make([listing, watch])
     obj = c.wait_for('Deployment', 'd', 'ns', lambda o: o and o['status']['ready'], timeout=30)
     assert obj['metadata']['resourceVersion'] == '3'
     assert 'fieldSelector=metadata.name%3Dd' in pool.calls[0]['url']
@@ -276,19 +276,19 @@ def test_tool_kubeconfig_is_private_and_removed():
 
 
 def test_create_whose_first_try_went_through_returns_the_object():
-    c, pool, _ = make([
+    c, pool, _sleeps = make([
         FakeResponse(500, status_body(500, 'InternalError', 'etcd timeout')),
         FakeResponse(409, status_body(409, 'AlreadyExists', 'configmaps "a" already exists')),
         FakeResponse(200, {'metadata': {'name': 'a', 'namespace': 'ns'}, 'data': {'k': 'v'}}),
     ])
     obj = c.create('ConfigMap', {'metadata': {'name': 'a', 'namespace': 'ns'}, 'data': {'k': 'v'}})
     assert obj['data'] == {'k': 'v'} and [call['method'] for call in pool.calls] == ['POST', 'POST', 'GET']
-    c, _, _ = make([FakeResponse(409, status_body(409, 'AlreadyExists', 'exists'))])
+    c, _pool, _sleeps = make([FakeResponse(409, status_body(409, 'AlreadyExists', 'exists'))])
     with pytest.raises(errors.AlreadyExists):
         c.create('ConfigMap', {'metadata': {'name': 'a', 'namespace': 'ns'}})
 
 
 def test_delete_whose_first_try_went_through_is_true():
-    c, _, _ = make([u3exc.ProtocolError('Connection aborted.', ConnectionResetError(104, 'x')),
-                    FakeResponse(404, status_body(404, 'NotFound', 'gone'))])
+    c, _pool, _sleeps = make([u3exc.ProtocolError('Connection aborted.', ConnectionResetError(104, 'x')),
+                             FakeResponse(404, status_body(404, 'NotFound', 'gone'))])
     assert c.delete('Deployment', 'x', 'y') is True

@@ -62,7 +62,7 @@ def test_present_installs_then_is_idempotent(binary):
     assert info['command'] == 'istioctl install --set revision=1-15-4 -y'
     assert cluster.find('Deployment', 'istiod-1-15-4', 'istio-system') is not None
     rvs = cluster.resource_versions()
-    changed, _, after2, _ = m.present('1-15-4')
+    changed, _before, after2, _info = m.present('1-15-4')
     assert not changed and after2['ready'] and cluster.resource_versions() == rvs
     assert [c[0] for c in fake.calls] == ['version', 'install']
 
@@ -115,7 +115,7 @@ def test_absent_force_and_idempotence(binary):
     assert changed and before['present'] and not after['present']
     assert cluster.find('Deployment', 'istiod-1-14-6', 'istio-system') is None
     assert fake.calls[-1][:4] == ['uninstall', '--revision', '1-14-6', '-y']
-    changed, _, _, _ = m.absent('1-14-6')
+    changed, _before, _after, _info = m.absent('1-14-6')
     assert not changed
 
 
@@ -124,7 +124,7 @@ def test_absent_check_mode(binary):
     cluster = f.FakeCluster(objs)
     rvs = cluster.resource_versions()
     m, fake = manager(cluster, binary, check_mode=True)
-    changed, _, after, info = m.absent('1-13-0')
+    changed, _before, after, info = m.absent('1-13-0')
     assert changed and not after['present'] and info['command'] == 'istioctl uninstall --revision 1-13-0 -y'
     assert cluster.resource_versions() == rvs and fake.calls == []
 

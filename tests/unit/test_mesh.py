@@ -32,8 +32,8 @@ def test_blog_scenario_model():
     assert (rev.version, rev.ready, rev.deployment, rev.injector, rev.service) == \
         ('1.14.6', True, 'istiod-1-14-6', 'istio-sidecar-injector-1-14-6', 'istiod-1-14-6')
     assert state.tags['default'].revision == '1-14-6'
-    foo = state.namespaces['foo']
-    assert (foo.selected_by, foo.selector, foo.revision, foo.via) == ('istio.io/rev', 'default', '1-14-6', 'tag')
+    foo_ns = state.namespaces['foo']
+    assert (foo_ns.selected_by, foo_ns.selector, foo_ns.revision, foo_ns.via) == ('istio.io/rev', 'default', '1-14-6', 'tag')
     kinds = [u['kind'] for u in rev.in_use_by]
     assert kinds[:2] == ['tag', 'validator'] and kinds.count('pod') == 8
     assert {'kind': 'pod', 'namespace': 'foo', 'name': 'foo-5d8f7c9b6-00000'} in rev.in_use_by
@@ -226,6 +226,6 @@ def test_terminating_pods_do_not_count():
     gone = f.pod('foo', 'foo', 7, '1-13-0', '1.13.0')
     gone['metadata']['deletionTimestamp'] = '2026-11-21T00:00:00Z'
     state = state_of(f.blog([gone]))
-    foo = next(w for w in state.workloads if w.name == 'foo')
-    assert foo.revisions == ['1-14-6'] and not foo.needs_restart
+    foo_w = next(w for w in state.workloads if w.name == 'foo')
+    assert foo_w.revisions == ['1-14-6'] and not foo_w.needs_restart
     assert '1-13-0' not in state.pods_by_revision
