@@ -529,7 +529,7 @@ class RolloutPlan:
     @classmethod
     def build(cls, api, namespaces=None, namespace_selector=None, kinds=WORKLOAD_KINDS,
               selector=None, names=None, only_stale=True, revision=None):
-        kinds = list(kinds or WORKLOAD_KINDS)
+        kinds = list(dict.fromkeys(kinds or WORKLOAD_KINDS))
         for kind in kinds:
             if kind not in WORKLOAD_KINDS:
                 raise InvalidInput('kind %r cannot be restarted: use %s'

@@ -133,7 +133,7 @@ def test_plan_selection_by_selector_names_and_kinds(api):
     assert [w.name for w in plan.workloads] == ['web']
     plan = RolloutPlan.build(api, namespaces=['shop'], names=['api', 'db'])
     assert [(w.kind, w.name) for w in plan.workloads] == [('Deployment', 'api'), ('StatefulSet', 'db')]
-    plan = RolloutPlan.build(api, namespaces=['shop'], kinds=['DaemonSet'])
+    plan = RolloutPlan.build(api, namespaces=['shop', 'shop'], kinds=['DaemonSet', 'DaemonSet'])
     assert [(w.kind, w.name) for w in plan.workloads] == [('DaemonSet', 'agent')]
     assert all(w.plan == 'restart' and w.expected == '1-15-4' for w in plan.workloads)
 
