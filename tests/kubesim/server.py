@@ -46,7 +46,7 @@ SSAR = "selfsubjectaccessreviews.authorization.k8s.io"
 SSRR = "selfsubjectrulesreviews.authorization.k8s.io"
 VERBS_SUB = ["get", "patch", "update"]
 # Types whose DELETE answers the deleted object (others answer a Status Success).
-RETURN_DELETED_OBJECT = {"pods", "services", "namespaces", "nodes", "persistentvolumeclaims",
+RETURN_DELETED_OBJECT = {"pods", "services", "namespaces", "persistentvolumeclaims",
                          "customresourcedefinitions.apiextensions.k8s.io"}
 
 
