@@ -5,6 +5,8 @@ VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BUILD := $(CURDIR)/.build
+# ansible-test ignores files that git ignores, so the sanity copy must live outside this checkout.
+SANITY_DIR ?= $(or $(TMPDIR),/tmp)/meshops-istio-sanity
 COLL := $(BUILD)/ansible_collections/meshops/istio
 export PATH := $(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/tests
@@ -39,13 +41,13 @@ collection:
 	@ln -sfn $(CURDIR) $(COLL)
 
 sanity: venv collection
-	@rm -rf $(BUILD)/sanity && mkdir -p $(BUILD)/sanity/ansible_collections/meshops
+	@rm -rf $(SANITY_DIR) && mkdir -p $(SANITY_DIR)/ansible_collections/meshops/istio
 	@# ansible-test fetches get-pip.py from a host we cannot reach; give it the offline stand-in (pip 24.2 is
 	@# what the pinned ansible-core asks for).
 	@mkdir -p $$HOME/.ansible/test/cache && cp .ci/ansible_test_get_pip.py $$HOME/.ansible/test/cache/get_pip_24_2.py
 	@git ls-files -co --exclude-standard | grep -v -E '^(tests/kubesim|bench|\.ci)/' | \
-	  tar -cf - -T - | (mkdir -p $(BUILD)/sanity/ansible_collections/meshops/istio && tar -xf - -C $(BUILD)/sanity/ansible_collections/meshops/istio)
-	cd $(BUILD)/sanity/ansible_collections/meshops/istio && \
+	  tar -cf - -T - | tar -xf - -C $(SANITY_DIR)/ansible_collections/meshops/istio
+	cd $(SANITY_DIR)/ansible_collections/meshops/istio && \
 	  $(BIN)/ansible-test sanity --python 3.11 --color no --skip-test shellcheck
 
 lint: venv collection
