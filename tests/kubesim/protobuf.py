@@ -37,7 +37,22 @@ KEEP_ZERO = {"replicas", "containerPort", "port", "partition", "revisionHistoryL
 
 # Go structs embedded with `json:",inline"`: their fields appear at the parent's level in JSON.
 INLINE = {("Probe", "handler"), ("Volume", "volumeSource"), ("PersistentVolumeSpec", "persistentVolumeSource"),
-          ("IngressRule", "ingressRuleValue"), ("EphemeralContainer", "ephemeralContainerCommon")}
+          ("IngressRule", "ingressRuleValue"), ("EphemeralContainer", "ephemeralContainerCommon"),
+          ("NamedRuleWithOperations", "ruleWithOperations"), ("RuleWithOperations", "rule")}
+INLINE_FIELDS = {"localObjectReference"}  # LocalObjectReference is embedded inline wherever it appears
+# proto field names that differ from the JSON name by a capital first letter (Webhooks -> webhooks...);
+# a few JSON names really are capitalised:
+KEEP_CASE = {("DaemonEndpoint", "Port")}
+
+
+def _is_inline(msg_name: str, field: str) -> bool:
+    return field in INLINE_FIELDS or (msg_name.rsplit(".", 1)[-1], field) in INLINE
+
+
+def _json_name(msg_name: str, field: str) -> str:
+    if field[:1].isupper() and (msg_name.rsplit(".", 1)[-1], field) not in KEEP_CASE:
+        return field[0].lower() + field[1:]
+    return field
 
 
 class ProtoError(ValueError):
@@ -280,6 +295,7 @@ def decode_message(buf, tname, sch) -> dict:
         if fd is None:
             continue
         fname, ftype, label, sub = fd
+        fname = _json_name(tname, fname)
         if ftype == 11:
             val, special = _special(sub, v, sch)
             if not special:
@@ -289,7 +305,7 @@ def decode_message(buf, tname, sch) -> dict:
                     out.setdefault(fname, {})[k] = mv
                     continue
                 val = decode_message(v, sub, sch)
-                if (tname.rsplit(".", 1)[-1], fname) in INLINE:
+                if _is_inline(tname, fname):
                     out.update(val)
                     continue
             elif val is None:
@@ -366,3 +382,72 @@ def decode(body: bytes) -> dict:
     out = {"apiVersion": api_version, "kind": kind}
     out.update(obj)
     return out
+
+
+# ---- unknown-field detection (fieldValidation) ---------------------------------------------
+
+_OPAQUE = ("meta.v1.Time", "meta.v1.MicroTime", "intstr.IntOrString", "resource.Quantity",
+           "runtime.RawExtension", "meta.v1.FieldsV1", "meta.v1.Duration")
+
+
+def message_for(api_version: str, kind: str):
+    """Full protobuf message name for a built-in kind, or None (custom resources, unknown kinds)."""
+    try:
+        sch = schema()
+    except Exception:  # no kubectl binary, unreadable: no schema, no checking
+        return None
+    for pkg in _package_for(api_version):
+        if f"{pkg}.{kind}" in sch:
+            return f"{pkg}.{kind}"
+    return None
+
+
+def _fields_by_name(msg, sch):
+    out = {}
+    for number, (name, ftype, label, sub) in msg.fields.items():
+        if _is_inline(msg.name, name) and sub in sch:
+            out.update(_fields_by_name(sch[sub], sch))
+        else:
+            out[_json_name(msg.name, name)] = (ftype, label, sub)
+    return out
+
+
+def unknown_fields(obj: dict, tname: str, top: bool = True) -> list:
+    """Paths of fields in ``obj`` that the type ``tname`` does not declare (like the API server's
+    strict decoding: ``spec.template.spec.containers[0].imagee``)."""
+    sch = schema()
+    found: list = []
+
+    def walk(value, name, path):
+        msg = sch.get(name)
+        if msg is None or not isinstance(value, dict) or name.endswith(_OPAQUE):
+            return
+        fields = _fields_by_name(msg, sch)
+        for key, val in value.items():
+            here = f"{path}.{key}" if path else key
+            if path == "" and top and key in ("apiVersion", "kind"):
+                continue
+            if key.startswith("$"):  # strategic-merge-patch directives
+                continue
+            fd = fields.get(key)
+            if fd is None:
+                found.append(here)
+                continue
+            ftype, label, sub = fd
+            if ftype != 11 or sub.endswith(_OPAQUE):
+                continue
+            submsg = sch.get(sub)
+            if submsg is not None and submsg.map_entry:
+                vfd = submsg.fields.get(2)
+                if vfd and vfd[1] == 11 and isinstance(val, dict):
+                    for mk, mv in val.items():
+                        walk(mv, vfd[3], f"{here}[{mk}]")
+                continue
+            if label == 3 and isinstance(val, list):
+                for i, item in enumerate(val):
+                    walk(item, sub, f"{here}[{i}]")
+            else:
+                walk(val, sub, here)
+
+    walk(obj, tname, "")
+    return found

@@ -352,6 +352,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Audit-Id", self._audit_id)
         for k, v in (headers or {}).items():
             self.send_header(k, str(v))
+        for w in self._warnings:
+            self.send_header("Warning", '299 - "%s"' % w.replace('"', '\\"'))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -378,6 +380,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._code = 0
         self._accounted = True
         self._created_name = None
+        self._warnings = []
         self._audit_id = base64.b16encode(random.getrandbits(64).to_bytes(8, "big")).decode().lower()
         srv: KubeSimServer = self.server
         url = urllib.parse.urlsplit(self.path)
@@ -766,6 +769,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if info.name or info.subresource:
                 raise ApiError.method_not_allowed()
             self._check_kind(rt, obj, v)
+            self._field_validation(rt, obj, v, query)
             res = store.create(rt, obj, ns, dry_run=dry_run, user=user)
             self._created_name = res["metadata"]["name"]
             return self._send_json(201, self._out(rt, res, v))
@@ -777,6 +781,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if info.subresource not in ("", "status", "finalize"):
                 raise ApiError.method_not_allowed()
             self._check_kind(rt, obj, v)
+            self._field_validation(rt, obj, v, query)
             sub = "status" if info.subresource == "status" else None
             if info.subresource == "finalize":
                 sub = None
@@ -788,6 +793,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if kind is None:
                 raise ApiError.unsupported_media_type(ctype, list(PATCH_TYPES)[:4])
             patch = self._parse_body(body, "application/yaml" if kind == "apply" else JSON)
+            if kind != "json" and not info.subresource:
+                self._field_validation(rt, patch, v, query)
             existed = store.try_get(rt, ns, info.name) is not None if kind == "apply" else True
             res = store.patch(rt, info.name, patch, kind, ns, subresource=info.subresource or None,
                               dry_run=dry_run, user=user)
@@ -834,6 +841,28 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                          "metadata": {"resourceVersion": str(store.current_resource_version())},
                                          "items": [self._out(rt, o, v) for o in items]})
         raise ApiError.method_not_allowed()
+
+    def _field_validation(self, rt, obj, version, query):
+        """fieldValidation=Strict|Warn (default)|Ignore on unknown fields of built-in kinds, using the
+        type schemas embedded in kubectl (see kubesim.protobuf)."""
+        mode = query.get("fieldValidation") or "Warn"
+        if mode not in ("Strict", "Warn", "Ignore"):
+            raise ApiError.bad_request(f'fieldValidation parameter unsupported: {mode}')
+        if mode == "Ignore" or rt.custom or not isinstance(obj, dict):
+            return
+        from . import protobuf
+        try:
+            tname = protobuf.message_for(rt.api_version_for(version), rt.kind)
+            unknown = protobuf.unknown_fields(obj, tname) if tname else []
+        except Exception:  # schema trouble must never reject a request
+            return
+        if not unknown:
+            return
+        msgs = [f'unknown field "{u}"' for u in unknown]
+        if mode == "Strict":
+            raise ApiError.bad_request(f'{rt.kind} in version "{version}" cannot be handled as a {rt.kind}: '
+                                       f'strict decoding error: {", ".join(msgs)}')
+        self._warnings.extend(msgs)
 
     def _check_kind(self, rt, obj, version):
         if not isinstance(obj, dict):

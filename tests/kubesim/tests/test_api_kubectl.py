@@ -143,3 +143,24 @@ def test_kubectl_discovery_commands(shared_sim, cmd):
         assert "apps/v1" in cp.stdout.split() and "v1" in cp.stdout.split()
     if cmd[0] == "version":
         assert json.loads(cp.stdout)["serverVersion"]["gitVersion"].startswith("v1.32")
+
+
+def test_kubectl_strict_field_validation(shared_sim, ns):
+    bad = DEPLOY.replace("  replicas: 2", "  replica: 2").replace("image: nginx", "imagee: x\n        image: nginx")
+    cp = shared_sim.kubectl("apply", "-n", ns, "-f", "-", input=bad)
+    assert cp.returncode == 1
+    assert ('Deployment in version "v1" cannot be handled as a Deployment: strict decoding error: unknown field '
+            '"spec.replica", unknown field "spec.template.spec.containers[0].imagee"') in cp.stderr
+    assert client.AppsV1Api(shared_sim.client()).list_namespaced_deployment(ns).items == []
+    # --validate=warn: accepted, and the server's warning is printed
+    cp = shared_sim.kubectl("apply", "--validate=warn", "-n", ns, "-f", "-", input=bad, check=True)
+    assert 'Warning: unknown field "spec.replica"' in cp.stderr
+    assert cp.stdout.strip() == "deployment.apps/web created"
+    # valid manifests (with inline-embedded fields: volume sources, probes, configMap refs) pass
+    good = DEPLOY.replace("        env: [{name: A, value: \"1\"}]\n", """\
+        env: [{name: A, valueFrom: {configMapKeyRef: {name: cm, key: a}}}]
+        livenessProbe: {httpGet: {path: /, port: 80}, periodSeconds: 5}
+        volumeMounts: [{name: cfg, mountPath: /cfg}]
+      volumes: [{name: cfg, configMap: {name: cm}}]
+""").replace("name: web\n  labels", "name: web2\n  labels")
+    shared_sim.kubectl("apply", "-n", ns, "-f", "-", input=good, check=True)
