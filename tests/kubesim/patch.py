@@ -49,7 +49,7 @@ def _ptr(path: str) -> list:
     if path == "":
         return []
     if not path.startswith("/"):
-        raise ApiError(422, "Invalid", f"the server rejected our request due to an error in our request")
+        raise _jp_fail(f'JSON pointer must be empty or start with a "/": {path!r}')
     return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
 
 
@@ -70,8 +70,9 @@ def _resolve(doc, parts):
     return cur
 
 
-def _jp_fail(msg: str) -> ApiError:
-    return ApiError(422, "Invalid", msg, {})
+def _jp_fail(detail: str) -> ApiError:
+    return ApiError(422, "Invalid", "the server rejected our request due to an error in our request",
+                    {"causes": [{"reason": "FieldValueInvalid", "message": detail, "field": "patch"}]})
 
 
 def json_patch(doc, ops):
@@ -85,10 +86,10 @@ def json_patch(doc, ops):
             parts = _ptr(path)
             if kind in ("add", "replace", "test"):
                 if "value" not in op:
-                    raise _jp_fail(f'the server rejected our request due to an error in our request')
+                    raise _jp_fail(f'{kind} operation has no "value"')
             if kind == "test":
                 if _resolve(doc, parts) != op["value"]:
-                    raise _jp_fail(f"the server rejected our request due to an error in our request")
+                    raise _jp_fail(f"testing value {path} failed: test failed")
                 continue
             if kind == "copy" or kind == "move":
                 src = _ptr(op.get("from", ""))
@@ -108,9 +109,7 @@ def json_patch(doc, ops):
             else:
                 raise _jp_fail(f"Unexpected kind: {kind}")
         except (KeyError, IndexError, ValueError, TypeError):
-            if kind == "replace" or kind == "remove":
-                raise _jp_fail(f"the server rejected our request due to an error in our request")
-            raise _jp_fail(f"the server rejected our request due to an error in our request")
+            raise _jp_fail(f"jsonpatch {kind} operation does not apply: doc is missing path: {path!r}")
     return doc
 
 

@@ -128,7 +128,7 @@ def _parse_descriptor(buf, prefix, out):
     msg = Message(full)
     msg.map_entry = map_entry
     for f in fields:
-        fname, number, label, ftype, tname, jname = None, 0, 1, 0, "", None
+        fname, number, label, ftype, tname = None, 0, 1, 0, ""
         for num, wt, v in iter_fields(f):
             if num == 1:
                 fname = bytes(v).decode()
@@ -140,8 +140,6 @@ def _parse_descriptor(buf, prefix, out):
                 ftype = v
             elif num == 6:
                 tname = bytes(v).decode()
-            elif num == 10:
-                jname = bytes(v).decode()
         msg.fields[number] = (fname, ftype, label, tname)
     out[full] = msg
     for n in nested:

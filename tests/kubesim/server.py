@@ -989,8 +989,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         initial = []
         if rv_param in ("", "0") or send_initial:
             recs, pos = store.list_recs(rt, ns, lsel, fsel)
-            if rv_param not in ("", "0") and send_initial:
-                pass
             initial = recs
         else:
             try:

@@ -580,8 +580,6 @@ class Store:
             meta.pop("managedFields", None)
             meta.pop("selfLink", None)
         self._set_type_meta(rt, new)
-        if rt.custom and old.get("apiVersion"):
-            pass
         new["metadata"]["resourceVersion"] = ometa.get("resourceVersion")
         strategy.apply_defaults(rt, new)
         if admission:
@@ -599,9 +597,7 @@ class Store:
         nmeta = new["metadata"]
         if nmeta.get("deletionTimestamp") and not nmeta.get("finalizers") and \
                 not int(nmeta.get("deletionGracePeriodSeconds") or 0):
-            if rt.key == NAMESPACES and (new.get("spec") or {}).get("finalizers"):
-                pass
-            else:
+            if not (rt.key == NAMESPACES and (new.get("spec") or {}).get("finalizers")):
                 rec = self._store(rt, new, cur, "MODIFIED")
                 self._finish_delete(rt, rec, "Background")
                 return clone(new)
@@ -698,8 +694,7 @@ class Store:
                                                "field is immutable")])
         if not pmeta.get("resourceVersion"):
             pmeta["resourceVersion"] = cur.obj["metadata"].get("resourceVersion")
-        if rt.has_status and subresource != "status":
-            pass  # status changes through the main resource are ignored by _update_locked
+        # (status changes through the main resource are ignored by _update_locked)
         return self._update_locked(rt, cur, patched, subresource, dry_run, user, admission)
 
     # ---- delete ---------------------------------------------------------------------------

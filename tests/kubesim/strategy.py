@@ -221,6 +221,11 @@ def crd_status(obj: dict):
 
 # ---- validation -------------------------------------------------------------------------
 
+LABEL_MSG = ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
+             "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
+             "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+
+
 def _name_rule(rt):
     if rt.key in ("namespaces", "services"):
         return DNS1123_LABEL if rt.key == "namespaces" else DNS1035_LABEL
@@ -229,9 +234,7 @@ def _name_rule(rt):
 
 def _name_msg(rt):
     if rt.key == "namespaces":
-        return ("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
-                "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
-                "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')")
+        return LABEL_MSG
     if rt.key == "services":
         return ("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
                 "alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', "
@@ -278,7 +281,7 @@ def _validate_pod_spec(spec, prefix, causes):
         if not n:
             causes.append((f"{prefix}.containers[{i}].name", "Required", None, ""))
         elif not DNS1123_LABEL.match(n):
-            causes.append((f"{prefix}.containers[{i}].name", "Invalid", n, _name_msg(type("x", (), {"key": "namespaces"}))))
+            causes.append((f"{prefix}.containers[{i}].name", "Invalid", n, LABEL_MSG))
         elif n in seen:
             causes.append((f"{prefix}.containers[{i}].name", "Duplicate", n, ""))
         seen.add(n)

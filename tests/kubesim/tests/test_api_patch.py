@@ -112,7 +112,6 @@ def test_dry_run_changes_nothing(shared_sim, ns):
     # patch / update / delete on a real object
     apps.create_namespaced_deployment(ns, _deploy("dry"))
     before = apps.read_namespaced_deployment("dry", ns)
-    rv = before.metadata.resource_version
     out = apps.patch_namespaced_deployment("dry", ns, {"spec": {"replicas": 7}}, dry_run="All")
     assert out.spec.replicas == 7 and out.metadata.generation == 2
     before.spec.template.spec.containers[0].image = "nginx:9"
