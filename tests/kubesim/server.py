@@ -453,7 +453,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             verb = method.lower()
         srv.stats.count(verb, res, self._code)
         if srv.audit_file is not None:
-            rec = {"ts": _now_iso(), "verb": verb, "method": method, "path": info.path, "user": user or "",
+            rec = {"ts": _now_iso(), "verb": verb, "method": method, "path": info.path, "requestURI": self.path,
+                   "user": user or "",
                    "code": self._code, "userAgent": self.headers.get("User-Agent", ""),
                    "latencyMs": int((time.time() - started) * 1000)}
             if info.kind == "resource":
