@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import time
@@ -108,6 +109,7 @@ def main(argv=None):
 
     workdir = ROOT / ".build" / "sandbox"
     workdir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(workdir / "runs", ignore_errors=True)
     for stale in ("kubeconfig", "audit.log"):
         try:
             (workdir / stale).unlink()
@@ -128,7 +130,7 @@ def main(argv=None):
         before = us.data_plane(sim)
         show_control_plane(sim)
         say()
-        say(us.version_table(before, before))
+        say(us.version_table(before))
 
         phases = list(PHASES) + ([(phase[0], "second run: must change nothing") for phase in PHASES] if args.rerun else [])
         for index, (tag, what) in enumerate(phases, 1):

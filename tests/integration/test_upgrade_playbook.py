@@ -237,3 +237,36 @@ def test_fleet_goes_cluster_by_cluster_and_stops_at_the_first_failure(tmp_path):
         assert cp_b["mutating"]["istio-revision-tag-default"]["rev"] == OLD_REV
         assert generations(second) == gens_b
         assert "phase.install" not in us.upgrade_record(second)
+
+
+def test_failed_metric_gate_in_verify_rolls_back_in_the_same_play(tmp_path):
+    """verify with istio_canary_metrics against a real Prometheus scraping kubesim: the new proxy (1.15.4, made
+    bad with --bad-proxy-version: 5xx and slow) fails the gate, and istio_canary_auto_rollback rolls back."""
+    prometheus = pytest.importorskip("integration.prometheus")
+    if prometheus.prometheus_binary() is None:
+        pytest.skip("prometheus is not installed (make test installs it)")
+    with simulator(tmp_path, bad_proxy_version=[NEW_VERSION], seed=7) as sim:
+        server = prometheus.PrometheusServer.for_kubesim(sim.url, kubeconfig=sim.kubeconfig)
+        server.start()
+        try:
+            server.wait_for_scrape()
+            inv = inventory(tmp_path, {"blog": sim.kubeconfig})
+            ok(phase(inv, "precheck,install,tag,wave1", tmp_path))
+            assert us.data_plane(sim)["bar/bar"]["versions"] == [NEW_VERSION]
+
+            metrics = {"prometheus_url": server.url, "window": "15s", "interval": "1s", "count": 10,
+                       "failure_limit": 1, "initial_delay": "5s"}
+            run = phase(inv, "verify", tmp_path,
+                        extra_vars={"istio_canary_metrics": metrics, "istio_canary_auto_rollback": True})
+            assert not run.ok
+            message = " ".join(run.failures())
+            assert "Metric gate fail" in message and "Rolled back to %s" % OLD_REV in message, message
+            cp = us.control_plane(sim)
+            assert cp["mutating"]["istio-revision-tag-default"]["rev"] == OLD_REV
+            for workload, info in us.data_plane(sim).items():
+                assert info["versions"] == [OLD_VERSION] and info["ready"] == info["pods"], (workload, info)
+            record = us.upgrade_record(sim)
+            assert "phase.rollback" in record and "phase.verify" not in record
+            assert not [k for k in record if k.startswith("wave.")]
+        finally:
+            server.stop()

@@ -265,13 +265,20 @@ def upgrade_record(sim, name="meshops-istio-upgrade"):
         return None
 
 
-def version_table(before: dict, after: dict) -> str:
-    """A small table: workload, pods, proxy versions before and after."""
-    rows = [("WORKLOAD", "PODS", "PROXY BEFORE", "PROXY AFTER", "REVISION AFTER")]
-    for key in sorted(set(before) | set(after)):
-        b, a = before.get(key) or {}, after.get(key) or {}
-        rows.append((key, "%s/%s" % (a.get("ready", "-"), a.get("pods", "-")), ",".join(b.get("versions") or ["-"]),
-                     ",".join(a.get("versions") or ["-"]), ",".join(a.get("revisions") or ["-"])))
+def version_table(before: dict, after: dict | None = None) -> str:
+    """A small table: workload, ready pods, proxy versions (before and after when ``after`` is given)."""
+    if after is None:
+        rows = [("WORKLOAD", "READY", "PROXY", "REVISION")]
+        for key in sorted(before):
+            b = before[key]
+            rows.append((key, "%s/%s" % (b.get("ready"), b.get("pods")), ",".join(b.get("versions") or ["-"]),
+                         ",".join(b.get("revisions") or ["-"])))
+    else:
+        rows = [("WORKLOAD", "READY", "PROXY BEFORE", "PROXY AFTER", "REVISION AFTER")]
+        for key in sorted(set(before) | set(after)):
+            b, a = before.get(key) or {}, after.get(key) or {}
+            rows.append((key, "%s/%s" % (a.get("ready", "-"), a.get("pods", "-")), ",".join(b.get("versions") or ["-"]),
+                         ",".join(a.get("versions") or ["-"]), ",".join(a.get("revisions") or ["-"])))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
