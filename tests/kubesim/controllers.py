@@ -443,6 +443,8 @@ class ControllerManager:
                 if e.code == 409:
                     self._after(0.05, key)
                 return
+            if e.code == 403 and "being terminated" in e.message:
+                return  # the namespace is going away; its finalizer removes what is left
             raise
 
     # ---------------------------------------------------------------- store access
@@ -725,7 +727,7 @@ class ControllerManager:
         meta = {"name": name, "namespace": owner["metadata"]["namespace"], "labels": labels,
                 "ownerReferences": [owner_reference(owner, kind)]}
         if kind in ("ReplicaSet", "DaemonSet"):
-            meta["generateName"] = (name.rsplit("-", 1)[0] + "-")
+            meta["generateName"] = name[:-5]
         if tmeta.get("annotations"):
             meta["annotations"] = dict(tmeta["annotations"])
         spec = _clone(template.get("spec") or {})
@@ -749,6 +751,10 @@ class ControllerManager:
         if chosen:
             spec["nodeName"] = chosen
         return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+    def _generate_name(self, owner_name: str) -> str:
+        """generateName semantics: base ``<owner>-`` cut to 58 characters, then 5 random ones."""
+        return f"{owner_name}-"[:58] + self._random_suffix()
 
     def _random_suffix(self, n=5) -> str:
         return "".join(self.rng.choice(SAFE_ALPHABET) for _ in range(n))
@@ -793,7 +799,7 @@ class ControllerManager:
                 failed_msg = self._last_create_error.get(key)
             else:
                 for _ in range(-diff):
-                    pod = self._pod_from_template(rs, "ReplicaSet", f"{name}-{self._random_suffix()}",
+                    pod = self._pod_from_template(rs, "ReplicaSet", self._generate_name(name),
                                                   spec.get("template") or {})
                     if not self._create_pod(rs, "ReplicaSet", pod, key):
                         failed_msg = self._last_create_error.get(key)
@@ -1361,7 +1367,7 @@ class ControllerManager:
             for node in node_names:
                 if node in have:
                     continue
-                pod = self._pod_from_template(ds, "DaemonSet", f"{name}-{self._random_suffix()}", template,
+                pod = self._pod_from_template(ds, "DaemonSet", self._generate_name(name), template,
                                               {"controller-revision-hash": h,
                                                "pod-template-generation": str(gen)}, node=node)
                 if not self._create_pod(ds, "DaemonSet", pod, key):
