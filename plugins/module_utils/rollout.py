@@ -922,7 +922,6 @@ class RolloutRunner:
         """Send the restart patch (one request; retried by the client only when it failed).  The
         value is fixed before the first try, so a retried patch cannot restart twice."""
         w.target = self._restart_ts(w)
-        w.since = self.now()
         return self.api.restart(w.kind, w.namespace, w.name, w.target)
 
     def _restart_without_waiting(self, todo, resume):
@@ -988,15 +987,10 @@ class RolloutRunner:
                             label_selector=self.plan.selector)
             self._spawn(('pod', scope), 'Pod', scope, self.plan.list_versions.get(('Pod', scope)),
                         pod_transform)
-            # FailedCreate events: start from now (the list is only for its resourceVersion)
-            try:
-                rv = self.api.list('Event', namespace=scope, field_selector='reason=FailedCreate',
-                                   transform=lambda e: None)[1]
-            except MeshopsError:
-                rv = None
-            if rv is not None:
-                self._spawn(('event', scope), 'Event', scope, rv, event_transform,
-                            field_selector='reason=FailedCreate')
+            # FailedCreate events: the watcher lists them itself (in its thread, so the restarts do
+            # not wait for it); listed or watched, only events newer than a restart count
+            self._spawn(('event', scope), 'Event', scope, None, event_transform,
+                        field_selector='reason=FailedCreate')
 
     def _spawn(self, tag, kind, scope, rv, transform, field_selector=None, label_selector=None):
         watcher = _Watcher(self.api, tag, kind, scope, rv, transform, self.queue, self.stop,
@@ -1022,6 +1016,7 @@ class RolloutRunner:
                 while pending and self.failed_first is None and len(self.inflight) < limit:
                     w = pending.popleft()
                     self.inflight[w.key] = w
+                    w.since = self.now()
                     w.started = self.clock()
                     w.deadline = w.started + self.wait_timeout
                     heapq.heappush(self.deadlines, (w.deadline, w.key))
@@ -1203,7 +1198,9 @@ class RolloutRunner:
             for w in list(self.inflight.values()):
                 if scope is None or w.namespace == scope:
                     self._evaluate(w)
-        # a re-listed event watch only restarts from the new resourceVersion
+        elif tag[0] == 'event':
+            for item in items:
+                self._on_event(tag, 'ADDED', item)
 
     # -- evaluation -----------------------------------------------------------------------------
 
