@@ -25,6 +25,8 @@ description:
     (per kind and namespace, or cluster-wide), not by polling each workload. Dropped watches are resumed.
   - A workload whose rollout is stuck is named with the reason (a new pod in C(CrashLoopBackOff), a
     webhook refusing pod creation, C(ProgressDeadlineExceeded), or the timeout with the last status).
+    A new pod injected by another revision, or without sidecar, fails the workload as soon as it is
+    created, before the rolling update replaces more pods.
     Once a workload fails no further restart is started; those already started are waited for, the
     rest are reported as skipped, and the module fails.
   - A restart already in progress (for example left by an interrupted run) whose new pods are on the
