@@ -211,3 +211,10 @@ def label_namespace(sim, name, labels):
     code, _headers, body = sim.request('PATCH', '/api/v1/namespaces/%s' % name, {'metadata': {'labels': labels}},
                                        headers={'Content-Type': 'application/merge-patch+json'})
     assert code == 200, (code, body[:300])
+
+
+def wait_pods(sim, ns, label_selector, count, timeout=60):
+    """Wait until exactly ``count`` pods (terminating ones included) match: a rollout or scale is over
+    and the cluster stops changing by itself."""
+    sim.wait_for(lambda: len(list_items(sim, 'Pod', ns, label_selector)) == count, timeout=timeout,
+                 message='%d pods %s in %s' % (count, label_selector, ns))

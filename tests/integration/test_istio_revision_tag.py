@@ -54,6 +54,7 @@ def test_move_default_tag(blog):
     assert cp.returncode == 0, cp.stderr
     sim.wait_for(lambda: h.proxy_revisions(sim, 'foo', 'foo') == [h.NEW_REV, h.NEW_REV], timeout=60,
                  message='foo restarted onto the new revision')
+    h.wait_pods(sim, 'foo', 'app=foo', 2)
 
     settled = h.snapshot(sim)
     res = h.run_module('istio_revision_tag', args(sim))
@@ -83,6 +84,7 @@ def test_refuses_unknown_and_unready_revisions(kubesim):
     dep = h.get(sim, 'Deployment', 'istiod-1-15-4', 'istio-system')
     # scale istiod to zero: exists but not ready
     sim.kubectl('scale', 'deployment/istiod-1-15-4', '-n', 'istio-system', '--replicas=0', check=True)
+    h.wait_pods(sim, 'istio-system', 'app=istiod,istio.io/rev=1-15-4', 0)
     before = h.snapshot(sim)
     res = h.run_module('istio_revision_tag', args(sim))
     assert res.failed and res['error'] == 'RevisionNotReady', res
