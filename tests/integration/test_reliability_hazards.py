@@ -109,9 +109,12 @@ def test_tag_pointing_at_a_revision_without_istiod_is_diagnosed(tmp_path):
         rs.install_and_tag(tmp_path, sim)
         # istiod-1-15-4 disappears while the tag still sends injection to it
         sim.delete("/apis/apps/v1/namespaces/istio-system/deployments/istiod-%s" % rs.NEW_REV)
-        rs.wait_for(lambda: not [p for p in rs.live_pods(sim, rs.ISTIO_NS)
-                                 if p["metadata"]["name"].startswith("istiod-%s" % rs.NEW_REV)],
-                    what="istiod-1-15-4 pods gone")
+        def istiod_gone():
+            pods = [p for p in sim.pods(rs.ISTIO_NS) if p["metadata"]["name"].startswith("istiod-%s" % rs.NEW_REV)]
+            ep = sim.get_or_none("/api/v1/namespaces/istio-system/endpoints/istiod-%s" % rs.NEW_REV) or {}
+            addresses = [a for s_ in ep.get("subsets") or [] for a in s_.get("addresses") or []]
+            return not pods and not addresses
+        rs.wait_for(istiod_gone, what="istiod-1-15-4 pods and endpoints gone")
         # the hazard is real: pod creation in a tagged namespace is now refused by the webhook
         try:
             sim.request("POST", "/api/v1/namespaces/foo/pods", {
