@@ -111,7 +111,7 @@ class Sim:
 
     def _drain(self):
         try:
-            for _ in self.proc.stdout:
+            for _line in self.proc.stdout:
                 pass
         except Exception:
             pass
@@ -710,7 +710,7 @@ def run_playbook(tmpdir, tags, extra_vars, verbosity=0, env=None, timeout=600, i
                  extra_args=(), istioctl_version=NEW_VERSION):
     cmd = playbook_cmd(tmpdir, tags, extra_vars, verbosity, inventory, extra_args)
     proc = subprocess.run(cmd, cwd=REPO, env=ansible_env(tmpdir, env, istioctl_version), capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
     return Result(cmd, proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -739,7 +739,7 @@ def parse_adhoc(stdout):
     text = stdout[m.end():]
     dec = json.JSONDecoder()
     try:
-        obj, _ = dec.raw_decode(text.lstrip())
+        obj = dec.raw_decode(text.lstrip())[0]
     except ValueError:
         return None
     obj.setdefault("_status", m.group(2))
@@ -760,7 +760,7 @@ def run_module(tmpdir, module, args, verbosity=0, env=None, check=False, istioct
     if verbosity:
         cmd.append("-" + "v" * verbosity)
     proc = subprocess.run(cmd, cwd=REPO, env=ansible_env(tmpdir, env, istioctl_version), capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
     res = Result(cmd, proc.returncode, proc.stdout, proc.stderr)
     return parse_adhoc(proc.stdout), res
 

@@ -130,7 +130,7 @@ PLAYBOOK_IDS = ["dotted-revision-precheck", "dotted-revision-install", "unknown-
 def test_playbook_bad_input(cluster, case_id):
     sim, tmp = cluster
     case = next(c for c in _playbook_cases(sim, tmp) if c[0] == case_id)
-    _, what, tags, overrides, istioctl_version, pattern = case
+    what, tags, overrides, istioctl_version, pattern = case[1:]
     before = rs.snapshot(sim)
     res = rs.run_playbook(tmp, tags, rs.upgrade_vars(sim, **overrides), istioctl_version=istioctl_version)
     err = rs.error_text(res)
@@ -180,7 +180,7 @@ MODULE_IDS = ["module-dotted-revision", "module-unknown-revision", "module-missi
 def test_module_bad_input(cluster, case_id):
     sim, tmp = cluster
     case = next(c for c in _module_cases(sim, tmp) if c[0] == case_id)
-    _, what, module, args, istioctl_version, pattern = case
+    what, module, args, istioctl_version, pattern = case[1:]
     before = rs.snapshot(sim)
     result, raw = rs.run_module(tmp, module, args, istioctl_version=istioctl_version)
     assert raw.rc != 0 and result and result.get("failed"), raw

@@ -39,8 +39,8 @@ def test_crash_looping_proxy_stops_the_wave_and_rollback_restores(tmp_path):
             assert re.search(r"(%s/Deployment/%s|Deployment %s/%s)[^;]*CrashLoopBackOff" % (ns, ns, ns, ns), err), err
         patched = rs.restart_patches(audit.entries(mark))
         assert set(patched) == {"bar/bar", "foo/foo"}, patched
-        baz = sim.get("/apis/apps/v1/namespaces/baz/deployments/baz")
-        assert baz["metadata"]["resourceVersion"] == baz_rv, "baz was touched after wave1 failed"
+        baz_after = sim.get("/apis/apps/v1/namespaces/baz/deployments/baz")
+        assert baz_after["metadata"]["resourceVersion"] == baz_rv, "baz was touched after wave1 failed"
         assert rs.data_plane(sim, ["baz"])["baz/baz"] == [OLD_IMAGE, OLD_IMAGE]
         # the rolling update never took the serving pods away: two ready pods on the old proxy remain
         for ns in ("bar", "foo"):
@@ -109,6 +109,7 @@ def test_tag_pointing_at_a_revision_without_istiod_is_diagnosed(tmp_path):
         rs.install_and_tag(tmp_path, sim)
         # istiod-1-15-4 disappears while the tag still sends injection to it
         sim.delete("/apis/apps/v1/namespaces/istio-system/deployments/istiod-%s" % rs.NEW_REV)
+
         def istiod_gone():
             pods = [p for p in sim.pods(rs.ISTIO_NS) if p["metadata"]["name"].startswith("istiod-%s" % rs.NEW_REV)]
             ep = sim.get_or_none("/api/v1/namespaces/istio-system/endpoints/istiod-%s" % rs.NEW_REV) or {}

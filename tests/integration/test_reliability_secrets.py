@@ -55,7 +55,7 @@ def _leaks(text, secrets):
 
 def _scan_dir(path, secrets, ignore_prefixes=()):
     found = []
-    for root, _, files in os.walk(path):
+    for root, _dirs, files in os.walk(path):
         for f in files:
             if f.startswith(ignore_prefixes):
                 continue
