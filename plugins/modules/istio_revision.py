@@ -77,6 +77,13 @@ attributes:
 requirements:
   - kubernetes >= 24.2.0 (Python library)
   - istioctl of the Istio version to install
+notes:
+  - A revision that is installed, ready and at the istioctl's version is left alone, even when
+    O(operator_file) or O(set) changed since it was installed; a revision is one immutable version of the
+    control plane, so install changed settings as a new revision (or remove and reinstall this one).
+  - O(state=absent) treats as users the revision tags pointing at the revision, C(istiod-default-validator)
+    when it calls the revision's istiod, namespaces whose C(istio.io/rev) (or C(istio-injection) for a
+    revision-less install) names the revision, and every running pod whose sidecar it injected.
 seealso:
   - module: meshops.istio.istio_revision_tag
   - module: meshops.istio.istio_revision_info
