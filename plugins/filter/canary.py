@@ -281,7 +281,8 @@ def rollout_summary(results):
 def off_revision(info, revision, version="", namespaces=None, ids=None):
     """Workloads of ``namespaces`` (all their workloads) and ``ids`` (``namespace/Kind/name``) that are
     not ready or whose proxies are not all on ``revision`` (and ``version`` when given), each as
-    ``namespace/Kind/name: <why>``.  Listed ids that no longer exist are ignored."""
+    ``namespace/Kind/name: <why>``.  Listed ids that no longer exist are ignored, and so are workloads
+    that nothing selects for injection and that have no sidecar."""
     namespaces = set(namespaces or [])
     ids = set(ids or [])
     problems = []
@@ -289,6 +290,8 @@ def off_revision(info, revision, version="", namespaces=None, ids=None):
         wid = workload_id(workload)
         if workload.get("namespace") not in namespaces and wid not in ids:
             continue
+        if "expected_revision" in workload and workload["expected_revision"] is None and not _proxy_revisions(workload):
+            continue  # nothing selects it for injection (e.g. sidecar.istio.io/inject=false): not part of the mesh
         have_revs, have_versions = _proxy_revisions(workload), _proxy_versions(workload)
         why = []
         if have_revs != [revision] and not (not have_revs and workload.get("replicas") == 0):

@@ -102,12 +102,16 @@ def test_off_revision_and_on_revision():
         workload("foo", "half", ["1-14-6", "1-15-4"], ["1.14.6", "1.15.4"]),
         workload("baz", "baz", ["1-14-6"], ["1.14.6"]),
         workload("bar", "scaled", [], [], replicas=0),
+        dict(workload("bar", "optout", [], []), expected_revision=None),
+        dict(workload("bar", "leftover", ["1-14-6"], ["1.14.6"]), expected_revision=None),
     ])
     off = f.off_revision(data, "1-15-4", "1.15.4", ["bar"], ["foo/Deployment/half"])
-    assert off == ["bar/Deployment/slow: not ready",
+    assert off == ["bar/Deployment/leftover: proxy revision 1-14-6, expected 1-15-4",
+                   "bar/Deployment/slow: not ready",
                    "foo/Deployment/half: proxy revision 1-14-6,1-15-4, expected 1-15-4"]
     assert f.on_revision(data, "1-14-6") == [
-        "baz/Deployment/baz (1.14.6)", "foo/Deployment/foo (1.14.6)", "foo/Deployment/half (1.14.6,1.15.4)"]
+        "bar/Deployment/leftover (1.14.6)", "baz/Deployment/baz (1.14.6)", "foo/Deployment/foo (1.14.6)",
+        "foo/Deployment/half (1.14.6,1.15.4)"]
 
 
 def test_wave_calls():
