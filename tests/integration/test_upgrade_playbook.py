@@ -189,7 +189,10 @@ def test_crashing_new_proxy_fails_the_wave_and_rollback_restores_everything(tmp_
 
 def test_legacy_scenario_upgraded_with_label_migration(tmp_path):
     with simulator(tmp_path, "legacy") as sim:
-        inv = inventory(tmp_path, {"legacy": sim.kubeconfig})
+        # the other two ways to choose a wave: a JMESPath query over the workloads, a namespace selector
+        waves = [{"name": "wave1", "query": "[?labels.app=='bar']"},
+                 {"name": "wave2", "namespace_selector": "istio.io/rev=default"}]
+        inv = inventory(tmp_path, {"legacy": sim.kubeconfig}, istio_canary_waves=waves)
         # without the migration flag the legacy labels are only reported
         report = ok(phase(inv, "precheck", tmp_path))
         findings = report.summaries()[0]["label_findings"]
@@ -203,7 +206,12 @@ def test_legacy_scenario_upgraded_with_label_migration(tmp_path):
         assert us.upgrade_record(sim)["from_revision"] == "default"
 
         ok(phase(inv, "tag,gateways", tmp_path))
-        ok(phase(inv, "waves,verify", tmp_path))
+        waves_run = ok(phase(inv, "waves,verify", tmp_path))
+        summaries = dict((s["phase"], s) for s in waves_run.summaries())
+        assert summaries["wave1"]["moved"] == ["bar/Deployment/bar: 1.14.6 -> 1.15.4"], summaries["wave1"]
+        assert summaries["wave2"]["moved"] == ["baz/Deployment/baz: 1.14.6 -> 1.15.4",
+                                               "foo/Deployment/foo: 1.14.6 -> 1.15.4"], summaries["wave2"]
+        assert "istio-ingress/Deployment/istio-ingressgateway" in summaries["verify"]["workloads_checked"]
         ok(phase(inv, "cleanup", tmp_path))
         cp = us.control_plane(sim)
         assert sorted(cp["istiod"]) == ["istiod-%s" % NEW_REV], cp["istiod"]
