@@ -624,6 +624,39 @@ class MeshState:
     def stale(self):
         return [w for w in self.workloads if w.needs_restart]
 
+    def problems(self):
+        """Hazards found in the webhook/revision wiring, each {kind, name, problem}: a tag or the default
+        validator calling an istiod that is gone (every pod creation / Istio config change then fails),
+        revisions that are not ready, namespaces with conflicting or dangling labels, a revision-less
+        injector still active beside the default tag."""
+        found = []
+        for tag in sorted(self.tags.values(), key=lambda t: t.name):
+            if tag.revision not in self.revisions:
+                found.append({'kind': 'tag', 'name': tag.name, 'problem':
+                              'tag %s points at revision %s whose istiod is gone: pod creation in the '
+                              'namespaces selecting it fails ("failed calling webhook"); point the tag at an '
+                              'installed revision' % (tag.name, tag.revision)})
+        if self.validator is not None:
+            rev = validator_revision(self.validator)
+            if rev and rev not in self.revisions:
+                found.append({'kind': 'validator', 'name': DEFAULT_VALIDATOR, 'problem':
+                              '%s calls revision %s whose istiod is gone: Istio configuration changes are '
+                              'rejected; move the default tag to an installed revision' % (DEFAULT_VALIDATOR, rev)})
+        for rev in sorted(self.revisions.values(), key=lambda r: r.name):
+            if not rev.ready:
+                found.append({'kind': 'revision', 'name': rev.name, 'problem':
+                              'istiod of revision %s is not ready (%s of %s replicas)'
+                              % (rev.name, rev.ready_replicas, rev.replicas)})
+        if self.legacy_injector is not None and DEFAULT in self.tags and \
+                injector_active(self.legacy_injector) and self.tags[DEFAULT].revision != DEFAULT:
+            found.append({'kind': 'injector', 'name': LEGACY_INJECTOR, 'problem':
+                          'the revision-less injector is still active beside tag default: both answer '
+                          'istio-injection=enabled; deactivate it (meshops.istio.istio_revision_tag does)'})
+        for ns in sorted(self.namespaces.values(), key=lambda n: n.name):
+            for warning in ns.warnings:
+                found.append({'kind': 'namespace', 'name': ns.name, 'problem': warning})
+        return found
+
     def to_dict(self, namespaces=None):
         wanted = set(namespaces) if namespaces else None
 
@@ -639,6 +672,7 @@ class MeshState:
                            if keep(n.name)],
             'workloads': [w.to_dict() for w in self.workloads if keep(w.namespace)],
             'stale': [w.to_dict() for w in self.stale() if keep(w.namespace)],
+            'problems': [p for p in self.problems() if p['kind'] != 'namespace' or keep(p['name'])],
         }
 
 

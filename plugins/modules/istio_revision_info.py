@@ -215,6 +215,19 @@ stale:
   returned: always
   type: list
   elements: dict
+problems:
+  description:
+    - Hazards in the wiring of webhooks and revisions, each with C(kind) (V(tag), V(validator), V(revision),
+      V(injector) or V(namespace)), C(name) and C(problem) (what is wrong and what to do).
+    - For example a tag or C(istiod-default-validator) calling an istiod that was removed, which makes every
+      pod creation or Istio configuration change fail.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - kind: tag
+      name: default
+      problem: "tag default points at revision 1-14-6 whose istiod is gone: ..."
 selected:
   description: The result of O(query) over RV(workloads).
   returned: when O(query) is given

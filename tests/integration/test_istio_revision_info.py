@@ -27,6 +27,7 @@ def test_blog_report(blog_module):
     assert (foo_w['revision'], foo_w['versions'], foo_w['needs_restart']) == (h.OLD_REV, [h.OLD_VERSION], False)
     assert len(foo_w['pods']) == len(live_pods) == 2
     assert res['stale'] == []
+    assert res['problems'] == []
     assert h.snapshot(sim) == before
 
 
@@ -62,3 +63,18 @@ def test_stale_after_tag_moves(blog):
 def test_bad_query_fails_before_reading(blog_module):
     res = h.run_module('istio_revision_info', dict(h.auth(blog_module), query='[?'))
     assert res.rc != 0 and res.failed and 'JMESPath' in res['msg'], res
+
+
+def test_webhooks_left_on_a_removed_istiod_are_diagnosed(blog):
+    sim = blog
+    code, _headers, body = sim.request('DELETE', '/apis/apps/v1/namespaces/istio-system/deployments/istiod-' + h.OLD_REV)
+    assert code == 200, body[:300]
+    sim.wait_for(lambda: h.get(sim, 'Deployment', 'istiod-' + h.OLD_REV, 'istio-system') is None, timeout=30)
+    res = h.run_module('istio_revision_info', h.auth(sim))
+    assert res.rc == 0, res
+    problems = {(p['kind'], p['name']): p['problem'] for p in res['problems']}
+    assert 'istiod is gone' in problems[('tag', 'default')]
+    assert 'failed calling webhook' in problems[('tag', 'default')]
+    assert ('validator', 'istiod-default-validator') in problems
+    foo_ns = next(n for n in res['namespaces'] if n['name'] == 'foo')
+    assert any('istiod is gone' in w for w in foo_ns['warnings'])

@@ -229,3 +229,18 @@ def test_terminating_pods_do_not_count():
     foo_w = next(w for w in state.workloads if w.name == 'foo')
     assert foo_w.revisions == ['1-14-6'] and not foo_w.needs_restart
     assert '1-13-0' not in state.pods_by_revision
+
+
+def test_problems_name_the_hazards():
+    assert state_of(f.blog()).problems() == []
+    objs = [o for o in f.blog() if not (o['kind'] in ('Deployment', 'Service') and
+                                        o['metadata']['name'] == 'istiod-1-14-6')]
+    objs += [f.istiod('1-15-4', '1.15.4', ready=False), f.injector('default'),
+             f.namespace('mixed', {'istio-injection': 'enabled', 'istio.io/rev': 'default'})]
+    problems = state_of(objs).problems()
+    kinds = [(p['kind'], p['name']) for p in problems]
+    assert ('tag', 'default') in kinds and ('validator', 'istiod-default-validator') in kinds
+    assert ('revision', '1-15-4') in kinds and ('injector', 'istio-sidecar-injector') in kinds
+    assert ('namespace', 'mixed') in kinds
+    tag_problem = next(p['problem'] for p in problems if p['kind'] == 'tag')
+    assert 'istiod is gone' in tag_problem and 'failed calling webhook' in tag_problem
