@@ -14,6 +14,6 @@ if not os.path.exists(LINK):
     os.makedirs(os.path.dirname(LINK), exist_ok=True)
     os.symlink(ROOT, LINK)
 
-for path in (BUILD, os.path.join(ROOT, 'tests')):
+for path in (BUILD, os.path.join(ROOT, 'tests'), os.path.dirname(os.path.abspath(__file__))):
     if path not in sys.path:
         sys.path.insert(0, path)
