@@ -15,10 +15,11 @@ with Istio's label precedence, see mesh.py), or all of them.  ``RolloutRunner.ru
   namespace, or cluster-wide once many namespaces are involved) on the workloads, their pods and
   FailedCreate events -- never by polling single objects.  Watches resume from the last
   resourceVersion after a dropped connection and re-list after 410 Gone;
-* checks that the new pods are injected by the expected revision and reports their proxy version;
+* checks that the new pods are injected by the expected revision and reports their proxy version
+  (a new pod's sidecar is fixed at its creation, so a wrong one fails the workload at once);
 * names stuck workloads with the reason: CrashLoopBackOff of a new pod, a webhook refusing pod
-  creation (the Deployment's ReplicaFailure condition or a FailedCreate event),
-  ProgressDeadlineExceeded, or the timeout with the last status seen;
+  creation (the Deployment's ReplicaFailure condition or a FailedCreate event, counted only when
+  newer than the restart), ProgressDeadlineExceeded, or the timeout with the last status seen;
 * stops starting new restarts as soon as one workload fails, lets those already started finish
   (or time out), and reports the rest as skipped.
 
@@ -28,8 +29,11 @@ of a workload being restarted, never whole pod lists.
 
 A workload whose restart is already under way (its rollout is not complete and the pods of its
 current template are injected by the expected revision) -- typically left by an interrupted run -- is
-waited for, not restarted again; so no workload is restarted twice by one run, and a re-run
-completes an interrupted wave.
+waited for, not restarted again; if that rollout brings pods on another revision it is restarted
+then.  So no workload is restarted twice by one run, and a re-run completes an interrupted wave.
+The restartedAt value is fixed before the PATCH is first sent, so a retried PATCH cannot restart twice.
+
+Entry point for modules and roles: ``run_rollout(client_or_api, **options)`` -> the module result.
 """
 
 from __future__ import absolute_import, division, print_function
