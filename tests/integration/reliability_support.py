@@ -404,6 +404,10 @@ def mesh_state(sim):
             key = "%s/%s" % (p["metadata"]["namespace"], p["metadata"]["name"].rsplit("-", 2)[0])
             revs.setdefault(key, set()).add(pod_revision(p))
     state["workload_revisions"] = {k: sorted(v, key=str) for k, v in revs.items()}
+    # the upgrade's record on the cluster (timestamps blanked): phases and waves done, from/to
+    cm = sim.get_or_none("/api/v1/namespaces/%s/configmaps/meshops-istio-upgrade" % ISTIO_NS)
+    state["record"] = {k: ("<time>" if re.match(r"^\d{4}-\d\d-\d\dT", v or "") else ",".join(sorted((v or "").split(","))))
+                       for k, v in ((cm or {}).get("data") or {}).items()}
     state["not_ready_pods"] = sorted("%s/%s" % (p["metadata"]["namespace"], p["metadata"]["name"])
                                      for p in live_pods(sim) if not pod_ready(p))
     return state
