@@ -11,7 +11,7 @@ COLL := $(BUILD)/ansible_collections/meshops/istio
 export PATH := $(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/tests
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
-export ANSIBLE_COLLECTIONS_PATHS :=
+unexport ANSIBLE_COLLECTIONS_PATHS
 
 .PHONY: all venv kubectl prometheus collection sanity lint unit integration test demo bench clean
 
