@@ -898,3 +898,49 @@ def clean_upgrade(tmpdir):
         finally:
             sim.stop()
         return _CLEAN
+
+
+# --- processes ---------------------------------------------------------------------------------------
+
+def _proc_table():
+    """{pid: (ppid, state)} of every process (Linux /proc)."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        rest = stat[stat.rfind(")") + 2:].split()
+        table[int(entry)] = (int(rest[1]), rest[0])
+    return table
+
+
+def descendants(pid):
+    """Every live process below ``pid`` -- including Ansible's workers, which call setsid() and so are out
+    of reach of a signal to ansible-playbook's process group."""
+    table = _proc_table()
+    children = {}
+    for p, (ppid, _state) in table.items():
+        children.setdefault(ppid, []).append(p)
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def alive(pids):
+    table = _proc_table()
+    return [p for p in pids if p in table and table[p][1] != "Z"]
+
+
+def kill_pids(pids, sig=signal.SIGKILL):
+    for p in pids:
+        try:
+            os.kill(p, sig)
+        except ProcessLookupError:
+            pass

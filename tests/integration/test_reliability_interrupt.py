@@ -54,6 +54,13 @@ def _restarted_at(sim, namespaces):
     return out
 
 
+def _twice(patches, entries):
+    """The workloads patched more than once, with the audit log's record of each patch."""
+    twice = sorted(k for k, n in patches.items() if n != 1)
+    return "restarted more than once in one run: %s\n%s" % (twice, "\n".join(
+        repr(e) for e in entries if e.get("verb") == "patch" and "%s/%s" % (e.get("namespace"), e.get("name")) in twice))
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_wave_interrupted_then_rerun_completes_without_double_restarts(tmp_path, sig):
     sim = rs.Sim(tmp_path, scenario="large", pod_ready_seconds=1.5, audit=True,
@@ -78,12 +85,27 @@ def test_wave_interrupted_then_rerun_completes_without_double_restarts(tmp_path,
                     timeout=120, what="the wave's first restart")
         assert proc.poll() is None, "the wave finished before it could be interrupted:\n" + open(log).read()[-3000:]
         time.sleep(1.0)
-        os.killpg(proc.pid, sig)
+        tree = rs.descendants(proc.pid)  # ansible-playbook's workers and the module they run
+        assert tree, "no worker process found under ansible-playbook"
+        if sig == signal.SIGKILL:
+            # the job dies as a whole (its container or host goes away): every process of it, at once
+            os.killpg(proc.pid, signal.SIGKILL)
+            rs.kill_pids(tree)
+        else:
+            # Ctrl-C: SIGINT to the foreground process group (Ansible's workers run in sessions of their
+            # own, so it reaches ansible-playbook only, which must stop them)
+            os.killpg(proc.pid, signal.SIGINT)
         rc = proc.wait(timeout=60)
         proc._log_fh.close()
         assert rc != 0, "an interrupted run must not report success:\n" + open(log).read()[-3000:]
+        deadline = time.monotonic() + 30
+        while rs.alive(tree) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        leftover = rs.alive(tree)
+        rs.kill_pids(leftover)  # (not to disturb the re-run if the assertion below fails)
+        assert not leftover, "processes of the interrupted run kept running 30s after it ended: %s" % leftover
         first = rs.restart_patches(audit.entries(mark1))
-        assert all(n == 1 for n in first.values()), first
+        assert all(n == 1 for n in first.values()), _twice(first, audit.entries(mark1))
 
         # what is left for the re-run: the module may not touch anything that is already current
         touched = _restarted_at(sim, namespaces)
@@ -97,7 +119,7 @@ def test_wave_interrupted_then_rerun_completes_without_double_restarts(tmp_path,
         res = rs.run_playbook(tmp_path, "wave1", rs.upgrade_vars(sim, waves=waves, **extra))
         assert res.rc == 0, res
         second = rs.restart_patches(audit.entries(mark2))
-        assert all(n == 1 for n in second.values()), second
+        assert all(n == 1 for n in second.values()), _twice(second, audit.entries(mark2))
         print("re-run restarted %d: %s" % (len(second), sorted(second)))
         assert set(second) <= stale_at_rerun, (
             "re-run restarted workloads that were already current: %s" % sorted(set(second) - stale_at_rerun))
