@@ -129,6 +129,11 @@ def test_no_credentials_in_output_results_or_logs_at_vvv(tmp_path):
                                     istioctl_version=rs.OLD_VERSION)
         assert raw.rc != 0, raw  # refused: still in use
         check("istio_revision absent failure (kubeconfig dict)", raw.output)
+        # the K8S_AUTH_* environment fallbacks (as an AWX credential would set them)
+        result, raw = rs.run_module(tmp_path, "istio_revision_info", {"namespace": "istio-system"}, verbosity=3, env=dict(
+            env, K8S_AUTH_HOST=sim.server, K8S_AUTH_API_KEY=sim.token, K8S_AUTH_SSL_CA_CERT=str(ca_path)))
+        assert raw.rc == 0 and result and not result.get("failed"), raw
+        check("istio_revision_info (K8S_AUTH_* environment)", raw.output)
         # a wrong token is refused and not echoed either
         wrong = "wrong-" + sim.token[::-1]
         result, raw = rs.run_module(tmp_path, "istio_revision_info", dict(auth, api_key=wrong), verbosity=3, env=env)
