@@ -6,7 +6,8 @@
 * Uninstalling a revision that is still in use is refused with the list of users (tag, default
   validator, namespace label, pods), and nothing is removed.
 * A tag that points at a revision whose istiod is gone (the "no endpoints available for service istiod"
-  outage) is diagnosed by precheck and by verify.
+  outage) is diagnosed by precheck and by verify; a wave refuses to run into it, and a restart forced
+  anyway fails naming the workload and the webhook rejection while the old pods keep serving.
 """
 
 import os
@@ -134,5 +135,20 @@ def test_tag_pointing_at_a_revision_without_istiod_is_diagnosed(tmp_path):
             assert "default" in out and rs.NEW_REV in out, (phase, out[-4000:])
             assert re.search(r"istiod-%s.*(not found|missing|gone|no endpoints|not ready|does not exist|not running)"
                              % rs.NEW_REV, out, re.I | re.S), (phase, out[-4000:])
+
+        # a wave refuses to restart into it ...
+        before = rs.snapshot(sim)
+        res = rs.run_playbook(tmp_path, "wave1", rs.upgrade_vars(sim))
+        assert res.rc != 0 and rs.NEW_REV in rs.error_text(res), res
+        assert [d for d in rs.diff_snapshots(before, rs.snapshot(sim)) if "meshops-istio-upgrade" not in d] == []
+        # ... and a restart forced anyway fails naming the workload and the webhook rejection, while the
+        # old pods keep serving
+        result, raw = rs.run_module(tmp_path, "rollout_restart", {
+            "kubeconfig": sim.kubeconfig, "namespaces": ["foo"], "revision": rs.NEW_REV, "wait_timeout": 30})
+        assert raw.rc != 0 and result and result.get("failed"), raw
+        assert re.search(r"foo/Deployment/foo|Deployment foo/foo", result["msg"]), result["msg"]
+        assert "webhook" in result["msg"] and "istiod-%s" % rs.NEW_REV in result["msg"], result["msg"]
+        ready_old = [p for p in rs.live_pods(sim, "foo") if rs.pod_ready(p) and rs.proxy_image(p) == OLD_IMAGE]
+        assert len(ready_old) == 2, [p["metadata"]["name"] for p in rs.live_pods(sim, "foo")]
     finally:
         sim.stop()
