@@ -4,6 +4,7 @@ to a revision the references describe (istio-injection wins over istio.io/rev un
 from __future__ import annotations
 
 import json
+import time
 import subprocess
 
 
@@ -39,6 +40,8 @@ def test_legacy_injection_and_migration_to_a_revision(kubesim_factory):
     assert set(proxies(sim, "bar")) == {("default", "docker.io/istio/proxyv2:1.14.6")}
     # removing istio-injection hands the namespace to the revision
     sim.kubectl("label", "namespace", "bar", "istio-injection-", check=True)
+    # kubectl refuses a second restart within the same second (restartedAt has second precision)
+    time.sleep(1.1)
     sim.kubectl("rollout", "restart", "deployment", "bar", "-n", "bar", check=True)
     sim.kubectl("rollout", "status", "deployment", "bar", "-n", "bar", "--timeout=60s", check=True)
     assert set(proxies(sim, "bar")) == {("1-15-4", "docker.io/istio/proxyv2:1.15.4")}

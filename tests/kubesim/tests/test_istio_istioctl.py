@@ -158,9 +158,15 @@ def test_tag_set_and_proxy_status(kubesim_factory):
     assert vwc["webhooks"][0]["clientConfig"]["service"]["name"] == "istiod-1-15-4"
     sim.kubectl("rollout", "restart", "deployment", "baz", "-n", "baz", check=True)
     sim.kubectl("rollout", "status", "deployment", "baz", "-n", "baz", "--timeout=60s", check=True)
-    out = run(sim, "proxy-status").stdout.splitlines()
-    assert out[0].split() == ["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "ISTIOD", "VERSION"]
-    rows = {ln.split()[0]: ln.split() for ln in out[1:]}
+
+    def status_rows():
+        out = run(sim, "proxy-status").stdout.splitlines()
+        assert out[0].split() == ["NAME", "CLUSTER", "CDS", "LDS", "EDS", "RDS", "ISTIOD", "VERSION"]
+        rows = {ln.split()[0]: ln.split() for ln in out[1:]}
+        # old pods stay connected while they terminate: wait until only baz's two new proxies are left
+        return rows if len([n for n in rows if n.endswith(".baz")]) == 2 else None
+
+    rows = sim.wait_for(status_rows, timeout=30, message="baz's old proxies to go")
     baz = [r for n, r in rows.items() if n.endswith(".baz")]
     assert len(baz) == 2 and all(r[-1] == "1.15.4" and r[-2].startswith("istiod-1-15-4-") for r in baz)
     foo = [r for n, r in rows.items() if n.endswith(".foo")]
