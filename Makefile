@@ -57,7 +57,7 @@ unit: venv collection
 	$(BIN)/python -m pytest -q tests/unit
 
 integration: venv collection kubectl prometheus
-	$(BIN)/python -m pytest -q tests/integration tests/kubesim/tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests/integration tests/kubesim/tests
 
 test: venv collection kubectl prometheus
 	$(MAKE) sanity
