@@ -769,11 +769,6 @@ def run_module(tmpdir, module, args, verbosity=0, env=None, check=False, istioct
     return parse_adhoc(proc.stdout), res
 
 
-def failure_messages(result):
-    """All 'msg' strings of failed tasks in a playbook run's output, joined (for assertions)."""
-    return result.output
-
-
 def deep_copy(obj):
     return copy.deepcopy(obj)
 
