@@ -7,7 +7,7 @@ moved to it, so every workload is stale and a careless wave would restart things
 the new revision" could never succeed.  Each case snapshots the
 uid and resourceVersion of every object the server holds before and after and requires them equal.
 
-With ``MESHOPS_BAD_INPUT_TABLE=path`` the errors seen are written as a Markdown table (docs/bad-input.md
+With ``MESHOPS_BAD_INPUT_TABLE=path`` the errors seen are written as a Markdown table (the README's "Bad input" table
 is made that way).
 """
 
