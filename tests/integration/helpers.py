@@ -158,11 +158,16 @@ SNAPSHOT_KINDS = ('Namespace', 'Deployment', 'StatefulSet', 'DaemonSet', 'Replic
 
 
 def snapshot(sim, kinds=SNAPSHOT_KINDS):
-    """{(kind, namespace, name): resourceVersion} of everything the modules could touch."""
+    """{(kind, namespace, name): resourceVersion} of everything the modules could touch.
+
+    Objects already being deleted (pods of a finished rollout in their grace period) are left out: they
+    vanish on their own schedule, whatever a module does."""
     out = {}
     for kind in kinds:
         for item in list_items(sim, kind):
             meta = item['metadata']
+            if meta.get('deletionTimestamp'):
+                continue
             out[(kind, meta.get('namespace'), meta['name'])] = meta['resourceVersion']
     return out
 
