@@ -497,6 +497,14 @@ class ClusterClient:
         except Exception:
             pass
 
+    # a module's main() holds the client for one run: ``with ClusterClient.from_params(p) as client:``
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False
+
     # low level ---------------------------------------------------------------------------------
 
     def _headers(self, content_type=None, accept='application/json'):

@@ -142,16 +142,12 @@ def main():
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True, required_if=[("state", "present", ("revision",))])
     protect_secrets(module)
     require_libraries(module)
-    client = None
     try:
         check_auth_params(module.params)
-        client = ClusterClient.from_params(module.params)
-        result = run(module.params, client, check_mode=module.check_mode, diff=module._diff)
+        with ClusterClient.from_params(module.params) as client:
+            result = run(module.params, client, check_mode=module.check_mode, diff=module._diff)
     except MeshopsError as exc:
         module.fail_json(**exc.to_result())
-    finally:
-        if client is not None:
-            client.close()
     module.exit_json(**result)
 
 

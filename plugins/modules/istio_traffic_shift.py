@@ -472,15 +472,11 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     protect_secrets(module)
     require_libraries(module)
-    client = None
     try:
-        client = ClusterClient.from_params(module.params)
-        result = run(module, client)
+        with ClusterClient.from_params(module.params) as client:
+            result = run(module, client)
     except MeshopsError as exc:
         module.fail_json(**exc.to_result())
-    finally:
-        if client is not None:
-            client.close()
     module.exit_json(**result)
 
 

@@ -329,20 +329,16 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     protect_secrets(module)
     require_libraries(module)
-    client = None
     try:
         check_auth_params(module.params)
-        client = ClusterClient.from_params(module.params)
-        result = run(module.params, client, check_mode=module.check_mode, diff=module._diff)
+        with ClusterClient.from_params(module.params) as client:
+            result = run(module.params, client, check_mode=module.check_mode, diff=module._diff)
     except UpgradeStateError as exc:
         module.fail_json(msg=str(exc))
     except MeshopsError as exc:
         failure = exc.to_result()
         failure["msg"] = "upgrade record configmap %s/%s: %s" % (module.params["namespace"], module.params["name"], failure["msg"])
         module.fail_json(**failure)
-    finally:
-        if client is not None:
-            client.close()
     module.exit_json(**result)
 
 

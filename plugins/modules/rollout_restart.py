@@ -240,21 +240,17 @@ def main():
     protect_secrets(module)
     require_libraries(module)
     params = module.params
-    client = None
     try:
         check_auth_params(params)
-        client = ClusterClient.from_params(params)
-        result = run_rollout(
-            RolloutApi(client), namespaces=params['namespaces'],
-            namespace_selector=params['namespace_selector'], kinds=params['kinds'],
-            selector=params['selector'], names=params['names'], only_stale=params['only_stale'],
-            revision=params['revision'], wait=params['wait'], wait_timeout=params['wait_timeout'],
-            concurrency=params['concurrency'], check_mode=module.check_mode, diff=module._diff)
+        with ClusterClient.from_params(params) as client:
+            result = run_rollout(
+                RolloutApi(client), namespaces=params['namespaces'],
+                namespace_selector=params['namespace_selector'], kinds=params['kinds'],
+                selector=params['selector'], names=params['names'], only_stale=params['only_stale'],
+                revision=params['revision'], wait=params['wait'], wait_timeout=params['wait_timeout'],
+                concurrency=params['concurrency'], check_mode=module.check_mode, diff=module._diff)
     except MeshopsError as exc:
         module.fail_json(**exc.to_result())
-    finally:
-        if client is not None:
-            client.close()
     if result.get('failed'):
         result.pop('failed')
         module.fail_json(**result)
