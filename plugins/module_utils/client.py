@@ -341,6 +341,9 @@ def _current_context_name(kubeconfig):
 
 
 def _bearer_token(cfg):
+    """The Authorization header value.  Each lookup runs the kubeconfig loader's refresh hook
+    (it re-reads an expired exec/OIDC token and re-applies the whole configuration), so
+    ClusterClient asks through ``_CachedAuth`` rather than once per request."""
     for ident in ('authorization', 'BearerToken'):
         try:
             value = cfg.get_api_key_with_prefix(ident)
@@ -349,6 +352,36 @@ def _bearer_token(cfg):
         if value:
             return value
     return None
+
+
+class _CachedAuth:
+    """The bearer token, looked up again at most every ``ttl`` seconds.
+
+    Without it a wave of a thousand restarts ran the kubeconfig refresh hook twice per request (two
+    thousand times; each one re-sets the host, which re-reads the proxy environment).  A token
+    that an exec plugin or OIDC provider renews is still picked up within ``ttl``; on a 401 the
+    client drops the cached value and asks once more before it gives up.
+    """
+
+    def __init__(self, cfg, ttl=10.0, clock=time.monotonic):
+        self.cfg = cfg
+        self.ttl = ttl
+        self.clock = clock
+        self._value = None
+        self._until = None
+        self._lock = threading.Lock()
+
+    def token(self):
+        with self._lock:
+            now = self.clock()
+            if self._until is None or now >= self._until:
+                self._value = _bearer_token(self.cfg)
+                self._until = now + self.ttl
+            return self._value
+
+    def invalidate(self):
+        with self._lock:
+            self._until = None
 
 
 # --- retry policy ----------------------------------------------------------------------------------
@@ -455,6 +488,7 @@ class ClusterClient:
         self.request_timeout = request_timeout
         self._secrets = set(s for s in secrets if s)
         self._pool = pool if pool is not None else self._make_pool(configuration)
+        self._auth = _CachedAuth(configuration)
         self._lock = threading.Lock()
         self.stats = {'requests': 0, 'retries': 0}
 
@@ -476,7 +510,9 @@ class ClusterClient:
             'cert_file': cfg.cert_file,
             'key_file': cfg.key_file,
             'retries': False,
-            'maxsize': 16,
+            # room for a wave's patch threads (rollout.MAX_PATCH_THREADS) beside its long-lived watches:
+            # a full pool would open (and TLS-handshake) a throwaway connection per request
+            'maxsize': 64,
         }
         if getattr(cfg, 'assert_hostname', None) is not None:
             pool_args['assert_hostname'] = cfg.assert_hostname
@@ -511,7 +547,7 @@ class ClusterClient:
         headers = {'Accept': accept, 'User-Agent': 'meshops.istio'}
         if content_type:
             headers['Content-Type'] = content_type
-        token = _bearer_token(self.configuration)
+        token = self._auth.token()
         if token:
             headers['Authorization'] = token
         username = getattr(self.configuration, 'username', None)
@@ -552,6 +588,7 @@ class ClusterClient:
         attempt = 0
         connect_failures = 0
         last_problem = None
+        auth_renewed = False
         while True:
             attempt += 1
             try:
@@ -583,6 +620,12 @@ class ClusterClient:
                     return response
                 return _decode(response.data)
             payload = response.data if not stream else _read_and_close(response)
+            if status == 401 and not auth_renewed and \
+                    getattr(self.configuration, 'refresh_api_key_hook', None) is not None:
+                # a renewable token (exec plugin, OIDC) may have expired within the cache's ttl
+                auth_renewed = True
+                self._auth.invalidate()
+                continue
             retry_after = parse_retry_after(response.headers.get('Retry-After'))
             if retry and status in RetryPolicy.RETRY_STATUSES and attempt < self.retry.max_attempts:
                 last_problem = ('status', status)

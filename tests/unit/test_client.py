@@ -292,3 +292,64 @@ def test_delete_whose_first_try_went_through_is_true():
     c, _pool, _sleeps = make([u3exc.ProtocolError('Connection aborted.', ConnectionResetError(104, 'x')),
                              FakeResponse(404, status_body(404, 'NotFound', 'gone'))])
     assert c.delete('Deployment', 'x', 'y') is True
+
+
+class RenewingToken:
+    """A kubeconfig loader's refresh hook: hands out a new token each time it is told it expired."""
+
+    def __init__(self, cfg):
+        self.calls = 0
+        self.generation = 1
+        cfg.api_key = {'BearerToken': 'tok-1'}
+        cfg.api_key_prefix = {'BearerToken': 'Bearer'}
+        cfg.refresh_api_key_hook = self
+
+    def __call__(self, cfg):
+        self.calls += 1
+        cfg.api_key['BearerToken'] = 'tok-%d' % self.generation
+
+
+def make_renewing(responses, clock):
+    cfg = cl.k8s_client.Configuration()
+    cfg.host = 'https://api.example:6443'
+    hook = RenewingToken(cfg)
+    pool = FakePool(responses)
+    c = cl.ClusterClient(cfg, pool=pool, sleep=lambda s: None)
+    c._auth.clock = clock
+    return c, pool, hook
+
+
+def test_token_hook_runs_once_per_ttl_not_per_request():
+    now = [100.0]
+    c, pool, hook = make_renewing([FakeResponse(200, {'metadata': {'name': 'x'}}) for _ in range(5)],
+                                  lambda: now[0])
+    for _ in range(3):
+        c.get('Namespace', 'x')
+    assert hook.calls <= 2  # one lookup ('authorization' then 'BearerToken'), not two per request
+    assert [k['headers']['Authorization'] for k in pool.calls] == ['Bearer tok-1'] * 3
+    calls = hook.calls
+    hook.generation = 2
+    now[0] += c._auth.ttl + 0.1
+    c.get('Namespace', 'x')
+    assert hook.calls > calls
+    assert pool.calls[-1]['headers']['Authorization'] == 'Bearer tok-2'
+
+
+def test_401_with_renewable_token_asks_the_hook_again_once():
+    now = [100.0]
+    c, pool, hook = make_renewing([FakeResponse(200, {'metadata': {'name': 'x'}}),
+                                   FakeResponse(401, status_body(401, 'Unauthorized', 'Unauthorized')),
+                                   FakeResponse(200, {'metadata': {'name': 'y'}})], lambda: now[0])
+    c.get('Namespace', 'x')  # the cache now holds tok-1
+    hook.generation = 2      # the provider renewed it; the cache's ttl is not over
+    assert c.get('Namespace', 'y')['metadata']['name'] == 'y'
+    assert [k['headers']['Authorization'] for k in pool.calls] == ['Bearer tok-1', 'Bearer tok-1', 'Bearer tok-2']
+
+
+def test_401_with_renewable_token_fails_after_one_renewal():
+    c, pool, _hook = make_renewing([FakeResponse(401, status_body(401, 'Unauthorized', 'Unauthorized')),
+                                    FakeResponse(401, status_body(401, 'Unauthorized', 'Unauthorized'))],
+                                   lambda: 0.0)
+    with pytest.raises(errors.AuthenticationFailed):
+        c.get('Namespace', 'x')
+    assert len(pool.calls) == 2
