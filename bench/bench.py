@@ -250,6 +250,14 @@ class Bench:
             raise RuntimeError(f"ansible-playbook {name} failed (rc {rc}):\n{out.decode(errors='replace')[-3000:]}")
         return wall, rss, modules, result
 
+    def ansible_floor(self, samples: int = 3) -> float:
+        """The quickest of a few runs of a one-task playbook (ansible.builtin.ping)."""
+        times = []
+        for _ in range(samples):
+            wall, _, _, _ = self.playbook(None, "ansible_floor.yml", {})
+            times.append(wall)
+        return min(times)
+
     # -- contenders -----------------------------------------------------------------------
     def module(self, cl: Cluster, concurrency: int) -> dict:
         before = cl.stats_total()
@@ -592,8 +600,12 @@ def main(argv=None) -> int:
     log(f"scenario large: {DEPLOYMENTS_PER_NS} deployments per namespace, {a.replicas} replicas, "
         f"pods ready after {a.pod_ready_seconds} s; sizes {sizes}")
     results = []
+    floor = None
     with tempfile.TemporaryDirectory(prefix="meshops-bench-") as tmp:
         b = Bench(a, Path(tmp))
+        if not a.contenders or "module" in a.contenders:
+            floor = b.ansible_floor()
+            log(f"ansible-playbook floor (a one-task playbook, ansible.builtin.ping, quickest of 3): {floor:.2f} s")
         for n in sizes:
             sa = argparse.Namespace(**vars(a))
             if sa.kubectl_sample is None:
@@ -625,7 +637,8 @@ def main(argv=None) -> int:
             + f"; linear from {n1}->{n2}: {slope * 1024:.1f} KiB per workload, ~{est:.0f} MiB at 10,000 (extrapolated)")
     log(f"load average at the end {loadavg()}; benchmark took {time.monotonic() - started:.0f} s")
     if a.json:
-        Path(a.json).write_text(json.dumps({"args": vars(a), "results": results, "machine": {
+        Path(a.json).write_text(json.dumps({"args": vars(a), "results": results, "ansible_floor_s": floor,
+                                            "machine": {
             "node": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()}}, indent=2,
             default=str))
     full = [r for r in results if not r.get("memory_only")]
