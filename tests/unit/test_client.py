@@ -321,9 +321,9 @@ def make_renewing(responses, clock):
 
 def test_token_hook_runs_once_per_ttl_not_per_request():
     now = [100.0]
-    c, pool, hook = make_renewing([FakeResponse(200, {'metadata': {'name': 'x'}}) for _ in range(5)],
+    c, pool, hook = make_renewing([FakeResponse(200, {'metadata': {'name': 'x'}}) for _index in range(5)],
                                   lambda: now[0])
-    for _ in range(3):
+    for _index in range(3):
         c.get('Namespace', 'x')
     assert hook.calls <= 2  # one lookup ('authorization' then 'BearerToken'), not two per request
     assert [k['headers']['Authorization'] for k in pool.calls] == ['Bearer tok-1'] * 3
