@@ -5,15 +5,10 @@ from ansible_collections.meshops.istio.plugins.modules import istio_revision_inf
 from ansible_collections.meshops.istio.plugins.module_utils import errors
 
 import fake_cluster as f
+from module_stub import stub_for
 
 
-class FakeModule:
-    def __init__(self, params):
-        base = dict((k, None) for k in mod.AUTH_ARG_SPEC)
-        base.update({'namespace': 'istio-system', 'namespaces': None, 'query': None})
-        base.update(params)
-        self.params = base
-        self.check_mode = False
+FakeModule = stub_for({'namespace': 'istio-system', 'namespaces': None, 'query': None})
 
 
 def run_with(monkeypatch, cluster, **params):

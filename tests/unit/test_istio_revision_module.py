@@ -8,6 +8,7 @@ from ansible_collections.meshops.istio.plugins.module_utils import errors
 from ansible_collections.meshops.istio.plugins.module_utils.istioctl import Istioctl
 
 import fake_cluster as f
+from module_stub import stub_for
 
 
 class FakeIstioctl:
@@ -36,14 +37,6 @@ class FakeIstioctl:
             self.cluster.delete('MutatingWebhookConfiguration', 'istio-sidecar-injector-' + rev)
             return 0, 'Removed', ''
         return 1, '', 'unknown command'
-
-
-@pytest.fixture
-def binary(tmp_path):
-    path = tmp_path / 'istioctl'
-    path.write_text('#!/bin/sh\n')
-    path.chmod(0o755)
-    return str(path)
 
 
 def manager(cluster, binary, check_mode=False, **kw):
@@ -142,15 +135,8 @@ def test_absent_detects_leftovers(binary):
     assert 'still exist' in str(info.value) and 'Deployment istiod-1-13-0' in str(info.value)
 
 
-class FakeModule:
-    def __init__(self, params, check_mode=False, diff=False):
-        base = dict((k, None) for k in mod.AUTH_ARG_SPEC)
-        base.update({'state': 'present', 'istioctl_path': 'istioctl', 'operator_file': None, 'set': None,
-                     'namespace': 'istio-system', 'force': False, 'wait': True, 'wait_timeout': 5})
-        base.update(params)
-        self.params = base
-        self.check_mode = check_mode
-        self._diff = diff
+FakeModule = stub_for({'state': 'present', 'istioctl_path': 'istioctl', 'operator_file': None, 'set': None,
+                       'namespace': 'istio-system', 'force': False, 'wait': True, 'wait_timeout': 5})
 
 
 def test_run_rejects_dotted_revision_before_anything(monkeypatch):

@@ -5,6 +5,7 @@ from ansible_collections.meshops.istio.plugins.modules import istio_revision_tag
 from ansible_collections.meshops.istio.plugins.module_utils import errors, mesh
 
 import fake_cluster as f
+from module_stub import stub_for
 
 MWC = 'MutatingWebhookConfiguration'
 VWC = 'ValidatingWebhookConfiguration'
@@ -147,15 +148,8 @@ def test_covers_ignores_server_defaults():
     assert not mod.covers({'a': 1}, {'a': 2})
 
 
-class FakeModule:
-    def __init__(self, params, check_mode=False, diff=False):
-        base = dict((k, None) for k in mod.AUTH_ARG_SPEC)
-        base.update({'tag': 'default', 'revision': None, 'state': 'present', 'namespace': 'istio-system',
-                     'force': False})
-        base.update(params)
-        self.params = base
-        self.check_mode = check_mode
-        self._diff = diff
+FakeModule = stub_for({'tag': 'default', 'revision': None, 'state': 'present', 'namespace': 'istio-system',
+                       'force': False})
 
 
 def test_run_validates_before_touching_cluster(monkeypatch):

@@ -30,14 +30,6 @@ class Recorder:
         return 0, '', ''
 
 
-@pytest.fixture
-def binary(tmp_path):
-    path = tmp_path / 'istioctl'
-    path.write_text('#!/bin/sh\n')
-    path.chmod(0o755)
-    return str(path)
-
-
 def test_parse_version_output():
     assert ic.parse_version_output(json.dumps({'clientVersion': {'version': '1.15.4', 'revision': 'abc'}})) == '1.15.4'
     assert ic.parse_version_output('client version: 1.14.6\n') == '1.14.6'
