@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BUILD := $(CURDIR)/.build
 # ansible-test ignores files that git ignores, so the sanity copy must live outside this checkout.
-SANITY_DIR ?= $(or $(TMPDIR),/tmp)/meshops-istio-sanity
+SANITY_DIR ?= $(or $(TMPDIR),/tmp)/meshops-istio-sanity-$(notdir $(CURDIR))
 COLL := $(BUILD)/ansible_collections/meshops/istio
 export PATH := $(BIN):$(PATH)
 export PYTHONPATH := $(CURDIR)/tests
