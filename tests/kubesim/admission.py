@@ -207,6 +207,10 @@ class WebhookAdmission:
 
 
 def install(store, options=None) -> WebhookAdmission:
+    from . import serviceaccounts
+    # the built-in ServiceAccount plugin runs before the MutatingAdmissionWebhook plugin (kube-apiserver's
+    # admission order), so a missing ServiceAccount is reported even when a webhook would also fail
+    serviceaccounts.install(store, options)
     plugin = WebhookAdmission(store, options)
     store.add_admission(plugin)
     return plugin

@@ -1132,7 +1132,8 @@ class ControllerManager:
         else:
             conds = remove_condition(conds, "ReplicaFailure")
         st["conditions"] = conds
-        st = {k: v for k, v in st.items() if v or k in ("observedGeneration", "replicas", "conditions")}
+        # DeploymentStatus has only omitempty fields: zero counts are absent (k8s.io/api apps/v1 types.go)
+        st = {k: v for k, v in st.items() if v or k == "conditions"}
         if st != old:
             d = dict(d)
             d["status"] = st
