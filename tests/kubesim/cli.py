@@ -14,8 +14,10 @@ import base64
 import importlib
 import os
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 
 import yaml
@@ -77,8 +79,10 @@ def _optional(modname):
         raise
 
 
-def build_cluster(options: SimOptions):
-    """-> (store, controller_manager_or_None).  Usable in-process (tests, benchmarks)."""
+def build_cluster(options: SimOptions, start_controllers: bool = True):
+    """-> (store, controller_manager_or_None).  Usable in-process (tests, benchmarks).  With
+    ``start_controllers=False`` the caller starts them (:func:`start_controllers`) -- after a scenario's Helm
+    releases were installed through the served API."""
     store = Store(options)
     for ns in DEFAULT_NAMESPACES:
         store.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
@@ -111,12 +115,17 @@ def build_cluster(options: SimOptions):
                 continue
             raise SystemExit(f"kubesim: scenario object {obj.get('kind')} "
                              f"{obj.get('metadata', {}).get('name')}: {e.message}")
-    controllers = _optional("controllers")
-    cm = None
-    if controllers is not None:
-        cm = controllers.ControllerManager(store, options)
-        cm.start()
+    cm = start_controllers_for(store, options) if start_controllers else None
     return store, cm
+
+
+def start_controllers_for(store, options):
+    controllers = _optional("controllers")
+    if controllers is None:
+        return None
+    cm = controllers.ControllerManager(store, options)
+    cm.start()
+    return cm
 
 
 def write_kubeconfig(path, url, ca_pem: bytes | None, token, user="kubesim-admin", cluster="kubesim"):
@@ -140,7 +149,10 @@ def write_kubeconfig(path, url, ca_pem: bytes | None, token, user="kubesim-admin
 def serve(options: SimOptions, token=None, use_tls=True) -> int:
     from .server import KubeSimServer
 
-    store, cm = build_cluster(options)
+    scenarios = _optional("scenarios")
+    releases = scenarios.helm_releases(options.scenario) if scenarios is not None and options.scenario not in (
+        "", "empty") else []
+    store, cm = build_cluster(options, start_controllers=not releases)
     token = token or secrets.token_urlsafe(32)
     material = tls.generate(hosts=(options.host, "localhost")) if use_tls else None
     server = KubeSimServer((options.host, options.port), store, options, token, material)
@@ -158,6 +170,22 @@ def serve(options: SimOptions, token=None, use_tls=True) -> int:
     if options.kubeconfig:
         write_kubeconfig(options.kubeconfig, url, material.ca_pem if material else None, token, options.user,
                          options.cluster_name)
+    if releases:
+        from . import helm_scenario
+        work = tempfile.mkdtemp(prefix="kubesim-helm-")
+        kubeconfig = os.path.join(work, "kubeconfig")
+        write_kubeconfig(kubeconfig, url, material.ca_pem if material else None, token, options.user,
+                         options.cluster_name)
+        try:
+            helm_scenario.install_releases(releases, kubeconfig, work)
+        except BaseException:
+            server.stopping = True
+            store.close()
+            server.shutdown()
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        cm = start_controllers_for(store, options)
     sys.stdout.write(f"kubesim ready {url}\n")
     sys.stdout.flush()
     try:

@@ -166,6 +166,11 @@ def istio_objects(spec: dict) -> list[dict]:
     return objs
 
 
+def helm_releases(name: str) -> list[dict]:
+    """The scenario's ``helm:`` releases, installed by real Helm once the API serves (kubesim.helm_scenario)."""
+    return list(_read(name).get("helm") or [])
+
+
 def load_scenario(name: str, options=None) -> list[dict]:
     """Objects to create, in order, for scenario ``name``."""
     sc = _read(name)
@@ -191,7 +196,14 @@ def load_scenario(name: str, options=None) -> list[dict]:
     if gen:
         for i in range(n_ns):
             add_ns(gen["namespace_format"].format(i=i + 1), gen.get("namespace_labels"))
-    objs += node_objects(base.get("nodes") or {})
+    nodes = dict(base.get("nodes") or {})
+    nodes.update(sc.get("nodes") or {})
+    if sc.get("kubernetes_version"):
+        # the API server and every kubelet at that version (Istio's native-sidecar detection reads the kubelets)
+        nodes["kubelet_version"] = str(sc["kubernetes_version"])
+        if options is not None:
+            options.kubernetes_version = str(sc["kubernetes_version"])
+    objs += node_objects(nodes)
     for spec in sc.get("istio") or []:
         objs += istio_objects(spec)
     for app in sc.get("apps") or []:
