@@ -102,15 +102,36 @@ def _ds(o):
 
 
 def _pod_status(o):
+    """STATUS, ready count and RESTARTS as kubectl's pod printer computes them (kubernetes
+    pkg/printers/internalversion/printers.go printPod), restartable init containers (native sidecars) included."""
     meta, spec, st = o.get("metadata") or {}, o.get("spec") or {}, o.get("status") or {}
     reason = st.get("reason") or st.get("phase") or "Unknown"
     init_statuses = st.get("initContainerStatuses") or []
+    init_specs = {c.get("name"): c for c in spec.get("initContainers") or []}
     n_init = len(spec.get("initContainers") or [])
+    restartable = lambda name: (init_specs.get(name) or {}).get("restartPolicy") == "Always"  # noqa: E731
     initializing = False
+    ready = 0
+    restarts = 0
+    sidecar_restarts = 0
+    last_restart = None
+    sidecar_last_restart = None
     for i, cs in enumerate(init_statuses):
+        restarts += cs.get("restartCount", 0)
+        lt = _parse_ts(((cs.get("lastState") or {}).get("terminated") or {}).get("finishedAt"))
+        if lt and (last_restart is None or lt > last_restart):
+            last_restart = lt
+        if restartable(cs.get("name")):
+            sidecar_restarts += cs.get("restartCount", 0)
+            if lt and (sidecar_last_restart is None or lt > sidecar_last_restart):
+                sidecar_last_restart = lt
         state = cs.get("state") or {}
         term = state.get("terminated")
         if term and term.get("exitCode", 0) == 0:
+            continue
+        if restartable(cs.get("name")) and cs.get("started"):
+            if cs.get("ready"):
+                ready += 1
             continue
         if term:
             reason = "Init:" + (term.get("reason") or f"ExitCode:{term.get('exitCode')}")
@@ -120,10 +141,10 @@ def _pod_status(o):
             reason = f"Init:{i}/{n_init}"
         initializing = True
         break
-    ready = 0
-    restarts = 0
-    last_restart = None
-    if not initializing:
+    initialized = any(c.get("type") == "Initialized" and c.get("status") == "True" for c in st.get("conditions") or [])
+    if not initializing or initialized:
+        restarts = sidecar_restarts
+        last_restart = sidecar_last_restart
         has_running = False
         for cs in reversed(st.get("containerStatuses") or []):
             restarts += cs.get("restartCount", 0)
@@ -147,9 +168,6 @@ def _pod_status(o):
                 has_running = True
         if reason == "Completed" and has_running:
             reason = "Running"
-    else:
-        for cs in st.get("containerStatuses") or []:
-            restarts += cs.get("restartCount", 0)
     if meta.get("deletionTimestamp"):
         reason = "Terminating"
     rtext = str(restarts)
@@ -168,7 +186,9 @@ def _pod(o):
         gtext = f"{sum(1 for g in gates if conds.get(g.get('conditionType')) == 'True')}/{len(gates)}"
     else:
         gtext = "<none>"
-    return [o["metadata"]["name"], f"{ready}/{len(spec.get('containers') or [])}", reason, restarts, age(o),
+    total = len(spec.get("containers") or []) + sum(1 for c in spec.get("initContainers") or []
+                                                   if c.get("restartPolicy") == "Always")
+    return [o["metadata"]["name"], f"{ready}/{total}", reason, restarts, age(o),
             st.get("podIP") or "<none>", spec.get("nodeName") or "<none>", st.get("nominatedNodeName") or "<none>",
             gtext]
 
