@@ -239,14 +239,17 @@ class ControllerManager:
         self._hash_cache: dict = {}
         self._ep_pending: set = set()
         self.errors = 0
+        self.batch = None  # kubesim.batch.BatchControllers, made in start()
 
     # ---------------------------------------------------------------- lifecycle
     def start(self):
-        from . import istiod_webhooks
+        from . import batch, istiod_webhooks
+        self.batch = batch.BatchControllers(self)
         self.store.add_admission(self._kubelet_admission)
         self.store.add_listener(self._on_event)
         istiod_webhooks.install(self.store).sync()
         self._enqueue_all()
+        self.batch.start()
         self.settle()
         self._thread = threading.Thread(target=self._run, name="kubesim-controllers", daemon=True)
         self._thread.start()
@@ -276,7 +279,7 @@ class ControllerManager:
                     progressed = True
                 # retries parked on create back-off timers: run them now (kubelet timers stay)
                 with self._cv:
-                    retry = [t for t in self._timers if t[2][0] in ("rs", "sts", "ds") and t[2] in self._backoff]
+                    retry = [t for t in self._timers if t[2][0] in ("rs", "sts", "ds", "job") and t[2] in self._backoff]
                     if retry:
                         self._timers = [t for t in self._timers if t not in retry]
                         heapq.heapify(self._timers)
@@ -352,6 +355,8 @@ class ControllerManager:
             key = rtype if isinstance(rtype, str) else rtype.key
             meta = (obj or {}).get("metadata") or {}
             ns, name = meta.get("namespace"), meta.get("name")
+            if key in ("jobs.batch", "cronjobs.batch", PODS) and self.batch is not None:
+                self.batch.on_event(event_type, key, obj)
             if key == PODS:
                 if event_type != "DELETED":
                     if meta.get("uid") not in self._armed:
@@ -439,6 +444,8 @@ class ControllerManager:
                 self.sync_endpoints(key[1])
             elif kind == "ns":
                 self.sync_namespace(key[1])
+            elif self.batch is not None:
+                self.batch.process(key)
         except ApiError as e:
             if e.code in (404, 409):
                 # stale read or a concurrent writer: try again shortly
@@ -804,7 +811,8 @@ class ControllerManager:
                 return False
             self._event(owner, "Warning", "FailedCreate", f"Error creating: {e.message}",
                         {"ReplicaSet": "replicaset-controller", "StatefulSet": "statefulset-controller",
-                         "DaemonSet": "daemonset-controller"}.get(kind, "controller-manager"))
+                         "DaemonSet": "daemonset-controller", "Job": "job-controller"}.get(kind,
+                                                                                           "controller-manager"))
             self._last_create_error[key] = e.message
             self._after(delay, key)
             return False

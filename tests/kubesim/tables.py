@@ -253,6 +253,59 @@ def _node(o):
             info.get("kernelVersion", ""), info.get("containerRuntimeVersion", "")]
 
 
+def _job(o):
+    """printJob (pkg/printers/internalversion/printers.go)."""
+    spec, st = o.get("spec") or {}, o.get("status") or {}
+    conds = {c.get("type"): c.get("status") for c in st.get("conditions") or []}
+    status = "Running"
+    for ctype in ("Complete", "Failed", "FailureTarget", "SuccessCriteriaMet", "Suspended"):
+        if conds.get(ctype) == "True":
+            status = ctype
+            break
+    comp = spec.get("completions")
+    completions = (f"{st.get('succeeded', 0)}/{comp}" if comp is not None
+                   else f"{st.get('succeeded', 0)}/1 of {spec.get('parallelism', 1)}")
+    start, end = _parse_ts(st.get("startTime")), _parse_ts(st.get("completionTime"))
+    if start is None:
+        duration = ""
+    else:
+        stop = end or datetime.datetime.now(datetime.timezone.utc)
+        duration = human_duration((stop - start).total_seconds())
+    tspec = (spec.get("template") or {}).get("spec") or {}
+    return [o["metadata"]["name"], status, completions, duration, age(o),
+            ",".join(c.get("name", "") for c in tspec.get("containers") or []),
+            ",".join(c.get("image", "") for c in tspec.get("containers") or []),
+            selector_to_string(spec.get("selector"))]
+
+
+def _cronjob(o):
+    spec, st = o.get("spec") or {}, o.get("status") or {}
+    last = _parse_ts(st.get("lastScheduleTime"))
+    last_s = human_duration((datetime.datetime.now(datetime.timezone.utc) - last).total_seconds()) if last \
+        else "<none>"
+    tspec = (((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
+    return [o["metadata"]["name"], spec.get("schedule", ""), spec.get("timeZone") or "<none>",
+            "True" if spec.get("suspend") else "False", len(st.get("active") or []), last_s, age(o),
+            ",".join(c.get("name", "") for c in tspec.get("containers") or []),
+            ",".join(c.get("image", "") for c in tspec.get("containers") or []), "<none>"]
+
+
+def _hpa(o):
+    spec, st = o.get("spec") or {}, o.get("status") or {}
+    ref = spec.get("scaleTargetRef") or {}
+    targets = []
+    for m in spec.get("metrics") or []:
+        res = (m.get("resource") or {})
+        tgt = res.get("target") or {}
+        if m.get("type") == "Resource" and tgt.get("averageUtilization") is not None:
+            targets.append(f"{res.get('name')}: <unknown>/{tgt['averageUtilization']}%")
+        else:
+            targets.append("<unknown>")
+    return [o["metadata"]["name"], f"{ref.get('kind', '')}/{ref.get('name', '')}",
+            ", ".join(targets) or "<none>", spec.get("minReplicas", 1), spec.get("maxReplicas", 0),
+            st.get("currentReplicas", 0), age(o)]
+
+
 def _pdb(o):
     spec, st = o.get("spec") or {}, o.get("status") or {}
     return [o["metadata"]["name"], str(spec["minAvailable"]) if "minAvailable" in spec else "N/A",
@@ -316,6 +369,15 @@ TABLES = {
     "nodes": ([NAME_COL, _col("Status"), _col("Roles"), AGE_COL, _col("Version"), _col("Internal-IP", priority=1),
                _col("External-IP", priority=1), _col("OS-Image", priority=1), _col("Kernel-Version", priority=1),
                _col("Container-Runtime", priority=1)], _node),
+    "jobs.batch": ([NAME_COL, _col("Status"), _col("Completions"), _col("Duration"), AGE_COL,
+                    _col("Containers", priority=1), _col("Images", priority=1), _col("Selector", priority=1)], _job),
+    "cronjobs.batch": ([NAME_COL, _col("Schedule"), _col("Timezone"), _col("Suspend", "boolean"),
+                        _col("Active", "integer"), _col("Last Schedule", "date"), AGE_COL,
+                        _col("Containers", priority=1), _col("Images", priority=1), _col("Selector", priority=1)],
+                       _cronjob),
+    "horizontalpodautoscalers.autoscaling": ([NAME_COL, _col("Reference"), _col("Targets"),
+                                              _col("MinPods", "integer"), _col("MaxPods", "integer"),
+                                              _col("Replicas", "integer"), AGE_COL], _hpa),
     "poddisruptionbudgets.policy": ([NAME_COL, _col("Min Available"), _col("Max Unavailable"),
                                      _col("Allowed Disruptions", "integer"), AGE_COL], _pdb),
     "controllerrevisions.apps": ([NAME_COL, _col("Controller"), _col("Revision", "integer"), AGE_COL], _cr_rev),
