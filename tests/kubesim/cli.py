@@ -97,7 +97,26 @@ def build_cluster(options: SimOptions, start_controllers: bool = True):
         objs = []
     else:
         raise SystemExit(f"kubesim: scenario {options.scenario!r} needs kubesim.scenarios")
+    deferred = []
+    if not start_controllers:
+        # bare pods are created after the scenario's Helm releases (so istiod injects them): see serve()
+        deferred = [o for o in objs if o.get("kind") == "Pod"]
+        objs = [o for o in objs if o.get("kind") != "Pod"]
+    store.kubesim_deferred_pods = deferred
+    create_scenario_objects(store, objs)
+    cm = start_controllers_for(store, options) if start_controllers else None
+    return store, cm
+
+
+def create_scenario_objects(store, objs):
     for obj in objs:
+        owner = obj.pop("_owner", None)  # scenario objects owned by an earlier one (kubesim.scenarios)
+        if owner:
+            ort = store.registry.by_kind(obj.get("apiVersion", ""), owner["kind"])
+            found = store.get(ort, obj["metadata"].get("namespace"), owner["name"])
+            obj["metadata"]["ownerReferences"] = [{"apiVersion": found["apiVersion"], "kind": owner["kind"],
+                                                   "name": owner["name"], "uid": found["metadata"]["uid"],
+                                                   "controller": True, "blockOwnerDeletion": True}]
         rt = store.registry.by_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
         if rt is None:
             raise SystemExit(f"kubesim: scenario object of unknown kind {obj.get('apiVersion')}/{obj.get('kind')}")
@@ -115,16 +134,16 @@ def build_cluster(options: SimOptions, start_controllers: bool = True):
                 continue
             raise SystemExit(f"kubesim: scenario object {obj.get('kind')} "
                              f"{obj.get('metadata', {}).get('name')}: {e.message}")
-    cm = start_controllers_for(store, options) if start_controllers else None
-    return store, cm
 
 
-def start_controllers_for(store, options):
+def start_controllers_for(store, options, after_settle=None):
     controllers = _optional("controllers")
     if controllers is None:
+        if after_settle is not None:
+            after_settle()
         return None
     cm = controllers.ControllerManager(store, options)
-    cm.start()
+    cm.start(after_settle=after_settle)
     return cm
 
 
@@ -185,7 +204,8 @@ def serve(options: SimOptions, token=None, use_tls=True) -> int:
             raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        cm = start_controllers_for(store, options)
+        cm = start_controllers_for(store, options,
+                                   after_settle=lambda: create_scenario_objects(store, store.kubesim_deferred_pods))
     sys.stdout.write(f"kubesim ready {url}\n")
     sys.stdout.flush()
     try:

@@ -242,7 +242,9 @@ class ControllerManager:
         self.batch = None  # kubesim.batch.BatchControllers, made in start()
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self):
+    def start(self, after_settle=None):
+        """Start; ``after_settle()`` runs once the initial state has settled (istiod ready), and is settled too
+        (scenario pods that need a serving injector)."""
         from . import batch, istiod_webhooks
         self.batch = batch.BatchControllers(self)
         self.store.add_admission(self._kubelet_admission)
@@ -251,6 +253,9 @@ class ControllerManager:
         self._enqueue_all()
         self.batch.start()
         self.settle()
+        if after_settle is not None:
+            after_settle()
+            self.settle()
         self._thread = threading.Thread(target=self._run, name="kubesim-controllers", daemon=True)
         self._thread.start()
         return self
