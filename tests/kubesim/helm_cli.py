@@ -14,8 +14,8 @@ Global flags as helm has them: ``--kubeconfig``, ``--kube-context``, ``-n/--name
 
 Known differences from the helm binary (the SDK does not expose them): ``--no-hooks``, ``--skip-crds``,
 ``--force-replace``, ``--take-ownership``, ``--server-side``, ``--force-conflicts``, ``--post-renderer`` and
-``--history-max`` on install are refused with an error rather than silently ignored; the field manager of
-server-side apply is the Python interpreter's name (Helm takes ``os.Args[0]``), not ``helm``.
+``--history-max`` on install are refused with an error rather than silently ignored.  ``bin/helm`` runs the
+interpreter as ``.../helm`` so that the SDK's server-side-apply field manager (``os.Args[0]``) is ``helm``.
 """
 
 from __future__ import annotations
