@@ -228,3 +228,22 @@ def test_template_and_errors(helm_sim):
     cp = helm(helm_sim, "upgrade", "-i", "bad", f"{CHARTS}/gateway", "-n", "default", "--set", "kind=Nope",
               check=False)
     assert cp.returncode == 1 and cp.stderr.startswith("Error: INSTALLATION FAILED:")
+
+
+def test_kubectl_applies_and_reads_what_the_charts_render(helm_sim):
+    """Every kind the charts render is served: the real kubectl validates (Strict) and applies them."""
+    sim = helm_sim
+    rendered = helm(sim, "template", "istiod-kctl", f"{CHARTS}/istiod", "-n", "istio-system",
+                    "--set", "revision=kctl", "--set", "revisionTags={kctl-tag}", "--set", "autoscaleMin=2",
+                    "--set", "global.networkPolicy.enabled=true",
+                    "--set", "experimental.stableValidationPolicy=true").stdout
+    kinds = {d["kind"] for d in yaml.safe_load_all(rendered) if d}
+    assert {"HorizontalPodAutoscaler", "NetworkPolicy", "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding", "PodDisruptionBudget"} <= kinds
+    cp = sim.kubectl("apply", "--validate=strict", "-f", "-", input=rendered)
+    assert cp.returncode == 0, cp.stderr
+    assert kjson(sim, "get", "networkpolicy", "istiod-kctl", "-n", "istio-system")["spec"]["podSelector"] == {
+        "matchLabels": {"app": "istiod", "istio.io/rev": "kctl"}}
+    assert kjson(sim, "get", "hpa", "istiod-kctl", "-n", "istio-system")["spec"]["minReplicas"] == 2
+    assert kjson(sim, "get", "validatingadmissionpolicy", "stable-channel-policy-kctl-istio-system.istio.io")
+    sim.kubectl("delete", "-f", "-", "--wait=false", input=rendered, check=True)
