@@ -199,3 +199,21 @@ def test_orphaned_validator_rejects_config_after_istioctl_uninstall_of_helm_rele
     assert cp.returncode != 0
     assert 'failed calling webhook "rev.validation.istio.io"' in cp.stderr
     assert 'service "istiod-1-29-6" not found' in cp.stderr
+
+
+def test_istioctl_1_29_install_labels_everything_so_uninstall_prunes_it_all(kubesim_factory):
+    sim = kubesim_factory("empty", pod_ready_seconds=0.2)
+    out = istioctl(sim, "install", "--set", "revision=1-29-6", "-y").stdout
+    assert "Making this installation the default for injection and validation." in out
+    sa = kjson(sim, "get", "serviceaccount", "istiod-1-29-6", "-n", "istio-system")
+    assert sa["metadata"]["labels"]["istio.io/rev"] == "1-29-6"  # getOwnerLabels on every object
+    assert sa["metadata"]["labels"]["operator.istio.io/component"] == "Pilot"
+    assert sa["metadata"]["labels"]["release"] == "istio"
+    assert kjson(sim, "get", "service", "istiod-revision-tag-default", "-n", "istio-system")
+    istioctl(sim, "uninstall", "--revision", "1-29-6", "-y")
+    left = [o["metadata"]["name"] for kind in ("clusterrole", "clusterrolebinding", "mutatingwebhookconfiguration",
+                                               "validatingwebhookconfiguration")
+            for o in kjson(sim, "get", kind)["items"] if "istio" in o["metadata"]["name"]]
+    left += [o["metadata"]["name"] for kind in ("serviceaccount", "role", "service", "configmap", "deployment")
+             for o in kjson(sim, "get", kind, "-n", "istio-system")["items"] if "istio" in o["metadata"]["name"]]
+    assert left == []
