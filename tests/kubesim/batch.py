@@ -221,35 +221,44 @@ def job_finished(job: dict) -> str | None:
 
 
 class BatchControllers:
-    """The job and cronjob controllers inside kubesim's ControllerManager (``cm``)."""
+    """The job and cronjob controllers, an extra controller of kubesim's ControllerManager (``add_controller``)."""
 
-    def __init__(self, cm):
-        self.cm = cm
-        self.store = cm.store
+    kinds = ("job", "cj", "cj-tick", "pod-exit")
+
+    def __init__(self):
+        self.cm = None
+        self.store = None
         self._exit_armed: set = set()  # pod uids with a pending "containers exit" timer
 
-    # -- wiring ---------------------------------------------------------------------------
-    def start(self):
+    # -- ControllerManager extension protocol ------------------------------------------------
+    def attach(self, cm):
+        self.cm = cm
+        self.store = cm.store
+
+    def initial_keys(self):
+        keys = []
         for kind, key in (("job", JOBS), ("cj", CRONJOBS)):
             for obj in self.cm._ro_list(key):
-                self.cm._push((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
+                keys.append((kind, obj["metadata"]["namespace"], obj["metadata"]["name"]))
         self._arm_cron()
+        return keys
 
-    def on_event(self, event_type, key, obj) -> None:
+    def keys_for(self, event_type, key, obj) -> list:
         meta = (obj or {}).get("metadata") or {}
         ns, name = meta.get("namespace"), meta.get("name")
+        out = []
         if key == JOBS:
             if event_type != "DELETED":
-                self.cm._push(("job", ns, name))
+                out.append(("job", ns, name))
             for ref in meta.get("ownerReferences") or []:
                 if ref.get("controller") and ref.get("kind") == "CronJob":
-                    self.cm._push(("cj", ns, ref.get("name")))
+                    out.append(("cj", ns, ref.get("name")))
         elif key == CRONJOBS and event_type != "DELETED":
-            self.cm._push(("cj", ns, name))
+            out.append(("cj", ns, name))
         elif key == PODS:
             for ref in meta.get("ownerReferences") or []:
                 if ref.get("controller") and ref.get("kind") == "Job":
-                    self.cm._push(("job", ns, ref.get("name")))
+                    out.append(("job", ns, ref.get("name")))
             if event_type == "DELETED":
                 self._exit_armed.discard(meta.get("uid"))
             elif runs_to_completion(obj) and (obj.get("status") or {}).get("phase") == "Running" and \
@@ -257,9 +266,10 @@ class BatchControllers:
                 delay = next_exit_delay(obj, time.time())
                 if delay is not None:
                     self._exit_armed.add(meta.get("uid"))
-                    self.cm._after(delay, ("pod-exit", ns, name, meta.get("uid")))
+                    self.cm.after(delay, ("pod-exit", ns, name, meta.get("uid")))
+        return out
 
-    def process(self, key) -> bool:
+    def sync(self, key):
         kind = key[0]
         if kind == "job":
             self.sync_job(key[1], key[2])
@@ -269,9 +279,6 @@ class BatchControllers:
             self.cron_tick(key[1])
         elif kind == "pod-exit":
             self.pod_exit(key[1], key[2], key[3])
-        else:
-            return False
-        return True
 
     # -- kubelet ----------------------------------------------------------------------------
     def pod_exit(self, ns, name, uid):
@@ -286,7 +293,7 @@ class BatchControllers:
         delay = next_exit_delay(pod, time.time())  # containers still due to exit later
         if delay is not None and uid not in self._exit_armed:
             self._exit_armed.add(uid)
-            self.cm._after(delay, ("pod-exit", ns, name, uid))
+            self.cm.after(delay, ("pod-exit", ns, name, uid))
 
     # -- Job ----------------------------------------------------------------------------------
     def _owned_pods(self, job):
@@ -421,7 +428,7 @@ class BatchControllers:
     def _arm_cron(self):
         now = time.time()
         nxt = (int(now // 60) + 1) * 60
-        self.cm._after(nxt - now + 0.05, ("cj-tick", nxt))
+        self.cm.after(nxt - now + 0.05, ("cj-tick", nxt))
 
     def cron_tick(self, minute_start):
         self._arm_cron()
