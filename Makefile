@@ -184,7 +184,7 @@ release-check: release-venvs
 ee-context: dist $(TOOLS)/.installed
 	@rm -rf $(BUILD)/ee && mkdir -p $(BUILD)/ee
 	cp $(TARBALL) $(BUILD)/ee/meshops-istio.tar.gz
-	$(TOOLS)/bin/ansible-builder create -f execution-environment.yml -c $(BUILD)/ee/context
+	$(TOOLS)/bin/ansible-builder create -f execution-environment.yml -c $(BUILD)/ee/context --output-filename Containerfile
 
 clean:
 	rm -rf $(BUILD) $(VENV) $(TOOLS) .venv-core-*

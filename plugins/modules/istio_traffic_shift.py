@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: istio_traffic_shift
 short_description: Shift a Service's traffic between subsets with an Istio VirtualService and DestinationRule
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - The classic canary release of an application in the mesh, without editing YAML by hand. Two (or more)
     Deployments, for example C(reviews-v1) and C(reviews-v2) labelled C(version=v1) and C(version=v2), run
