@@ -123,6 +123,16 @@ options:
     type: str
     choices: [present, absent, query]
     default: present
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Sends the computed VirtualService and DestinationRule as a server-side dry run (C(dryRun=All)), so
+      Istio's validation runs and nothing is stored.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: full
+    details: Both objects before and after.
 notes:
   - Istio requires the weights of one route to sum to 100. Traffic for a subset only reaches pods that match
     its labels, so the Deployments of both versions need them (for example C(version=v1) and C(version=v2))

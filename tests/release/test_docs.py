@@ -38,7 +38,9 @@ def ansible_doc(venv, collections, *args):
     proc = subprocess.run([os.path.join(venv, 'bin', 'ansible-doc'), *args], capture_output=True, text=True,
                           env=clean_env(ANSIBLE_COLLECTIONS_PATH=collections), timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr
-    problems = [line for line in proc.stderr.splitlines() if 'WARNING' in line or 'ERROR' in line]
+    # ansible-core 2.20's ansible-doc -l warns about its own internal collection (ansible._protomatter): not ours
+    problems = [line for line in proc.stderr.splitlines() if ('WARNING' in line or 'ERROR' in line)
+                and 'ansible/_protomatter' not in line]
     assert problems == [], proc.stderr
     return json.loads(proc.stdout) if '--json' in args or '-j' in args else proc.stdout
 

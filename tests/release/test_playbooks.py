@@ -3,6 +3,7 @@ meshops.istio.<playbook> from the installed collection (README "AWX / Ansible Au
 import os
 import re
 import subprocess
+import textwrap
 
 import pytest
 
@@ -16,10 +17,10 @@ def readme_example():
     """The thin project playbook the README shows (the block that imports meshops.istio.upgrade)."""
     with open(os.path.join(REPO, 'README.md')) as fh:
         text = fh.read()
-    blocks = re.findall(r'```yaml\n(.*?)```', text, re.S)
+    blocks = re.findall(r'```yaml\n(.*?)^ *```', text, re.S | re.M)
     example = [b for b in blocks if 'import_playbook: meshops.istio.upgrade' in b]
     assert len(example) == 1, 'README.md must show one project playbook importing meshops.istio.upgrade'
-    return example[0]
+    return textwrap.dedent(example[0])
 
 
 def run_playbook(venv, collections, project, *args):

@@ -71,7 +71,7 @@ def run_module(tmp_path, args):
     # the directory holding ansible_collections/: .build in a checkout, the install path in an installed collection
     # (<root>/ansible_collections/meshops/istio/plugins/modules/istio_metric_gate.py)
     collections_root = mod.__file__
-    for _ in range(6):
+    for _level in range(6):
         collections_root = os.path.dirname(collections_root)
     env = dict(os.environ, PYTHONPATH=collections_root)
     proc = subprocess.run([sys.executable, os.path.join(ROOT, 'plugins', 'modules', 'istio_metric_gate.py'),
