@@ -9,7 +9,9 @@ has none: any warning or error fails this check. Prints galaxy-importer's log an
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
 
 from galaxy_importer import collection, config
 from galaxy_importer.exceptions import ImporterError
@@ -33,9 +35,15 @@ def main(argv=None):
     parser.add_argument('--config', required=True, help='galaxy-importer.cfg with the server\'s settings')
     parser.add_argument('tarball')
     args = parser.parse_args(argv)
+    args.tarball = os.path.abspath(args.tarball)
 
     os.environ['GALAXY_IMPORTER_CONFIG'] = os.path.abspath(args.config)
+    # galaxy-importer's ansible-lint installs the collection it lints into ~/.ansible/collections, where every
+    # later ansible-lint run on this machine would find it first: give the import a home of its own.
+    home = tempfile.mkdtemp(prefix='galaxy-import-home-')
+    os.environ['HOME'] = home
     cfg = config.Config(config_data=config.ConfigFile.load())
+    cfg.ansible_local_tmp = os.path.join(home, '.ansible', 'tmp')
     logger = logging.getLogger('galaxy_importer.release_check')
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -46,12 +54,14 @@ def main(argv=None):
     if not match:
         sys.exit('%s is not named <namespace>-<name>-<version>.tar.gz' % args.tarball)
     print('== galaxy-importer with %s' % args.config, flush=True)
-    with open(args.tarball, 'rb') as fh:
-        try:
+    try:
+        with open(args.tarball, 'rb') as fh:
             data = collection.import_collection(fh, collection.CollectionFilename(*match.groups()),
                                                 logger=logger, cfg=cfg)
-        except ImporterError as exc:
-            sys.exit('IMPORT FAILED (%s): %s' % (os.path.basename(args.config), exc))
+    except ImporterError as exc:
+        sys.exit('IMPORT FAILED (%s): %s' % (os.path.basename(args.config), exc))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
     contents = data.get('contents') or []
     print('imported %s %s: %s' % (data['metadata']['name'], data['metadata']['version'],
