@@ -102,8 +102,8 @@ def validate(collections, module, args):
 
 def test_every_task_is_valid_for_its_awx_module(release_collections):
     found = tasks()
-    assert {module for module, _args in found} == {'credential_type', 'execution_environment', 'project', 'job_template',
-                                     'workflow_job_template'}
+    assert {module for module, _args in found} == {'credential_type', 'execution_environment', 'project',
+                                                   'job_template', 'workflow_job_template'}
     for module, args in found:
         assert validate(release_collections, module, args) == [], (module, args.get('name'))
 
