@@ -97,6 +97,55 @@ class Args:
 
 REPEATABLE_CANON = {ALIASES.get(f, f) for f in REPEATABLE}
 
+# Flags each command has in helm v4.2.3 (pkg/cmd/*.go; global ones in root.go): anything else is refused the
+# way cobra refuses it ("unknown flag: --all" -- e.g. `helm list --all`, removed in Helm 4).
+GLOBAL_FLAGS = {"--kubeconfig", "--kube-context", "--namespace", "--kube-token", "--kube-apiserver",
+                "--kube-ca-file", "--kube-as-user", "--kube-as-group", "--burst-limit", "--qps",
+                "--kube-tls-server-name", "--kube-insecure-skip-tls-verify", "--registry-config",
+                "--repository-config", "--repository-cache", "--content-cache", "--debug", "--color", "--colour"}
+_CHART_FLAGS = {"--version", "--repo", "--username", "--password", "--ca-file", "--cert-file", "--key-file",
+                "--keyring", "--verify", "--devel", "--insecure-skip-tls-verify", "--plain-http", "--pass-credentials"}
+_VALUES_FLAGS = {"--values", "--set", "--set-string", "--set-json", "--set-file", "--set-literal"}
+_DEPLOY_FLAGS = _CHART_FLAGS | _VALUES_FLAGS | {
+    "--create-namespace", "--wait", "--wait-for-jobs", "--timeout", "--dry-run", "--atomic", "--rollback-on-failure",
+    "--force-replace", "--force-conflicts", "--server-side", "--no-hooks", "--skip-crds", "--take-ownership",
+    "--description", "--dependency-update", "--disable-openapi-validation", "--hide-notes", "--render-subchart-notes",
+    "--post-renderer", "--post-renderer-args", "--skip-schema-validation", "--enable-dns", "--hide-secret",
+    "--labels", "--output"}
+COMMAND_FLAGS = {
+    "version": {"--short", "--template"},
+    "install": _DEPLOY_FLAGS | {"--generate-name", "--name-template", "--replace"},
+    "upgrade": _DEPLOY_FLAGS | {"--install", "--reuse-values", "--reset-values", "--reset-then-reuse-values",
+                                "--cleanup-on-fail", "--history-max", "--force"},
+    "uninstall": {"--keep-history", "--no-hooks", "--dry-run", "--ignore-not-found", "--wait", "--timeout",
+                  "--description", "--cascade"},
+    "rollback": {"--wait", "--wait-for-jobs", "--timeout", "--dry-run", "--no-hooks", "--cleanup-on-fail",
+                 "--force-replace", "--force-conflicts", "--server-side", "--history-max"},
+    "list": {"--short", "--no-headers", "--time-format", "--date", "--reverse", "--uninstalled", "--superseded",
+             "--uninstalling", "--deployed", "--failed", "--pending", "--all-namespaces", "--max", "--offset",
+             "--filter", "--selector", "--output"},
+    "history": {"--max", "--output"},
+    "status": {"--revision", "--output", "--show-desc", "--show-resources"},
+    "get": {"--revision", "--output", "--all", "--template"},
+    "template": _DEPLOY_FLAGS | {"--show-only", "--include-crds", "--kube-version", "--api-versions", "--validate",
+                                 "--is-upgrade", "--skip-tests", "--release-name", "--output-dir", "--name-template",
+                                 "--generate-name", "--replace"},
+    "show": _CHART_FLAGS | {"--jsonpath"},
+    "plugin": set(),
+}
+COMMAND_ALIASES = {"ls": "list", "un": "uninstall", "delete": "uninstall", "del": "uninstall", "hist": "history",
+                   "inspect": "show"}
+
+
+def check_flags(args: "Args"):
+    cmd = COMMAND_ALIASES.get(args.positional[0], args.positional[0]) if args.positional else ""
+    allowed = COMMAND_FLAGS.get(cmd)
+    if allowed is None:
+        return
+    for flag in args.flags:
+        if flag not in allowed and flag not in GLOBAL_FLAGS:
+            raise HelmCliError(f"unknown flag: {flag}")
+
 
 def parse_args(argv: list) -> Args:
     a = Args()
@@ -911,6 +960,8 @@ def main(argv=None) -> int:
                 "Usage:\n  helm [command]\n")
             return 0
         cmd = COMMANDS.get(args.positional[0])
+        if cmd is not None:
+            check_flags(args)
         if cmd is None:
             raise HelmCliError(f'unknown command "{args.positional[0]}" for "helm"\n'
                                "Run 'helm --help' for usage.")

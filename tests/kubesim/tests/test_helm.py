@@ -223,6 +223,8 @@ def test_template_and_errors(helm_sim):
                "--show-only", "templates/service.yaml").stdout
     svc = yaml.safe_load(out.split("---", 1)[1])
     assert svc["kind"] == "Service" and svc["spec"]["type"] == "LoadBalancer"
+    cp = helm(helm_sim, "list", "--all", "-n", "default", check=False)  # removed in Helm 4
+    assert cp.returncode == 1 and cp.stderr == "Error: unknown flag: --all\n"
     cp = helm(helm_sim, "upgrade", "nope", f"{CHARTS}/gateway", "-n", "default", check=False)
     assert cp.returncode == 1 and 'Error: UPGRADE FAILED: "nope" has no deployed releases' in cp.stderr
     cp = helm(helm_sim, "upgrade", "-i", "bad", f"{CHARTS}/gateway", "-n", "default", "--set", "kind=Nope",
