@@ -19,6 +19,8 @@ class SimOptions:
     api_error_rate: float = 0.0
     latency_ms: float = 0.0
     drop_watch_rate: float = 0.0
+    token_ttl: float = 0.0  # > 0: bearer tokens expire, renewed by an exec plugin (kubesim.credentials)
+    conflict_rate: float = 0.0  # fraction of writes raced by another writer (kubesim.faults)
     seed: int | None = None
     audit_log: str | None = None
     authorize_rules: str | None = None
