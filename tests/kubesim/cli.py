@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deleted pods stay Terminating this long (graceful deletion); 0 removes them at once")
     s.add_argument("--crash-proxy-version", action="append", default=[], dest="crash_proxy_versions")
     s.add_argument("--bad-proxy-version", action="append", default=[], dest="bad_proxy_versions")
+    s.add_argument("--missing-image", action="append", default=[], dest="missing_images", metavar="PATTERN",
+                   help="glob on image references the registry does not have: such containers stay in "
+                        "ErrImagePull/ImagePullBackOff (repeatable)")
     s.add_argument("--api-error-rate", type=float, default=0.0)
     s.add_argument("--latency-ms", type=float, default=0.0)
     s.add_argument("--drop-watch-rate", type=float, default=0.0)
@@ -66,7 +69,8 @@ def options_from_args(a) -> SimOptions:
     return SimOptions(scenario=a.scenario, host=a.host, port=a.port, kubeconfig=a.kubeconfig,
                       pod_ready_seconds=a.pod_ready_seconds,
                       pod_terminate_seconds=a.pod_terminate_seconds, crash_proxy_versions=list(a.crash_proxy_versions),
-                      bad_proxy_versions=list(a.bad_proxy_versions), api_error_rate=a.api_error_rate,
+                      bad_proxy_versions=list(a.bad_proxy_versions), missing_images=list(a.missing_images),
+                      api_error_rate=a.api_error_rate,
                       latency_ms=a.latency_ms, drop_watch_rate=a.drop_watch_rate, conflict_rate=a.conflict_rate,
                       token_ttl=a.token_ttl,
                       seed=a.seed,
@@ -93,6 +97,9 @@ def build_cluster(options: SimOptions):
     admission = _optional("admission")
     if admission is not None:
         admission.install(store, options)
+    quota = _optional("quota")
+    if quota is not None:
+        quota.install(store, options)  # LimitRanger and ResourceQuota admission, the quota controller
     scenarios = _optional("scenarios")
     if scenarios is not None:
         objs = scenarios.load_scenario(options.scenario, options)
