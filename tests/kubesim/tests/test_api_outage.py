@@ -2,6 +2,7 @@
 
 import datetime
 import json
+import signal
 import socket
 import subprocess
 import threading
@@ -176,3 +177,11 @@ def test_kubectl_rollout_status_rides_through_an_outage_and_controllers_wait(kub
     pods = json.loads(sim.kubectl("get", "pods", "-l", "app=web", "-o", "json", check=True).stdout)["items"]
     assert len(pods) == 3 and all(_ready_since(p) for p in pods)
     assert any(int(p["metadata"]["resourceVersion"]) > int(last["resourceVersionAtRestart"]) for p in pods)
+
+
+def test_sigterm_during_an_outage_exits_cleanly(kubesim_factory):
+    sim = kubesim_factory()
+    sim.outage(60)
+    assert _refused(sim)
+    sim.proc.send_signal(signal.SIGTERM)
+    assert sim.proc.wait(timeout=30) == 0
