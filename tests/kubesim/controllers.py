@@ -687,6 +687,13 @@ class ControllerManager:
             spec["nodeName"] = node
         st = self._pending_status(obj)
         if self._settling:
+            meta = obj.setdefault("metadata", {})
+            if not meta.get("name") and meta.get("generateName"):
+                # a scenario's pod is long running: it has its generated name already (its status says so)
+                for _ in range(100):
+                    meta["name"] = meta["generateName"] + self._random_suffix()
+                    if self.store.try_get(PODS, meta.get("namespace"), meta["name"]) is None:
+                        break
             st, _ = self._running_status(obj, st)
         obj["status"] = st
         return obj
