@@ -173,7 +173,7 @@ def wave_problems(waves):
             try:
                 mesh.parse_label_selector(wave['namespace_selector'])
             except InvalidInput as exc:
-                problems.append('wave %s: %s' % (name or index, exc.message))
+                problems.append('wave %s: namespace_selector: %s' % (name or index, exc.message))
     if len(waves) > MAX_WAVES:
         problems.append('at most %d waves are supported (tags wave1 .. wave%d); merge some waves'
                         % (MAX_WAVES, MAX_WAVES))
