@@ -43,7 +43,7 @@ _value:
   type: dict
   contains:
     moved:
-      description: Restarted workloads as C(namespace/Kind/name: from_version -> to_version).
+      description: "Restarted workloads as C(namespace/Kind/name: from_version -> to_version)."
       type: list
       elements: str
     current:

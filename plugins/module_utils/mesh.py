@@ -149,7 +149,6 @@ def selector_matches(selector, labels):
     return True
 
 
-
 def parse_label_selector(text):
     """A label selector string as kubectl and the API take it (``a=b,c!=d,e in (f,g),h,!i``) -> a
     LabelSelector dict for selector_matches; InvalidInput when it cannot be one."""
@@ -192,6 +191,7 @@ def parse_label_selector(text):
     if expressions:
         selector['matchExpressions'] = expressions
     return selector
+
 
 # --- the model -------------------------------------------------------------------------------------
 
@@ -848,7 +848,6 @@ class MeshState:
         for workload in self.workloads:
             self._judge(workload)
         self._compute_usage()
-
 
 
 def stale_reason(workload, expected):

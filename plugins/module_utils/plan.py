@@ -202,8 +202,8 @@ class Upgrade:
         self.request = request
         self.tag = request.tag
         tag = state.tags.get(request.tag)
-        revisionless = request.tag == mesh.DEFAULT and (mesh.DEFAULT in state.revisions or
-                                                         mesh.DEFAULT in state.injectors)
+        revisionless = request.tag == mesh.DEFAULT and (
+            mesh.DEFAULT in state.revisions or mesh.DEFAULT in state.injectors)
         self.tag_exists = tag is not None or revisionless
         self.tag_revision = tag.revision if tag is not None else (mesh.DEFAULT if revisionless else None)
         self.to_revision = request.to_revision

@@ -191,11 +191,11 @@ plan:
       description: Whether the phase would change objects or workloads (the record aside).
       type: bool
     report:
-      description: The changes as lines for people (C(create Deployment istio-system/istiod-1-15-4 (...)), C(restart bar/Deployment/bar: 1.14.6 -> 1.15.4)).
+      description: "The changes as lines for people (C(create Deployment istio-system/istiod-1-15-4 (...)), C(restart bar/Deployment/bar: 1.14.6 -> 1.15.4))."
       type: list
       elements: str
     moved:
-      description: The workloads the phase restarts, as C(namespace/Kind/name: from -> to).
+      description: "The workloads the phase restarts, as C(namespace/Kind/name: from -> to)."
       type: list
       elements: str
     restarts:

@@ -16,8 +16,8 @@ description:
   - Checks that O(istioctl_path) is the istioctl of O(expected_version) (a revision is installed with the istioctl
     of its version), then runs C(istioctl x precheck) and returns its findings.
   - istioctl gets exactly the cluster and credentials the other modules of the collection use, from the same
-    options: a kubeconfig file or dict, the C(K8S_AUTH_*) environment, the context, host and api_key,
-    certificates. Without a kubeconfig option it is given the file the modules fall back to (C($KUBECONFIG),
+    options (a kubeconfig file or dict, the C(K8S_AUTH_*) environment, the context, host and api_key,
+    certificates). Without a kubeconfig option it is given the file the modules fall back to (C($KUBECONFIG),
     else C(~/.kube/config)) by name; with nothing to go on it fails as the modules do, so istioctl never checks
     another cluster by accident. A kubeconfig written for istioctl (dict, host/api_key, certificates) is private
     (mode 0600) and removed right after the command.

@@ -23,7 +23,7 @@ description:
     starts a new record, but an upgrade in progress (anything beyond precheck done, and neither
     cleaned up nor rolled back) is only replaced with O(abandon=true); the abandoned record is then
     kept whole in the new one (RV(upgrade.abandoned)).
-  - A record whose old and new revision would be the same is refused: nothing is written.
+  - A record whose old and new revision would be the same is refused, and nothing is written.
   - The ConfigMap is flat (one key per fact, lists comma separated) so that
     C(kubectl get configmap meshops-istio-upgrade -n istio-system -o yaml) reads plainly.
   - Check mode never writes the ConfigMap; it reports what would change (with diff).

@@ -58,16 +58,16 @@ def refused(result, *expected):
     return message
 
 
-def snapshot(sim, paths=EVERYTHING):
+def snapshot(sim, paths=None):
     """{(kind, namespace, name): (uid, resourceVersion, generation)} of what ``paths`` list."""
     out = {}
-    for path, kind in paths.items():
+    for path, kind in (paths or EVERYTHING).items():
         for obj in sim.get_json(path).get("items") or []:
             meta = obj["metadata"]
             if meta.get("deletionTimestamp"):
                 continue
-            out[(kind, meta.get("namespace") or "", meta["name"])] = (meta.get("uid"), meta.get("resourceVersion"),
-                                                                       meta.get("generation"))
+            key = (kind, meta.get("namespace") or "", meta["name"])
+            out[key] = (meta.get("uid"), meta.get("resourceVersion"), meta.get("generation"))
     return out
 
 

@@ -39,7 +39,6 @@ class FakeIstioctl:
         return 1, '', 'unknown command'
 
 
-
 @pytest.fixture(autouse=True)
 def kubeconfig_env(tmp_path, monkeypatch):
     """istioctl is given the file the modules would read ($KUBECONFIG here); it needs one to exist."""

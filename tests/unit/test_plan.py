@@ -113,13 +113,13 @@ def test_the_old_revision_is_never_the_target():
 
 def test_another_target_while_an_upgrade_is_in_progress_is_refused_unless_abandoned():
     """Defect 6: the record of an upgrade in progress is not replaced silently; abandoning keeps its history."""
-    rec = us.merge(us.merge(us.empty_record(), fields={'to_revision': '1-15-4', 'to_version': '1.15.4',
-                                                         'from_revision': '1-14-6'}, phase='precheck'),
-                   wave={'name': 'wave1', 'namespaces': ['bar'], 'status': 'done'})
+    started = us.merge(us.empty_record(), phase='precheck',
+                       fields={'to_revision': '1-15-4', 'to_version': '1.15.4', 'from_revision': '1-14-6'})
+    rec = us.merge(started, wave={'name': 'wave1', 'namespaces': ['bar'], 'status': 'done'})
     assert us.in_progress(rec)
     for phase in ('precheck', 'install', 'rollback', 'cleanup'):
-        plan = build(installed(), phase, rec, request={'to_revision': '1-16-0', 'to_version': '1.16.0',
-                                                      'rollback': True})
+        other = {'to_revision': '1-16-0', 'to_version': '1.16.0', 'rollback': True}
+        plan = build(installed(), phase, rec, request=other)
         assert 'one-upgrade-at-a-time' in failed(plan), phase
         assert 'An upgrade to 1-15-4 (1.15.4) is in progress' in plan.refusal
         assert 'wave1' in plan.refusal and 'istio_canary_abandon_upgrade: true' in plan.refusal
