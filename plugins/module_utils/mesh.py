@@ -731,14 +731,14 @@ class MeshState:
 
     # findings about namespaces' labels -------------------------------------------------------
 
-    def label_findings(self, tag=DEFAULT, from_revision=None):
+    def label_findings(self, tag=DEFAULT, from_revision=None, to_revision=None):
         """Namespaces whose injection labels need attention before an upgrade, each a dict with
         ``namespace``, ``labels`` (the two injection labels), ``issue``, ``migrate`` (relabelling to
         ``istio.io/rev=<tag>`` is the fix) and ``message``.  Issues: ``legacy`` (istio-injection=enabled
         alone), ``conflict`` (istio-injection=enabled beside istio.io/rev: the legacy label wins),
         ``disabled-conflict`` (istio-injection=<other> beside istio.io/rev: nothing is injected),
         ``pinned`` (istio.io/rev names the old revision itself, so moving the tag does not move it),
-        ``unknown`` (the label names no tag or revision)."""
+        ``unknown`` (the label names no tag or revision, nor ``to_revision`` about to be installed)."""
         findings = []
         for ns in sorted(self.namespaces.values(), key=lambda n: n.name):
             legacy = ns.labels.get(INJECTION_LABEL)
@@ -757,7 +757,7 @@ class MeshState:
                     ns.selector == from_revision:
                 found = ('pinned', False, 'is pinned to revision %s itself (%s=%s), so moving tag %s does not '
                          'move it; label it %s=%s' % (rev, REV_LABEL, rev, tag, REV_LABEL, tag))
-            elif ns.dangling:
+            elif ns.dangling and not (to_revision and ns.selector == to_revision):
                 found = ('unknown', False, 'has %s=%s, which is neither an installed revision nor a tag'
                          % (REV_LABEL, rev))
             if found:

@@ -732,7 +732,7 @@ def restart_changes(state, workloads, revision=None):
 
 
 def _plan_precheck(ctx):
-    findings = ctx.state.label_findings(ctx.request.tag, ctx.upgrade.from_revision)
+    findings = ctx.state.label_findings(ctx.request.tag, ctx.upgrade.from_revision, ctx.upgrade.to_revision)
     migrate = [f['namespace'] for f in findings if f['migrate']] if ctx.request.migrate_legacy_labels else []
     objects = [object_change('Namespace', None, ns, 'update', 'labels %s -> %s' % (
         _labels_text(ctx.state.namespaces[ns].labels), _labels_text(ctx.state.migrated_labels(ns, ctx.request.tag))))

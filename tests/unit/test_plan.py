@@ -236,7 +236,8 @@ def test_label_findings_and_migration():
                              f.namespace('off', {'istio-injection': 'disabled', 'istio.io/rev': 'default'}),
                              f.namespace('pinned', {'istio.io/rev': '1-14-6'}),
                              f.namespace('typo', {'istio.io/rev': '1-99-0'}),
-                             f.namespace('optout', {'istio-injection': 'disabled'})]))
+                             f.namespace('optout', {'istio-injection': 'disabled'}),
+                             f.namespace('early', {'istio.io/rev': '1-15-4'})]))
     plan = build(state, 'precheck', request={'migrate_legacy_labels': True})
     by_ns = dict((x['namespace'], x) for x in plan.planned['findings'])
     assert sorted(by_ns) == ['both', 'legacy', 'off', 'pinned', 'typo']
