@@ -52,12 +52,14 @@ except ImportError:  # pragma: no cover - Python 2 is not supported
     import Queue as queue  # noqa
 
 from ansible_collections.meshops.istio.plugins.module_utils import mesh
+from ansible_collections.meshops.istio.plugins.module_utils.client import WatchDropped
 from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     ClusterUnreachable,
     Gone,
     InvalidInput,
     MeshopsError,
     NotFound,
+    RolloutFailed,
     TransientApiError,
 )
 
@@ -82,10 +84,6 @@ MAX_PATCH_THREADS = 32
 # Waiting reasons of a new pod's containers that are reported (only CrashLoopBackOff fails at once).
 POD_PROBLEM_REASONS = ('CrashLoopBackOff', 'ImagePullBackOff', 'ErrImagePull', 'CreateContainerError',
                        'CreateContainerConfigError', 'InvalidImageName', 'RunContainerError')
-
-
-class WatchDropped(Exception):
-    """A watch connection ended abnormally; resume from the last resourceVersion."""
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -649,9 +647,7 @@ class RevisionResolver:
         """(revision or None, how it was chosen)."""
         workload = mesh.WorkloadProxy.from_object(obj)
         ns = self.state.namespaces.get(namespace)
-        select = getattr(self.state, 'expected_revision', None) or \
-            getattr(self.state, '_template_selection')
-        expected, how = select(workload, ns)
+        expected, how = self.state.expected_revision(workload, ns)
         if self.override and expected is not None:
             return self.override, 'revision option'
         if ns is not None and ns.dangling and expected is None and ns.selector:
@@ -705,45 +701,21 @@ def _classify(w, only_stale):
 # ------------------------------------------------------------------------------- the API adapter
 
 class RolloutApi:
-    """The few calls the engine makes, on top of client.ClusterClient (retries, domain errors).
-
-    Lists are paged and each item goes through ``transform`` (returning None drops it) as soon as it
-    arrives, so a namespace with thousands of pods never sits in memory as objects.
-    """
-
-    PAGE = 500
+    """The few calls the engine makes, on top of client.ClusterClient (paging, retries, domain errors,
+    resumable watches); tests give the engine a fake with the same methods instead."""
 
     def __init__(self, client):
         self.client = client
 
     def list(self, kind, namespace=None, label_selector=None, field_selector=None, transform=None):
-        """(items, resourceVersion); items are ``transform(obj)`` results, paired with the object's
-        namespace for pods and events."""
-        from ansible_collections.meshops.istio.plugins.module_utils.client import resource_for
-        res = resource_for(kind)
-        query = {'labelSelector': label_selector or None, 'fieldSelector': field_selector or None,
-                 'limit': self.PAGE}
-        items = []
-        rv = None
-        while True:
-            body = self.client.request('GET', res.path(namespace), query=query,
-                                       what=('list', kind, None, namespace))
-            raw = body.get('items') or []
-            body['items'] = None
-            for obj in raw:
-                kept = transform(obj) if transform else obj
-                if kept is not None:
-                    if kind in ('Pod', 'Event'):
-                        kept = (kept, _meta(obj).get('namespace'))
-                    items.append(kept)
-            del raw
-            meta = body.get('metadata') or {}
-            rv = meta.get('resourceVersion') or rv
-            token = meta.get('continue')
-            if not token:
-                break
-            query['continue'] = token
-        return items, rv
+        """(items, resourceVersion); items are ``transform(obj)`` results (None drops the object) made
+        as each page arrives, paired with the object's namespace for pods and events."""
+        def keep(obj):
+            kept = transform(obj) if transform else obj
+            if kept is not None and kind in ('Pod', 'Event'):
+                return kept, _meta(obj).get('namespace')
+            return kept
+        return self.client.list_with_version(kind, namespace, label_selector, field_selector, transform=keep)
 
     def restart(self, kind, namespace, name, restarted_at):
         """The patch of ``kubectl rollout restart`` (strategic merge)."""
@@ -754,16 +726,10 @@ class RolloutApi:
               resource_version=None, timeout_seconds=WATCH_SECONDS):
         """One watch request: yield (type, object, resourceVersion).  Raises Gone (410) or
         WatchDropped (connection ended abnormally)."""
-        from ansible_collections.meshops.istio.plugins.module_utils import client as client_mod
-        dropped = getattr(client_mod, '_WatchDropped', None) or getattr(client_mod, 'WatchDropped')
-        try:
-            for event in self.client.watch(kind, namespace=namespace, label_selector=label_selector,
-                                           field_selector=field_selector,
-                                           resource_version=resource_version,
-                                           timeout_seconds=timeout_seconds):
-                yield event.type, event.object, event.resource_version
-        except dropped as exc:
-            raise WatchDropped(str(exc))
+        for event in self.client.watch(kind, namespace=namespace, label_selector=label_selector,
+                                       field_selector=field_selector, resource_version=resource_version,
+                                       timeout_seconds=timeout_seconds):
+            yield event.type, event.object, event.resource_version
 
 
 # ---------------------------------------------------------------------------------- the watches
@@ -1355,10 +1321,11 @@ def failure_message(workloads):
 def run_rollout(api, namespaces=None, namespace_selector=None, kinds=WORKLOAD_KINDS, selector=None,
                 names=None, only_stale=True, revision=None, wait=True, wait_timeout=300,
                 concurrency=10, check_mode=False, diff=False):
-    """Plan and run; return the module result (``failed`` and ``msg`` set when a workload failed).
+    """Plan and run; return the module result.
 
     ``api`` is a RolloutApi (or a ClusterClient, which is wrapped).  Raises a MeshopsError for
-    problems found before anything was changed (missing namespace, unknown revision...)."""
+    problems found before anything was changed (missing namespace, unknown revision...), and
+    RolloutFailed, whose ``result`` holds every workload's outcome, when a workload failed."""
     if not hasattr(api, 'restart'):
         api = RolloutApi(api)
     if concurrency is None or concurrency < 0:
@@ -1374,9 +1341,7 @@ def run_rollout(api, namespaces=None, namespace_selector=None, kinds=WORKLOAD_KI
     if diff:
         result['diff'] = runner.diff()
     if summary.get('failed'):
-        result['failed'] = True
-        result['msg'] = failure_message(workloads)
-    else:
-        result['msg'] = '%d restarted, %d current, %d skipped' % (
-            summary['restarted'], summary['current'], summary['skipped'])
+        raise RolloutFailed(failure_message(workloads), result=result)
+    result['msg'] = '%d restarted, %d current, %d skipped' % (
+        summary['restarted'], summary['current'], summary['skipped'])
     return result

@@ -589,3 +589,22 @@ def current_weights(vs, host, namespace, route_name=None):
     if index is None:
         return {}
     return route_weights(http[index], host, namespace)
+
+
+def check_api_version(api_version):
+    if not api_version.startswith(GROUP + '/'):
+        raise TrafficShiftError('api_version must be a version of %s, e.g. %s/v1beta1; got %r'
+                                % (GROUP, GROUP, api_version))
+    return api_version
+
+
+def read_split(client, namespace, host, virtual_service=None, destination_rule=None, route_name=None,
+               api_version=DEFAULT_API_VERSION):
+    """The current split of ``host`` (what istio_traffic_shift_info returns): the weights of its route,
+    both objects, and whether istio_traffic_shift manages either."""
+    check_api_version(api_version)
+    vs = client.get_or_none('VirtualService', virtual_service or short_host(host), namespace, api_version=api_version)
+    dr = client.get_or_none('DestinationRule', destination_rule or short_host(host), namespace,
+                            api_version=api_version)
+    return {'weights': current_weights(vs, host, namespace, route_name), 'virtual_service': comparable(vs),
+            'destination_rule': comparable(dr), 'managed': bool(read_marker(vs) or read_marker(dr))}

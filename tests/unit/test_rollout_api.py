@@ -1,5 +1,5 @@
-"""RolloutApi: the engine's few calls on top of ClusterClient (paged lists with per-item transform,
-kubectl's restart patch, watches whose abnormal ends become WatchDropped)."""
+"""RolloutApi: the engine's few calls on top of ClusterClient (the client's paged lists with per-item
+transform, kubectl's restart patch, the client's watches whose abnormal ends are WatchDropped)."""
 import pytest
 
 from ansible_collections.meshops.istio.plugins.module_utils import client as client_mod
@@ -15,16 +15,17 @@ from ansible_collections.meshops.istio.plugins.module_utils.rollout import (
 
 
 class StubClient:
-    def __init__(self, pages=(), events=(), end=None):
-        self.pages = list(pages)
-        self.requests = []
+    def __init__(self, items=(), events=(), end=None):
+        self.items = list(items)
+        self.lists = []
         self.patches = []
         self.events = list(events)
         self.end = end
 
-    def request(self, method, path, query=None, what=None, **kwargs):
-        self.requests.append((method, path, dict(query or {})))
-        return self.pages.pop(0)
+    def list_with_version(self, kind, namespace=None, label_selector=None, field_selector=None, transform=None):
+        self.lists.append((kind, namespace, label_selector, field_selector))
+        kept = (transform(obj) for obj in self.items)
+        return [item for item in kept if item is not None], '11'
 
     def patch(self, kind, name, patch, namespace=None, patch_type='merge', **kwargs):
         self.patches.append((kind, name, namespace, patch_type, patch))
@@ -36,20 +37,18 @@ class StubClient:
             raise self.end
 
 
-def test_list_follows_continue_tokens_and_transforms_each_item():
-    stub = StubClient(pages=[
-        {'metadata': {'resourceVersion': '10', 'continue': 'tok'},
-         'items': [{'metadata': {'name': 'a', 'namespace': 'n'}}, {'metadata': {'name': 'b'}}]},
-        {'metadata': {'resourceVersion': '11'}, 'items': [{'metadata': {'name': 'c', 'namespace': 'n'}}]},
-    ])
+def test_list_uses_the_clients_paged_list_and_pairs_pods_with_their_namespace():
+    # the paging itself (continue tokens, transform per item as each page arrives) is ClusterClient's:
+    # tests/unit/test_client.py::test_list_follows_continue_and_transforms_each_item
+    stub = StubClient(items=[{'metadata': {'name': 'a', 'namespace': 'n'}}, {'metadata': {'name': 'b'}},
+                             {'metadata': {'name': 'c', 'namespace': 'n'}}])
     api = RolloutApi(stub)
     items, rv = api.list('Pod', namespace='n', label_selector='app=x',
                          transform=lambda o: None if o['metadata']['name'] == 'b' else o['metadata']['name'])
     assert items == [('a', 'n'), ('c', 'n')]   # pods come with their namespace
-    assert rv == '11'
-    assert stub.requests[0] == ('GET', '/api/v1/namespaces/n/pods',
-                                {'labelSelector': 'app=x', 'fieldSelector': None, 'limit': 500})
-    assert stub.requests[1][2]['continue'] == 'tok'
+    assert rv == '11' and stub.lists == [('Pod', 'n', 'app=x', None)]
+    items, _rv = api.list('Deployment', transform=lambda o: o['metadata']['name'])
+    assert items == ['a', 'b', 'c']             # other kinds do not
 
 
 def test_restart_is_kubectls_strategic_merge_patch():
@@ -60,9 +59,9 @@ def test_restart_is_kubectls_strategic_merge_patch():
 
 
 def test_watch_yields_events_and_reports_drops_and_gone():
-    dropped = getattr(client_mod, '_WatchDropped', None) or getattr(client_mod, 'WatchDropped')
+    assert WatchDropped is client_mod.WatchDropped   # one WatchDropped, the client's
     obj = {'metadata': {'name': 'a', 'resourceVersion': '5'}}
-    api = RolloutApi(StubClient(events=[WatchEvent('MODIFIED', obj, '5')], end=dropped('reset')))
+    api = RolloutApi(StubClient(events=[WatchEvent('MODIFIED', obj, '5')], end=client_mod.WatchDropped('reset')))
     seen = []
     with pytest.raises(WatchDropped):
         for event in api.watch('Deployment', namespace='n', resource_version='4'):
