@@ -39,15 +39,21 @@ AUTH_PARAM_NAMES = tuple(AUTH_ARG_SPEC)
 # this); target namespaces are ``namespace``/``namespaces``.
 ISTIO_NAMESPACE_SPEC = {'type': 'str', 'default': 'istio-system', 'aliases': ['namespace']}
 
+# The options of istio_traffic_shift and istio_traffic_shift_info that name the split (doc fragment
+# meshops.istio.traffic).
+TRAFFIC_TARGET_SPEC = {
+    'namespace': {'type': 'str', 'required': True},
+    'service': {'type': 'str', 'required': True, 'aliases': ['destination_host']},
+    'virtual_service': {'type': 'str'},
+    'destination_rule': {'type': 'str'},
+    'route_name': {'type': 'str'},
+    'api_version': {'type': 'str', 'default': 'networking.istio.io/v1beta1'},
+}
+
 WAIT_ARG_SPEC = {
     'wait': {'type': 'bool', 'default': True},
     'wait_timeout': {'type': 'int', 'default': 300},
 }
-
-# Keys of a kubeconfig's ``users[].user`` whose values are credentials.  Everything under ``user`` is
-# treated as secret anyway (see kubeconfig_secrets); this list documents the usual ones.
-KUBECONFIG_SECRET_KEYS = ('token', 'client-key-data', 'password', 'id-token', 'refresh-token',
-                          'client-secret', 'access-token')
 
 DNS1123_LABEL = re.compile(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')
 

@@ -4,28 +4,19 @@
 """The one place that talks to the Kubernetes API, standing on the ``kubernetes`` library.
 
 ``build_configuration(params)`` turns the shared auth options (args.AUTH_ARG_SPEC) into a
-``kubernetes.client.Configuration`` with the library's own kubeconfig loader (exec plugins, OIDC,
-certificate data, the in-cluster service account).  ``ClusterClient`` sends its requests through the
-library's ``ApiClient`` -- the urllib3 pool its REST client builds from that Configuration (TLS, client
-certificates, proxies and no_proxy) and the Configuration's bearer token, renewed by the loader's refresh
-hook -- and learns from the server what it serves (``Discovery``), so any kind (Gateway API, the Sail
-operator's ``sailoperator.io/v1``, OpenShift's DeploymentConfig, Argo Rollouts) is reachable by its kind,
-and by its apiVersion where two API groups serve the same kind.  Objects stay plain dicts (the JSON the
-API serves): no generated model classes, which keeps lists of thousands of pods fast.
+``kubernetes.client.Configuration`` with the library's kubeconfig loader (exec plugins, OIDC, certificate
+data, the in-cluster service account).  ``ClusterClient`` sends requests through the library's
+``ApiClient`` (the pool its REST client builds from that Configuration: TLS, client certificates, proxies,
+no_proxy) with the Configuration's token (renewed by the loader's refresh hook), and learns from the server
+what it serves (``Discovery``): any kind -- Gateway API, Sail's ``sailoperator.io/v1``, OpenShift's
+DeploymentConfig, Argo Rollouts -- by its kind, and its apiVersion where two groups serve that kind.
+Objects stay plain dicts (the JSON the API serves), which keeps lists of thousands of pods fast.
 
-What stays ours is a thin domain layer:
-
-* retries of 429, 500/502/503/504 and dropped or reset connections, with capped exponential backoff that
-  honours ``Retry-After``; a renewable token is asked for again once on a 401;
-* domain exceptions (errors.py) naming the verb, the object and the server's reason: NotFound,
-  Conflict/AlreadyExists, Invalid, Gone, ApiError; ``AuthenticationFailed`` (401) and ``Forbidden``
-  (403); ``ClusterUnreachable`` for connection refused, DNS and TLS failures, naming the API server and
-  what to check.  No token, key or kubeconfig content in any message;
-* conditional writes (resourceVersion preconditions) and ``update_with_retry``, the one read-modify-write
-  loop of the collection;
-* resumable watches: ``stream()`` lists, then watches from the list's resourceVersion, resumes from the
-  last resourceVersion seen after a dropped connection and re-lists after 410 Gone; ``wait_for()``
-  builds on it to wait for one object to satisfy a predicate.
+What stays ours is a thin domain layer: retries of 429/5xx and dropped connections with capped backoff
+that honours ``Retry-After``; domain exceptions (errors.py) naming the verb, the object and the server's
+reason, with what to check -- never a token, key or kubeconfig content; conditional writes and
+``update_with_retry``, the collection's one read-modify-write loop; resumable watches (``follow``,
+``stream``, ``wait_for``) that resume after a dropped connection and re-list after 410 Gone.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -250,11 +241,9 @@ def _current_context_name(kubeconfig):
 
 
 def bearer_token(cfg):
-    """The Authorization header value of a Configuration (``Bearer <token>``), or None.
-
-    Public: tools run with the modules' credentials (istioctl.py) need the same token.  Each lookup runs
-    the kubeconfig loader's refresh hook (it re-reads an expired exec/OIDC token and re-applies the whole
-    configuration), so ClusterClient asks through ``_CachedAuth`` rather than once per request."""
+    """The Authorization header value of a Configuration (``Bearer <token>``) or None; tools run with the
+    modules' credentials need it too.  Each lookup runs the kubeconfig loader's refresh hook (it re-reads
+    an expired exec/OIDC token), so ClusterClient asks through ``_CachedAuth``, not once per request."""
     for ident in ('authorization', 'BearerToken'):
         try:
             value = cfg.get_api_key_with_prefix(ident)
@@ -365,13 +354,6 @@ class WatchEvent:
         self.object = object
         self.resource_version = resource_version
 
-    def __repr__(self):
-        if self.type == 'LISTED':
-            return 'WatchEvent(LISTED, %d items, rv=%s)' % (len(self.object), self.resource_version)
-        meta = (self.object or {}).get('metadata', {})
-        return 'WatchEvent(%s, %s/%s, rv=%s)' % (self.type, meta.get('namespace'), meta.get('name'),
-                                                 self.resource_version)
-
 
 class WatchDropped(Exception):
     """A watch connection ended abnormally (reset, truncated chunk, read timeout): resume it from the
@@ -409,21 +391,16 @@ class ApiResource:
                 parts.append(subresource)
         return '/'.join(parts)
 
-    def __repr__(self):
-        return 'ApiResource(%s %s)' % (self.api_version, self.kind)
-
 
 class Discovery:
-    """Which kinds the API server serves, read from the server itself (the collection has no table of
-    kinds), lazily and once per client, as kubectl and client-go discover them.
+    """Which kinds the API server serves, read from the server (no table of kinds), lazily, once per client.
 
-    A kind with its apiVersion costs one request for its group version (``/api/v1``,
-    ``/apis/<group>/<version>``).  A kind alone is looked up in the core group first (as kubectl's
-    REST mapper does: ``Event`` is ``v1``), then in the preferred version of every other group, all of
-    which the aggregated discovery document ``/apis`` gives in one request (older servers: ``/apis``,
-    then each group's preferred version).  A kind that two groups serve (Istio's and the Gateway API's
-    ``Gateway``) needs its apiVersion.  A kind not found is looked up once more after discovery is read
-    again, since its CustomResourceDefinition may have been created meanwhile.
+    A kind with its apiVersion costs one request for its group version (``/api/v1``, ``/apis/<g>/<v>``).
+    A kind alone is looked up in the core group first (as kubectl's REST mapper does: ``Event`` is ``v1``),
+    then in every other group's preferred version, all given by the aggregated discovery document
+    ``/apis`` in one request (older servers: ``/apis``, then each group).  A kind two groups serve (Istio's
+    and the Gateway API's ``Gateway``) needs its apiVersion.  A kind not found is looked up once more after
+    discovery is read again: its CustomResourceDefinition may be new.
     """
 
     def __init__(self, fetch):
@@ -437,7 +414,7 @@ class Discovery:
         self._preferred = None       # the preferred group version of every non-core group, server order
 
     def resource(self, kind, api_version=None, what=None):
-        """The ApiResource of ``kind``; KindNotServed (a NotFound) when the server does not serve it."""
+        """The ApiResource of ``kind``; NotFound (details ``served: false``) when the server does not serve it."""
         with self._lock:
             found = None
             if (kind, api_version) not in self._missing:
@@ -501,8 +478,8 @@ class Discovery:
 # --- read-modify-write -----------------------------------------------------------------------------
 
 DELETE = 'delete'
-_UNREAD = object()
 """What a ``mutate`` function of ``update_with_retry`` returns to delete the object."""
+_UNREAD = object()
 
 
 class Update:
@@ -543,15 +520,13 @@ class ReadModifyWrite:
                           dry_run=False, patch=False, current=_UNREAD):
         """Read-modify-write one object under optimistic concurrency; return an Update.
 
-        ``mutate(current)`` gets a copy of the object as read (None when it does not exist) and returns
-        the object to write, None (or the object unchanged) to leave it as it is, or DELETE.  The write
-        is conditional on the resourceVersion read: when someone else wrote in between (409, or the
-        object vanished), the object is read again and ``mutate`` asked again, at most
-        CONFLICT_ATTEMPTS times.  An update is a PUT of the whole object, or with ``patch`` the JSON merge
-        patch from the object read to the one returned (RBAC verb ``patch``).  ``check_mode`` writes
-        nothing; ``dry_run`` sends the write with dryRun=All (the server validates it, admission webhooks
-        included, and stores nothing).  ``current``: the object as the caller already read it (or None),
-        to spare the first read.
+        ``mutate(current)`` gets a copy of the object read (None: it does not exist) and returns the object
+        to write, None (or it unchanged) to leave it, or DELETE.  The write is conditional on the
+        resourceVersion read: when someone wrote in between (409, or the object vanished), the object is
+        read and ``mutate`` asked again, at most CONFLICT_ATTEMPTS times.  An update is a PUT, or with
+        ``patch`` the merge patch from the object read (RBAC verb ``patch``).  ``check_mode`` writes
+        nothing; ``dry_run`` sends dryRun=All (validated, admission webhooks included; nothing stored).
+        ``current``: the object as the caller already read it, which spares the first read.
         """
         for _attempt in range(self.CONFLICT_ATTEMPTS):
             before, current = current, _UNREAD
@@ -570,8 +545,9 @@ class ReadModifyWrite:
                 if action == 'create':
                     after = self.create(kind, desired, namespace, dry_run=dry_run)
                 elif action == 'delete':
-                    after = self.delete(kind, name, namespace, dry_run=dry_run, api_version=api_version,
-                                        resource_version=_rv(before)) and None
+                    after = None
+                    self.delete(kind, name, namespace, dry_run=dry_run, api_version=api_version,
+                                resource_version=_rv(before))
                 elif patch:
                     after = self.patch(kind, name, merge_patch(before, desired), namespace, dry_run=dry_run,
                                        resource_version=_rv(before), api_version=api_version)
@@ -699,7 +675,7 @@ class ClusterClient(ReadModifyWrite):
                 pass
 
     def request(self, method, path, query=None, body=None, content_type=None, what=None,
-                stream=False, timeout=None, retry=True, accept='application/json'):
+                stream=False, timeout=None, accept='application/json'):
         """Send one API call, retrying transient failures; return the decoded JSON (or the raw
         streaming response when ``stream``).  ``what`` names the object for messages, e.g.
         ('get', 'Deployment', 'istiod-1-15-4', 'istio-system')."""
@@ -725,7 +701,7 @@ class ClusterClient(ReadModifyWrite):
             except Exception as exc:  # pylint: disable=broad-except
                 kind, detail = classify_connection_error(exc)
                 self._note(method, path, query, 0)
-                if kind in ('fatal', 'dns', 'tls') or not retry:
+                if kind in ('fatal', 'dns', 'tls'):
                     raise self._unreachable(kind, detail)
                 if kind == 'connect':
                     connect_failures += 1
@@ -750,7 +726,7 @@ class ClusterClient(ReadModifyWrite):
                 self._auth.invalidate()
                 continue
             retry_after = parse_retry_after(response.headers.get('Retry-After'))
-            if retry and status in RetryPolicy.RETRY_STATUSES and attempt < self.retry.max_attempts:
+            if status in RetryPolicy.RETRY_STATUSES and attempt < self.retry.max_attempts:
                 with self._lock:
                     self.stats['retries'] += 1
                 self.sleep(self.retry.delay(attempt, retry_after))
@@ -991,50 +967,35 @@ class ClusterClient(ReadModifyWrite):
 
     def stream(self, kind, namespace=None, label_selector=None, field_selector=None, timeout=None,
                watch_chunk=60, resource_version=None, api_version=None):
-        """List, then watch, forever or until ``timeout`` seconds: yield WatchEvents.
+        """List, then watch, forever or until ``timeout`` seconds: yield WatchEvents (see ``follow``).
 
         The first event is LISTED with the current items (unless ``resource_version`` is given: then
-        the watch starts from there, e.g. to resume an earlier stream).  Dropped watches resume from the
-        last resourceVersion seen (no event lost, none repeated); 410 Gone re-lists and yields LISTED
-        again with the complete state.  The generator simply returns when ``timeout`` is over; stop
-        earlier by breaking out of the loop.
+        the watch starts from there, e.g. to resume an earlier stream).  The generator simply returns when
+        ``timeout`` is over; stop earlier by breaking out of the loop.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         selectors = dict(label_selector=label_selector, field_selector=field_selector, api_version=api_version)
-        rv = resource_version
-        if rv is None:
-            items, rv = self.list_with_version(kind, namespace, **selectors)
-            yield WatchEvent('LISTED', items, rv)
-        drops = 0
-        while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return
-            chunk = watch_chunk if remaining is None else max(1, min(watch_chunk, remaining))
-            try:
-                for event in self.watch(kind, namespace, resource_version=rv, timeout_seconds=int(chunk + 0.999),
-                                        **selectors):
-                    drops = 0
-                    if event.resource_version:
-                        rv = event.resource_version
-                    if event.type == 'BOOKMARK':
-                        continue
-                    yield event
-                    if deadline is not None and time.monotonic() >= deadline:
-                        return
-            except Gone:
-                items, rv = self.list_with_version(kind, namespace, **selectors)
-                yield WatchEvent('LISTED', items, rv)
-            except WatchDropped:
-                drops += 1
-                with self._lock:
-                    self.stats['retries'] += 1
-                if drops > self.retry.max_attempts * 3:
-                    raise ClusterUnreachable('The watch of %s on %s kept dropping: check the network '
-                                             'and the API server health.'
-                                             % (object_ref(kind, namespace=namespace), self.host),
-                                             details={'host': self.host, 'cause': 'dropped'})
-                self.sleep(self.retry.delay(min(drops, 5)))
+
+        def watch_items(rv):
+            chunk = watch_chunk if deadline is None else max(1, min(watch_chunk, deadline - time.monotonic()))
+            for event in self.watch(kind, namespace, resource_version=rv, timeout_seconds=int(chunk + 0.999),
+                                    **selectors):
+                yield event.type, event.object, event.resource_version
+
+        def pause(seconds):
+            with self._lock:
+                self.stats['retries'] += 1
+            self.sleep(seconds)
+        try:
+            for event in follow(lambda: self.list_with_version(kind, namespace, **selectors), watch_items,
+                                resource_version, max_failures=self.retry.max_attempts * 3,
+                                delay=lambda failures: self.retry.delay(min(failures, 5)), sleep=pause,
+                                deadline=deadline):
+                yield event
+        except WatchDropped:
+            raise ClusterUnreachable('The watch of %s on %s kept dropping: check the network and the API server '
+                                     'health.' % (object_ref(kind, namespace=namespace), self.host),
+                                     details={'host': self.host, 'cause': 'dropped'})
 
     def wait_for(self, kind, name, namespace, predicate, timeout, description=None, api_version=None):
         """Wait until ``predicate(obj)`` is true for the named object (``obj`` is None while it does
@@ -1058,6 +1019,43 @@ class ClusterClient(ReadModifyWrite):
                              ' to %s' % description if description else ''),
                           details={'kind': kind, 'name': name, 'namespace': namespace,
                                    'timeout': timeout})
+
+
+def follow(list_items, watch_items, resource_version=None, retry_on=(WatchDropped,), max_failures=24,
+           delay=None, sleep=time.sleep, stop=None, deadline=None):
+    """The resumable watch of one collection (ClusterClient.stream's and the rollout engine's watchers').
+
+    ``list_items()`` returns (items, resourceVersion), ``watch_items(rv)`` the (type, object, rv) events of
+    one watch request.  Yields WatchEvents: LISTED (the items) after the list (none when ``resource_version``
+    is given) and after each re-list that a 410 Gone causes, then ADDED, MODIFIED, DELETED.  An ended watch
+    resumes from the last resourceVersion seen (no event lost or repeated); after an error of ``retry_on``
+    ``delay(failures)`` seconds later, until ``max_failures`` in a row (then it is raised).  Ends when
+    ``stop`` (an Event) is set or ``deadline`` (time.monotonic()) has passed.
+    """
+    delay = delay or (lambda failures: min(5.0, 0.1 * 2 ** min(failures - 1, 6)))
+    rv, failures = resource_version, 0
+
+    def over():
+        return (stop is not None and stop.is_set()) or (deadline is not None and time.monotonic() >= deadline)
+    while not over():
+        try:
+            if rv is None:
+                items, rv = list_items()
+                yield WatchEvent('LISTED', items, rv)
+            for etype, obj, event_rv in watch_items(rv):
+                failures = 0
+                rv = event_rv or rv
+                if etype != 'BOOKMARK':
+                    yield WatchEvent(etype, obj, rv)
+                if over():
+                    return
+        except Gone:
+            rv = None   # re-list: the complete current state replaces what was known
+        except retry_on:
+            failures += 1
+            if failures > max_failures:
+                raise
+            sleep(delay(failures))
 
 
 # --- helpers ---------------------------------------------------------------------------------------

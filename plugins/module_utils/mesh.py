@@ -400,14 +400,6 @@ class WorkloadProxy:
     def ready(self):
         return self.replicas is not None and self.ready_replicas >= (self.replicas or 0)
 
-    def is_on(self, revision):
-        """Every pod is injected by ``revision`` (None: no pod has a sidecar)."""
-        if revision is None:
-            return all(not p.injected for p in self.pods)
-        if not self.pods:
-            return (self.replicas or 0) == 0
-        return all(p.revision == revision for p in self.pods)
-
     @property
     def needs_restart(self):
         return self.reason is not None

@@ -1,20 +1,16 @@
 # -*- coding: utf-8 -*-
 # Copyright: meshops.istio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The module base: what every meshops.istio module does alike, done once (like kubernetes.core's
-AnsibleK8SModule).
+"""The module base (as kubernetes.core's AnsibleK8SModule): what every meshops.istio module does alike.
 
-``MeshopsModule`` wraps AnsibleModule.  It adds the shared options (the cluster options of
-args.AUTH_ARG_SPEC with their ``K8S_AUTH_*`` fallbacks, the control-plane namespace ``istio_namespace``,
-``wait``/``wait_timeout``), masks the credentials inside a kubeconfig given as a dict, checks the Python
-libraries, creates the ClusterClient on first use (so input errors are raised before anything is sent)
-and closes it, and turns every domain exception (errors.py) into ``fail_json``: the one place that does.
-A module is its documentation, its own options and a ``run(module)`` that returns the result or raises::
+``MeshopsModule`` wraps AnsibleModule: it adds the shared options (args.py), masks the credentials of a
+kubeconfig given as a dict, checks the Python libraries, creates the ClusterClient on first use (so input
+errors come before any request) and closes it, and turns every domain exception (errors.py) into
+``fail_json`` -- the one place that does.  A module is its documentation, its options and ``run(module)``,
+which returns the result or raises::
 
     def main():
         MeshopsModule(dict(revision=dict(type='str', required=True)), istio_namespace=True).run(run)
-
-``module.result`` holds keys every result of the run carries, failed or not.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -73,9 +69,6 @@ class MeshopsModule:
 
     def warn(self, warning):
         self.ansible.warn(warning)
-
-    def deprecate(self, msg, version):
-        self.ansible.deprecate(msg, version=version, collection_name='meshops.istio')
 
     def run(self, run):
         """exit_json with ``run(self)``'s result, or fail_json with the MeshopsError it raised."""

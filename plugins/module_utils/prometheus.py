@@ -43,10 +43,9 @@ import time
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from ansible_collections.meshops.istio.plugins.module_utils.errors import (  # noqa: F401 (re-exported)
+from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     GateConfigError,
     PrometheusAuthError,
-    PrometheusError,
     PrometheusQueryError,
     PrometheusUnreachable,
 )
@@ -314,10 +313,6 @@ class PrometheusClient:
             params['time'] = '%.3f' % at
         document = self._get('/api/v1/query', params)
         return parse_query_response(document)
-
-    def build_info(self):
-        """``/api/v1/status/buildinfo`` (the server's version), a cheap way to see it is there."""
-        return (self._get('/api/v1/status/buildinfo', {}) or {}).get('data') or {}
 
     def _get(self, path, params):
         url = self.url + path

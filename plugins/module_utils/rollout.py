@@ -52,10 +52,9 @@ except ImportError:  # pragma: no cover - Python 2 is not supported
     import Queue as queue  # noqa
 
 from ansible_collections.meshops.istio.plugins.module_utils import mesh
-from ansible_collections.meshops.istio.plugins.module_utils.client import WatchDropped
+from ansible_collections.meshops.istio.plugins.module_utils.client import WatchDropped, follow
 from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     ClusterUnreachable,
-    Gone,
     InvalidInput,
     MeshopsError,
     NotFound,
@@ -64,10 +63,7 @@ from ansible_collections.meshops.istio.plugins.module_utils.errors import (
 )
 
 RESTARTED_AT = 'kubectl.kubernetes.io/restartedAt'
-SIDECAR_STATUS = 'sidecar.istio.io/status'
-SIDECAR_INJECT = 'sidecar.istio.io/inject'
-PROXY_CONTAINER = 'istio-proxy'
-WORKLOAD_KINDS = ('Deployment', 'StatefulSet', 'DaemonSet')
+WORKLOAD_KINDS = mesh.WORKLOAD_KINDS
 
 # More namespaces than this: list and watch cluster-wide once per kind and filter here, instead of
 # once per namespace.
@@ -524,10 +520,6 @@ class RolloutPlan:
         self.kinds = kinds
         self.missing_names = list(missing_names)
 
-    @property
-    def scope_namespaces(self):
-        return set(self.namespaces)
-
     @classmethod
     def build(cls, api, namespaces=None, namespace_selector=None, kinds=WORKLOAD_KINDS,
               selector=None, names=None, only_stale=True, revision=None):
@@ -735,9 +727,9 @@ class RolloutApi:
 # ---------------------------------------------------------------------------------- the watches
 
 class _Watcher(threading.Thread):
-    """Follows one collection (kind and scope) from a resourceVersion and posts what it sees to the
-    runner's queue: ('event', tag, type, item) per event, ('sync', tag, items) after a re-list, or
-    ('watch_failed', tag, error).  Resumes after drops, re-lists on 410 Gone."""
+    """Follows one collection (kind and scope) from a resourceVersion with the client's resumable watch
+    (client.follow) and posts what it sees to the runner's queue: ('event', tag, type, item) per event,
+    ('sync', tag, items) after a re-list, or ('watch_failed', tag, error)."""
 
     def __init__(self, api, tag, kind, namespace, rv, transform, out, stop, field_selector=None,
                  label_selector=None, sleep=None):
@@ -746,64 +738,32 @@ class _Watcher(threading.Thread):
         self.api = api
         self.tag = tag
         self.kind = kind
-        self.namespace = namespace
         self.rv = rv
         self.transform = transform
         self.out = out
         self.stop = stop
-        self.field_selector = field_selector
-        self.label_selector = label_selector
+        self.selectors = dict(namespace=namespace, label_selector=label_selector, field_selector=field_selector)
         self.sleep = sleep or stop.wait
-        self.reconnects = 0
-        self.relists = 0
-
-    def _wrap(self, kept, obj):
-        if kept is not None and self.kind in ('Pod', 'Event'):
-            return (kept, _meta(obj).get('namespace'))
-        return kept
 
     def run(self):
-        failures = 0
-        while not self.stop.is_set():
-            try:
-                if self.rv is None:
-                    items, self.rv = self.api.list(self.kind, namespace=self.namespace,
-                                                   label_selector=self.label_selector,
-                                                   field_selector=self.field_selector,
-                                                   transform=self.transform)
-                    self.relists += 1
-                    self.out.put(('sync', self.tag, items))
-                for etype, obj, rv in self.api.watch(self.kind, namespace=self.namespace,
-                                                     label_selector=self.label_selector,
-                                                     field_selector=self.field_selector,
-                                                     resource_version=self.rv,
-                                                     timeout_seconds=WATCH_SECONDS):
-                    failures = 0
-                    if rv:
-                        self.rv = rv
-                    if etype == 'BOOKMARK':
-                        continue
-                    if self.stop.is_set():
-                        return
-                    kept = self._wrap(self.transform(obj), obj)
-                    if kept is not None:
-                        self.out.put(('event', self.tag, etype, kept))
-                self.reconnects += 1
-            except Gone:
-                self.rv = None  # re-list: the complete current state replaces what we knew
-            except (WatchDropped, TransientApiError, ClusterUnreachable) as exc:
-                failures += 1
-                self.reconnects += 1
-                if failures > WATCH_MAX_FAILURES:
-                    self.out.put(('watch_failed', self.tag, exc))
+        try:
+            for event in follow(lambda: self.api.list(self.kind, transform=self.transform, **self.selectors),
+                                lambda rv: self.api.watch(self.kind, resource_version=rv, timeout_seconds=WATCH_SECONDS,
+                                                          **self.selectors),
+                                self.rv, retry_on=(WatchDropped, TransientApiError, ClusterUnreachable),
+                                max_failures=WATCH_MAX_FAILURES, sleep=self.sleep, stop=self.stop):
+                if self.stop.is_set():
                     return
-                self.sleep(min(5.0, 0.1 * (2 ** min(failures - 1, 6))))
-            except MeshopsError as exc:
-                self.out.put(('watch_failed', self.tag, exc))
-                return
-            except Exception as exc:  # pylint: disable=broad-except
-                self.out.put(('watch_failed', self.tag, exc))
-                return
+                if event.type == 'LISTED':
+                    self.out.put(('sync', self.tag, event.object))
+                    continue
+                kept = self.transform(event.object)
+                if kept is not None and self.kind in ('Pod', 'Event'):
+                    kept = (kept, _meta(event.object).get('namespace'))
+                if kept is not None:
+                    self.out.put(('event', self.tag, event.type, kept))
+        except Exception as exc:  # pylint: disable=broad-except
+            self.out.put(('watch_failed', self.tag, exc))
 
 
 # ------------------------------------------------------------------------------------- the runner
@@ -1337,7 +1297,9 @@ def run_rollout(api, namespaces=None, namespace_selector=None, kinds=WORKLOAD_KI
                            check_mode=check_mode)
     runner.run()
     workloads, summary = runner.results()
-    result = {'changed': runner.changed, 'workloads': workloads, 'summary': summary}
+    result = {'changed': runner.changed, 'workloads': workloads, 'summary': summary,
+              'changes': [dict((k, w[k]) for k in ('kind', 'namespace', 'name', 'action'))
+                          for w in workloads if w['action'] == 'restarted']}
     if diff:
         result['diff'] = runner.diff()
     if summary.get('failed'):

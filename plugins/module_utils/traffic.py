@@ -23,6 +23,7 @@ import copy
 import json
 import re
 
+from ansible_collections.meshops.istio.plugins.module_utils.args import DNS1123_LABEL
 from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput
 
 GROUP = 'networking.istio.io'
@@ -31,7 +32,6 @@ MANAGED_ANNOTATION = 'meshops.istio/traffic-shift'
 MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by'
 MANAGED_BY_VALUE = 'meshops.istio'
 
-_DNS1123_LABEL = re.compile(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')
 # Kubernetes label keys: optional DNS-1123 subdomain prefix and a name of at most 63 characters.
 _LABEL_NAME = re.compile(r'^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')
 _LABEL_PREFIX = re.compile(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')
@@ -67,7 +67,7 @@ def validate_subsets(subsets):
         if not isinstance(item, dict):
             raise TrafficShiftError('subsets[%d] must be a dict with name and labels, got %r' % (index, item))
         name = item.get('name')
-        if not isinstance(name, str) or not _DNS1123_LABEL.match(name) or len(name) > 63:
+        if not isinstance(name, str) or not DNS1123_LABEL.match(name) or len(name) > 63:
             raise TrafficShiftError(
                 'subsets[%d].name %r is not a valid subset name: Istio requires a DNS-1123 label '
                 '(lower case letters, digits and "-", e.g. v1 or canary)' % (index, name))

@@ -71,7 +71,6 @@ attributes:
     support: full
     description: Shows the revision's presence, version and readiness before and after.
 requirements:
-  - kubernetes >= 24.2.0 (Python library)
   - istioctl of the Istio version to install
 notes:
   - A revision that is installed, ready and at the istioctl's version is left alone, even when

@@ -46,7 +46,6 @@ attributes:
     support: none
     description: Nothing changes, so there is nothing to diff.
 requirements:
-  - kubernetes >= 24.2.0 (Python library)
   - jmespath (Python library, only for O(query))
 notes:
   - A namespace labelled C(istio-injection) is selected by that label alone (V(enabled) means the

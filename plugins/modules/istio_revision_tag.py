@@ -59,8 +59,6 @@ attributes:
   diff_mode:
     support: full
     description: Shows the fields of the webhook configurations that change.
-requirements:
-  - kubernetes >= 24.2.0 (Python library)
 seealso:
   - module: meshops.istio.istio_revision
   - module: meshops.istio.istio_revision_info

@@ -41,19 +41,8 @@ author:
   - meshops.istio contributors (@meshops)
 extends_documentation_fragment:
   - meshops.istio.auth
+  - meshops.istio.traffic
 options:
-  namespace:
-    description: Namespace of the Service, the VirtualService and the DestinationRule.
-    type: str
-    required: true
-  service:
-    description:
-      - The host whose traffic is shifted, normally the name of a Service in O(namespace) (for example
-        V(reviews)); the fully qualified name V(reviews.bookinfo.svc.cluster.local) is accepted too.
-      - Used as the DestinationRule's C(host) and as the C(destination.host) of the routes.
-    type: str
-    required: true
-    aliases: [destination_host]
   subsets:
     description:
       - The subsets to ensure in the DestinationRule, each with the pod labels that select it.
@@ -81,19 +70,6 @@ options:
         order and their other fields (port, headers); new ones are appended.
       - Required with O(state=present).
     type: raw
-  virtual_service:
-    description: Name of the VirtualService. Defaults to the short name of O(service).
-    type: str
-  destination_rule:
-    description: Name of the DestinationRule. Defaults to the short name of O(service).
-    type: str
-  route_name:
-    description:
-      - Name of the HTTP route of the VirtualService whose weights are set. Created (appended) when the
-        VirtualService has no route of that name.
-      - Without it the module uses the single default route (without C(match)) for O(service), and fails when
-        there are several.
-    type: str
   hosts:
     description:
       - The C(hosts) of the VirtualService. Defaults to O(service) when the module creates it; an existing
@@ -107,21 +83,13 @@ options:
         (an empty list removes them).
     type: list
     elements: str
-  api_version:
-    description:
-      - API version used for VirtualService and DestinationRule. V(networking.istio.io/v1beta1) is served by
-        every Istio release this collection supports (1.9 and later).
-    type: str
-    default: networking.istio.io/v1beta1
   state:
     description:
       - V(present) ensures the subsets and the weights.
       - V(absent) removes the routes and subsets the module added, and the objects it created when nothing
         else is left in them.
-      - V(query) only reads the current weights and objects. Deprecated, to be removed in 1.0.0: use
-        M(meshops.istio.istio_traffic_shift_info).
     type: str
-    choices: [present, absent, query]
+    choices: [present, absent]
     default: present
 notes:
   - Istio requires the weights of one route to sum to 100. Traffic for a subset only reaches pods that match
@@ -283,6 +251,7 @@ removed_subsets:
   sample: ["v1", "v2"]
 """
 
+from ansible_collections.meshops.istio.plugins.module_utils.args import TRAFFIC_TARGET_SPEC
 from ansible_collections.meshops.istio.plugins.module_utils.client import DELETE
 from ansible_collections.meshops.istio.plugins.module_utils.errors import MeshopsError, NotFound
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
@@ -294,7 +263,6 @@ from ansible_collections.meshops.istio.plugins.module_utils.traffic import (
     current_weights,
     plan_absent,
     plan_present,
-    read_split,
     short_host,
 )
 
@@ -304,20 +272,15 @@ WEBHOOK_HINT = (
     'API server refuses every Istio configuration change. Bring istiod back (or point the validator at a '
     'running revision with meshops.istio.istio_revision_tag) and run again.')
 ARGUMENT_SPEC = dict(
-    namespace=dict(type='str', required=True),
-    service=dict(type='str', required=True, aliases=['destination_host']),
+    TRAFFIC_TARGET_SPEC,
     subsets=dict(type='list', elements='dict', default=[], options=dict(
         name=dict(type='str', required=True),
         labels=dict(type='dict', required=True),
     )),
     weights=dict(type='raw'),
-    virtual_service=dict(type='str'),
-    destination_rule=dict(type='str'),
-    route_name=dict(type='str'),
     hosts=dict(type='list', elements='str'),
     gateways=dict(type='list', elements='str'),
-    api_version=dict(type='str', default='networking.istio.io/v1beta1'),
-    state=dict(type='str', choices=['present', 'absent', 'query'], default='present'),
+    state=dict(type='str', choices=['present', 'absent'], default='present'),
 )
 ATTRIBUTE = {'DestinationRule': 'destination_rule', 'VirtualService': 'virtual_service'}
 
@@ -344,13 +307,6 @@ def run(module):
     namespace, service, api_version = params['namespace'], params['service'], check_api_version(params['api_version'])
     names = {'VirtualService': params['virtual_service'] or short_host(service),
              'DestinationRule': params['destination_rule'] or short_host(service)}
-    if params['state'] == 'query':
-        module.deprecate('state=query is deprecated: read the split with meshops.istio.istio_traffic_shift_info',
-                         version='1.0.0')
-        split = read_split(module.client, namespace, service, names['VirtualService'], names['DestinationRule'],
-                           params['route_name'], api_version)
-        return dict(split, changed=False, previous_weights=split['weights'],
-                    actions={'destination_rule': 'none', 'virtual_service': 'none'})
     if params['state'] == 'present' and params['weights'] is None:
         raise TrafficShiftError('weights is required with state=present, e.g. {v1: 90, v2: 10}')
 

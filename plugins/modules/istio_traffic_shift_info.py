@@ -20,29 +20,7 @@ author:
   - meshops.istio contributors (@meshops)
 extends_documentation_fragment:
   - meshops.istio.auth
-options:
-  namespace:
-    description: Namespace of the Service, the VirtualService and the DestinationRule.
-    type: str
-    required: true
-  service:
-    description: The host whose traffic is split, normally the name of a Service in O(namespace).
-    type: str
-    required: true
-    aliases: [destination_host]
-  virtual_service:
-    description: Name of the VirtualService. Defaults to the short name of O(service).
-    type: str
-  destination_rule:
-    description: Name of the DestinationRule. Defaults to the short name of O(service).
-    type: str
-  route_name:
-    description: Name of the HTTP route whose weights are read; by default the single default route for O(service).
-    type: str
-  api_version:
-    description: API version used for VirtualService and DestinationRule.
-    type: str
-    default: networking.istio.io/v1beta1
+  - meshops.istio.traffic
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -86,6 +64,7 @@ managed:
 """
 
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
+from ansible_collections.meshops.istio.plugins.module_utils.args import TRAFFIC_TARGET_SPEC
 from ansible_collections.meshops.istio.plugins.module_utils.traffic import read_split
 
 
@@ -96,11 +75,7 @@ def run(module):
 
 
 def main():
-    MeshopsModule(dict(namespace=dict(type='str', required=True),
-                       service=dict(type='str', required=True, aliases=['destination_host']),
-                       virtual_service=dict(type='str'), destination_rule=dict(type='str'),
-                       route_name=dict(type='str'),
-                       api_version=dict(type='str', default='networking.istio.io/v1beta1'))).run(run)
+    MeshopsModule(TRAFFIC_TARGET_SPEC).run(run)
 
 
 if __name__ == '__main__':

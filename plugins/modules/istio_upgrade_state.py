@@ -30,10 +30,9 @@ options:
   state:
     description:
       - V(present) creates or updates the record with the given values.
-      - V(query) only reads it. Deprecated, to be removed in 1.0.0: use M(meshops.istio.istio_upgrade_state_info).
       - V(absent) deletes the record.
     type: str
-    choices: [present, query, absent]
+    choices: [present, absent]
     default: present
   name:
     description: Name of the ConfigMap.
@@ -161,12 +160,11 @@ changes:
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 from ansible_collections.meshops.istio.plugins.module_utils.upgrade_state import (
     STATE_FIELDS,
-    read_record,
     write_record,
 )
 
 ARGUMENT_SPEC = dict(
-    state=dict(type="str", choices=["present", "query", "absent"], default="present"),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
     name=dict(type="str", default="meshops-istio-upgrade"),
     tag=dict(type="str"),
     from_revision=dict(type="str"),
@@ -192,10 +190,6 @@ def run(module):
     """Apply the requested change to the record."""
     params = module.params
     name, namespace = params["name"], params["istio_namespace"]
-    if params["state"] == "query":
-        module.deprecate("state=query is deprecated: read the record with meshops.istio.istio_upgrade_state_info",
-                         version="1.0.0")
-        return dict(changed=False, upgrade=read_record(module.client, name, namespace))
     update, record = write_record(
         module.client, name, namespace, absent=params["state"] == "absent", check_mode=module.check_mode,
         fields=dict((key, params.get(key)) for key in STATE_FIELDS), phase=params.get("phase"),

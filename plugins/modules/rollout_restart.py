@@ -193,6 +193,12 @@ workloads:
       revision: 1-15-4
       duration: 12.4
       reason: null
+changes:
+  description: The workloads restarted (or that would be, in check mode), with action V(restarted).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"kind": "Deployment", "namespace": "bar", "name": "bar", "action": "restarted"}]
 summary:
   description: How many workloads ended in each action, and the total.
   returned: always

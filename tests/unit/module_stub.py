@@ -17,7 +17,6 @@ class ModuleStub:
         self.diff = diff
         self.result = {}
         self.warnings = []
-        self.deprecations = []
         self._client = client
 
     @property
@@ -27,9 +26,6 @@ class ModuleStub:
 
     def warn(self, warning):
         self.warnings.append(warning)
-
-    def deprecate(self, msg, version):
-        self.deprecations.append((msg, version))
 
 
 def stub_for(defaults):

@@ -102,13 +102,9 @@ class FakeModule:
         self.diff = diff
         self.client = client
         self.warnings = []
-        self.deprecations = []
 
     def warn(self, text):
         self.warnings.append(text)
-
-    def deprecate(self, msg, version):
-        self.deprecations.append((msg, version))
 
 
 def run(api, **params):
@@ -217,13 +213,6 @@ def test_query_reads_without_writing():
     result = info_mod.run(info)
     assert result['changed'] is False and result['weights'] == {'v1': 75, 'v2': 25} and result['managed'] is True
     assert result['virtual_service']['metadata']['name'] == 'reviews'
-    assert api.writes() == [] and api.writes(dry_run=True) == []
-    # the deprecated state=query of istio_traffic_shift answers the same, and says it is deprecated
-    module = FakeModule(client=api, state='query')
-    old = mod.run(module)
-    assert dict((k, old[k]) for k in result) == result and old['previous_weights'] == {'v1': 75, 'v2': 25}
-    assert old['actions'] == {'destination_rule': 'none', 'virtual_service': 'none'}
-    assert 'istio_traffic_shift_info' in module.deprecations[0][0]
     assert api.writes() == [] and api.writes(dry_run=True) == []
 
 

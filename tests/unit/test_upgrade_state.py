@@ -186,9 +186,6 @@ def test_info_reads_and_never_changes():
     out = info.run(params(phase="ignored"), store)
     assert not out["changed"] and store.writes == writes
     assert out["upgrade"]["from_revision"] == "1-14-6" and out["upgrade"]["waves_done"] == ["wave1"]
-    # the deprecated state=query of istio_upgrade_state answers the same, and says it is deprecated
-    assert mod.run(params(state="query", phase="ignored"), store) == out and store.writes == writes
-    assert "istio_upgrade_state_info" in mod.last.deprecations[0][0]
 
 
 def test_conflict_is_merged_not_clobbered():
