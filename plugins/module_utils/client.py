@@ -987,11 +987,10 @@ class ClusterClient(ReadModifyWrite):
                 self.stats['retries'] += 1
             self.sleep(seconds)
         try:
-            for event in follow(lambda: self.list_with_version(kind, namespace, **selectors), watch_items,
-                                resource_version, max_failures=self.retry.max_attempts * 3,
-                                delay=lambda failures: self.retry.delay(min(failures, 5)), sleep=pause,
-                                deadline=deadline):
-                yield event
+            yield from follow(lambda: self.list_with_version(kind, namespace, **selectors), watch_items,
+                              resource_version, max_failures=self.retry.max_attempts * 3,
+                              delay=lambda failures: self.retry.delay(min(failures, 5)), sleep=pause,
+                              deadline=deadline)
         except WatchDropped:
             raise ClusterUnreachable('The watch of %s on %s kept dropping: check the network and the API server '
                                      'health.' % (object_ref(kind, namespace=namespace), self.host),

@@ -13,7 +13,7 @@ short_description: Read the record of an Istio canary upgrade
 version_added: 0.1.0
 description:
   - Reads the record that M(meshops.istio.istio_upgrade_state) keeps on the cluster, in a ConfigMap (by default
-    C(meshops-istio-upgrade) in the Istio namespace): the revision tag being moved, the old and new revision and
+    C(meshops-istio-upgrade) in the Istio namespace) - the revision tag being moved, the old and new revision and
     version, the phases done and the waves started and done. Never changes anything.
   - Rollback and cleanup read the old revision from here when it is not given.
 author:

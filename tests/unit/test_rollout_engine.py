@@ -19,6 +19,8 @@ from ansible_collections.meshops.istio.plugins.module_utils.rollout import (
 )
 from ansible_collections.meshops.istio.plugins.module_utils.rollout import run_rollout as engine_run_rollout
 
+from rollout_fake import FakeApi
+
 
 def run_rollout(api, **options):
     """The module's result: a failed workload raises RolloutFailed (the module base turns it into
@@ -30,8 +32,6 @@ def run_rollout(api, **options):
         return dict(exc.to_result(), failed=True)
     assert not result['summary']['failed'] and 'failed' not in result
     return result
-
-from rollout_fake import FakeApi
 
 
 @pytest.fixture

@@ -154,6 +154,7 @@ class Modules:
 
 mod = Modules(state_mod)
 
+
 def test_create_then_idempotent():
     store = Store()
     first = mod.run(params(to_revision="1-15-4", to_version="1.15.4", phase="precheck"), store, diff=True)
