@@ -802,6 +802,8 @@ class ClusterClient(ReadModifyWrite):
               ref_name=None, **kw):
         what = (verb, kind, name or ref_name, namespace)
         res = self.resource(kind, api_version, what)
+        if method in ('POST', 'PUT'):   # a whole object: its kind and apiVersion as the server serves them
+            kw['body'] = dict(kw['body'], apiVersion=res.api_version, kind=res.kind)
         return _with_type(self.request(method, res.path(namespace, name, subresource), what=what, **kw), res)
 
     def get(self, kind, name, namespace=None, api_version=None):
@@ -850,25 +852,21 @@ class ClusterClient(ReadModifyWrite):
         """Create ``obj`` (its apiVersion, if any, chooses among the kinds the server serves)."""
         meta = obj.get('metadata') or {}
         namespace = namespace or meta.get('namespace')
-        res = self.resource(kind, obj.get('apiVersion'), ('create', kind, meta.get('name'), namespace))
-        body = dict(obj, apiVersion=res.api_version, kind=res.kind)
         try:
-            return self._call('POST', 'create', kind, None, namespace, res.api_version, ref_name=meta.get('name'),
-                              query=_dry(dry_run), body=body)
+            return self._call('POST', 'create', kind, None, namespace, obj.get('apiVersion'), ref_name=meta.get('name'),
+                              query=_dry(dry_run), body=obj)
         except AlreadyExists as exc:
             # our own earlier try went through before its answer was lost: that object is ours
             if exc.details.get('after_retry') and meta.get('name') and not dry_run:
-                return self.get(kind, meta['name'], namespace, res.api_version)
+                return self.get(kind, meta['name'], namespace, obj.get('apiVersion'))
             raise
 
     def replace(self, kind, obj, namespace=None, dry_run=False):
         """PUT the whole object; ``metadata.resourceVersion`` in ``obj`` makes it conditional
         (Conflict if the object changed since it was read)."""
         meta = obj.get('metadata') or {}
-        namespace = namespace or meta.get('namespace')
-        res = self.resource(kind, obj.get('apiVersion'), ('replace', kind, meta.get('name'), namespace))
-        return self._call('PUT', 'replace', kind, meta['name'], namespace, res.api_version, query=_dry(dry_run),
-                          body=dict(obj, apiVersion=res.api_version, kind=res.kind))
+        return self._call('PUT', 'replace', kind, meta['name'], namespace or meta.get('namespace'), obj.get('apiVersion'),
+                          query=_dry(dry_run), body=obj)
 
     def patch(self, kind, name, patch, namespace=None, patch_type='merge', dry_run=False,
               resource_version=None, subresource=None, api_version=None):

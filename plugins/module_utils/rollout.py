@@ -33,7 +33,8 @@ waited for, not restarted again; if that rollout brings pods on another revision
 then.  So no workload is restarted twice by one run, and a re-run completes an interrupted wave.
 The restartedAt value is fixed before the PATCH is first sent, so a retried PATCH cannot restart twice.
 
-Entry point for modules and roles: ``run_rollout(client_or_api, **options)`` -> the module result.
+Entry point for modules and roles: ``run_rollout(client, **options)`` -> the module result, where
+``client`` is a client.ClusterClient (tests give a fake with its list_with_version, patch and watch).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -505,7 +506,7 @@ class WorkloadState:
 class RolloutPlan:
     """Which workloads to restart, and which are current or skipped (and why).
 
-    ``api`` is a RolloutApi (or a fake with the same methods).  The revision expected to inject each
+    ``api`` is a ClusterClient (or a fake with its methods).  The revision expected to inject each
     workload's pods comes from mesh.py's model (namespace labels with Istio's precedence, tags read
     from their webhooks, pod template opt-in/out), or from ``revision`` when given.
     """
@@ -533,7 +534,7 @@ class RolloutPlan:
         # 1. namespaces (one list call; a missing namespace stops everything before any change)
         if namespaces:
             wanted = list(dict.fromkeys(namespaces))
-            found = dict((_meta(ns).get('name'), ns) for ns in api.list('Namespace')[0])
+            found = dict((_meta(ns).get('name'), ns) for ns in api.list_with_version('Namespace')[0])
             missing = [n for n in wanted if n not in found]
             if missing:
                 raise NotFound('namespace%s %s not found: nothing was restarted'
@@ -541,7 +542,7 @@ class RolloutPlan:
                                status=404, reason='NotFound', details={'missing': missing})
             selected = dict((n, found[n]) for n in wanted)
         else:
-            items = api.list('Namespace', label_selector=namespace_selector)[0]
+            items = api.list_with_version('Namespace', label_selector=namespace_selector)[0]
             selected = collections.OrderedDict(sorted((_meta(ns).get('name'), ns) for ns in items))
         ns_names = list(selected)
         if len(ns_names) >= CLUSTER_SCOPE_MIN_NAMESPACES:
@@ -564,7 +565,7 @@ class RolloutPlan:
                     if names_set and meta.get('name') not in names_set:
                         return None
                     return prune_workload(kind, obj)
-                items, rv = api.list(kind, namespace=scope, label_selector=selector, transform=keep)
+                items, rv = api.list_with_version(kind, scope, selector, transform=keep)
                 list_versions[(kind, scope)] = rv
                 for obj in items:
                     found_names.add(_meta(obj).get('name'))
@@ -590,8 +591,8 @@ class RolloutPlan:
                     owner = pod_owner(pod)
                     if owner is None or (meta.get('namespace'),) + owner not in by_key:
                         return None
-                    return PodInfo.from_pod(pod)
-                infos, rv = api.list('Pod', namespace=scope, transform=pod_info)
+                    return PodInfo.from_pod(pod), meta.get('namespace')
+                infos, rv = api.list_with_version('Pod', scope, transform=pod_info)
                 list_versions[('Pod', scope)] = rv
                 for info, ns in infos:
                     by_key[(ns,) + info.owner].pods[info.name] = info
@@ -621,7 +622,7 @@ class RevisionResolver:
 
     @classmethod
     def load(cls, api, namespace_objs, revision=None):
-        mwcs = api.list('MutatingWebhookConfiguration')[0]
+        mwcs = api.list_with_version('MutatingWebhookConfiguration')[0]
         state = mesh.MeshState.from_objects(mutating_webhooks=mwcs, namespaces=namespace_objs)
         override = None
         if revision:
@@ -690,46 +691,18 @@ def _classify(w, only_stale):
         w.reason = 'only_stale is false'
 
 
-# ------------------------------------------------------------------------------- the API adapter
-
-class RolloutApi:
-    """The few calls the engine makes, on top of client.ClusterClient (paging, retries, domain errors,
-    resumable watches); tests give the engine a fake with the same methods instead."""
-
-    def __init__(self, client):
-        self.client = client
-
-    def list(self, kind, namespace=None, label_selector=None, field_selector=None, transform=None):
-        """(items, resourceVersion); items are ``transform(obj)`` results (None drops the object) made
-        as each page arrives, paired with the object's namespace for pods and events."""
-        def keep(obj):
-            kept = transform(obj) if transform else obj
-            if kept is not None and kind in ('Pod', 'Event'):
-                return kept, _meta(obj).get('namespace')
-            return kept
-        return self.client.list_with_version(kind, namespace, label_selector, field_selector, transform=keep)
-
-    def restart(self, kind, namespace, name, restarted_at):
-        """The patch of ``kubectl rollout restart`` (strategic merge)."""
-        body = {'spec': {'template': {'metadata': {'annotations': {RESTARTED_AT: restarted_at}}}}}
-        return self.client.patch(kind, name, body, namespace=namespace, patch_type='strategic')
-
-    def watch(self, kind, namespace=None, label_selector=None, field_selector=None,
-              resource_version=None, timeout_seconds=WATCH_SECONDS):
-        """One watch request: yield (type, object, resourceVersion).  Raises Gone (410) or
-        WatchDropped (connection ended abnormally)."""
-        for event in self.client.watch(kind, namespace=namespace, label_selector=label_selector,
-                                       field_selector=field_selector, resource_version=resource_version,
-                                       timeout_seconds=timeout_seconds):
-            yield event.type, event.object, event.resource_version
+def restart_patch(restarted_at):
+    """The strategic-merge patch of ``kubectl rollout restart``."""
+    return {'spec': {'template': {'metadata': {'annotations': {RESTARTED_AT: restarted_at}}}}}
 
 
 # ---------------------------------------------------------------------------------- the watches
 
 class _Watcher(threading.Thread):
     """Follows one collection (kind and scope) from a resourceVersion with the client's resumable watch
-    (client.follow) and posts what it sees to the runner's queue: ('event', tag, type, item) per event,
-    ('sync', tag, items) after a re-list, or ('watch_failed', tag, error)."""
+    (client.follow) and posts what it sees, each object through ``transform``, to the runner's queue:
+    ('event', tag, type, item) per event, ('sync', tag, items) after a re-list, or ('watch_failed', tag,
+    error)."""
 
     def __init__(self, api, tag, kind, namespace, rv, transform, out, stop, field_selector=None,
                  label_selector=None, sleep=None):
@@ -747,9 +720,11 @@ class _Watcher(threading.Thread):
 
     def run(self):
         try:
-            for event in follow(lambda: self.api.list(self.kind, transform=self.transform, **self.selectors),
-                                lambda rv: self.api.watch(self.kind, resource_version=rv, timeout_seconds=WATCH_SECONDS,
-                                                          **self.selectors),
+            for event in follow(lambda: self.api.list_with_version(self.kind, transform=self.transform,
+                                                                   **self.selectors),
+                                lambda rv: ((item.type, item.object, item.resource_version) for item in
+                                            self.api.watch(self.kind, resource_version=rv,
+                                                           timeout_seconds=WATCH_SECONDS, **self.selectors)),
                                 self.rv, retry_on=(WatchDropped, TransientApiError, ClusterUnreachable),
                                 max_failures=WATCH_MAX_FAILURES, sleep=self.sleep, stop=self.stop):
                 if self.stop.is_set():
@@ -758,8 +733,6 @@ class _Watcher(threading.Thread):
                     self.out.put(('sync', self.tag, event.object))
                     continue
                 kept = self.transform(event.object)
-                if kept is not None and self.kind in ('Pod', 'Event'):
-                    kept = (kept, _meta(event.object).get('namespace'))
                 if kept is not None:
                     self.out.put(('event', self.tag, event.type, kept))
         except Exception as exc:  # pylint: disable=broad-except
@@ -852,7 +825,7 @@ class RolloutRunner:
         """Send the restart patch (one request; retried by the client only when it failed).  The
         value is fixed before the first try, so a retried patch cannot restart twice."""
         w.target = self._restart_ts(w)
-        return self.api.restart(w.kind, w.namespace, w.name, w.target)
+        return self.api.patch(w.kind, w.name, restart_patch(w.target), namespace=w.namespace, patch_type='strategic')
 
     def _restart_without_waiting(self, todo, resume):
         from concurrent.futures import ThreadPoolExecutor
@@ -894,7 +867,7 @@ class RolloutRunner:
             owner = pod_owner(pod)
             if owner is None or (meta.get('namespace'),) + owner not in keys:
                 return None
-            return PodInfo.from_pod(pod)
+            return PodInfo.from_pod(pod), meta.get('namespace')
 
         def event_transform(event):
             if event.get('reason') != 'FailedCreate':
@@ -908,7 +881,7 @@ class RolloutRunner:
                 return None
             when = event.get('lastTimestamp') or event.get('eventTime') or \
                 event.get('firstTimestamp') or _meta(event).get('creationTimestamp')
-            return (kind, name, event.get('message') or 'FailedCreate', when)
+            return (kind, name, event.get('message') or 'FailedCreate', when), _meta(event).get('namespace')
 
         for scope in scopes:
             for kind in kinds:
@@ -1224,8 +1197,8 @@ class RolloutRunner:
         w.settle_deadline = None
         selector = label_selector_string((_spec(w.obj).get('selector') or {}))
         try:
-            infos = self.api.list('Pod', namespace=w.namespace, label_selector=selector,
-                                  transform=PodInfo.from_pod)[0]
+            infos = self.api.list_with_version('Pod', w.namespace, selector,
+                                               transform=lambda pod: (PodInfo.from_pod(pod), w.namespace))[0]
         except MeshopsError:
             return
         fresh = {}
@@ -1283,11 +1256,9 @@ def run_rollout(api, namespaces=None, namespace_selector=None, kinds=WORKLOAD_KI
                 concurrency=10, check_mode=False, diff=False):
     """Plan and run; return the module result.
 
-    ``api`` is a RolloutApi (or a ClusterClient, which is wrapped).  Raises a MeshopsError for
+    ``api`` is a ClusterClient (or a fake with its methods).  Raises a MeshopsError for
     problems found before anything was changed (missing namespace, unknown revision...), and
     RolloutFailed, whose ``result`` holds every workload's outcome, when a workload failed."""
-    if not hasattr(api, 'restart'):
-        api = RolloutApi(api)
     if concurrency is None or concurrency < 0:
         raise InvalidInput('concurrency must be 0 (all at once) or a positive number')
     plan = RolloutPlan.build(api, namespaces=namespaces, namespace_selector=namespace_selector,

@@ -207,7 +207,7 @@ summary:
 """
 
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
-from ansible_collections.meshops.istio.plugins.module_utils.rollout import WORKLOAD_KINDS, RolloutApi, run_rollout
+from ansible_collections.meshops.istio.plugins.module_utils.rollout import WORKLOAD_KINDS, run_rollout
 
 ARGUMENT_SPEC = dict(
     namespaces=dict(type='list', elements='str'),
@@ -224,7 +224,7 @@ ARGUMENT_SPEC = dict(
 def run(module):
     params = module.params
     return run_rollout(
-        RolloutApi(module.client), namespaces=params['namespaces'], namespace_selector=params['namespace_selector'],
+        module.client, namespaces=params['namespaces'], namespace_selector=params['namespace_selector'],
         kinds=params['kinds'], selector=params['selector'], names=params['names'], only_stale=params['only_stale'],
         revision=params['revision'], wait=params['wait'], wait_timeout=params['wait_timeout'],
         concurrency=params['concurrency'], check_mode=module.check_mode, diff=module.diff)
