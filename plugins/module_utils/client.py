@@ -483,10 +483,9 @@ _UNREAD = object()
 
 
 class Update:
-    """What ``update_with_retry`` did (or, in check mode, would do) to one object.
-
-    ``action`` is none, create, update or delete; ``before`` the object as read, ``desired`` the object
-    written (None when deleted), ``after`` the server's answer (``desired`` in check mode)."""
+    """What ``update_with_retry`` did (in check mode: would do) to one object: ``action`` none, create,
+    update or delete; ``before`` the object read, ``desired`` the one written (None when deleted), ``after``
+    the server's answer (``desired`` in check mode)."""
 
     __slots__ = ('action', 'before', 'desired', 'after')
 
@@ -612,12 +611,9 @@ class ClusterClient(ReadModifyWrite):
         self._secrets = set(s for s in secrets if s)
         self.api_client = None
         if pool is None:
-            # The library's REST client builds the pool from the Configuration.  Requests go through the
-            # pool itself: the REST client's request() differs between kubernetes 24 and 37 (python-legacy
-            # and openapi-generator 7 templates), its pool does not.  RetryPolicy does the retrying, and
-            # the pool has room for a wave's patch threads (rollout.MAX_PATCH_THREADS) beside its
-            # long-lived watches: a full pool would open (and TLS-handshake) a throwaway connection per
-            # request.
+            # The pool the library's REST client builds from the Configuration (its request() differs
+            # between kubernetes 24 and 37, the pool does not); RetryPolicy retries; room for a wave's patch
+            # threads beside its watches, else each request would open (and TLS-handshake) a new connection.
             configuration.retries = False
             configuration.connection_pool_maxsize = 64
             self.api_client = k8s_client.ApiClient(configuration)

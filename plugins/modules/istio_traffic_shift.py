@@ -154,14 +154,6 @@ EXAMPLES = r"""
     kubeconfig: ~/.kube/prod
     context: prod-eu1
 
-- name: Roll back to the stable version only
-  meshops.istio.istio_traffic_shift:
-    namespace: bookinfo
-    service: reviews
-    weights:
-      v1: 100
-      v2: 0
-
 - name: Stop managing the traffic split (removes only what the module added)
   meshops.istio.istio_traffic_shift:
     namespace: bookinfo

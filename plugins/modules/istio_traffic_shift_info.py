@@ -25,7 +25,6 @@ attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Reads only, in check mode as otherwise.
 seealso:
   - module: meshops.istio.istio_traffic_shift
 """

@@ -30,7 +30,6 @@ attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Reads only, in check mode as otherwise.
 notes:
   - The module needs C(get) on ConfigMaps in O(istio_namespace).
 seealso:
