@@ -400,13 +400,13 @@ class Discovery:
     then in every other group's preferred version, all given by the aggregated discovery document
     ``/apis`` in one request (older servers: ``/apis``, then each group).  A kind two groups serve (Istio's
     and the Gateway API's ``Gateway``) needs its apiVersion.  A kind not found is looked up once more after
-    discovery is read again: its CustomResourceDefinition may be new.
+    discovery is read again (as client-go's deferred REST mapper does): its CustomResourceDefinition may be
+    new.
     """
 
     def __init__(self, fetch):
         self._fetch = fetch          # fetch(path, accept, what) -> the document, or None on 404
         self._lock = threading.RLock()
-        self._missing = set()
         self._reset()
 
     def _reset(self):
@@ -416,14 +416,11 @@ class Discovery:
     def resource(self, kind, api_version=None, what=None):
         """The ApiResource of ``kind``; NotFound (details ``served: false``) when the server does not serve it."""
         with self._lock:
-            found = None
-            if (kind, api_version) not in self._missing:
-                found = self._find(kind, api_version, what)
-                if found is None:
-                    self._reset()
-                    found = self._find(kind, api_version, what)
+            found = self._find(kind, api_version, what)
             if found is None:
-                self._missing.add((kind, api_version))
+                self._reset()
+                found = self._find(kind, api_version, what)
+            if found is None:
                 raise NotFound('the API server serves no %s%s (kubectl api-resources lists what it '
                                'serves): install its CustomResourceDefinition, or check the kind and '
                                'apiVersion' % (kind, ' in %s' % api_version if api_version else ''),

