@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: istio_traffic_shift_info
 short_description: Read how a Service's traffic is split between subsets by Istio
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Reads the VirtualService and the DestinationRule of O(service) and reports the weights of the HTTP route that
     M(meshops.istio.istio_traffic_shift) sets (the one named O(route_name), or the single default route without

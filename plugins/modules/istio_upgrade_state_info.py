@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: istio_upgrade_state_info
 short_description: Read the record of an Istio canary upgrade
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Reads the record that M(meshops.istio.istio_upgrade_state) keeps on the cluster, in a ConfigMap (by default
     C(meshops-istio-upgrade) in the Istio namespace) - the revision tag being moved, the old and new revision and

@@ -26,6 +26,11 @@ from .options import SimOptions
 from .store import Store
 
 DEFAULT_NAMESPACES = ["default", "kube-system", "kube-public", "kube-node-lease", "istio-system"]
+# Optional platform parts: feature name -> module with install_api(store, options) (types, run before the
+# scenario's objects are created) and install_controllers(cm, options) (controllers, run before they start).
+FEATURES = {"openshift": "openshift", "argo-rollouts": "argo", "sail-operator": "sail"}
+# Always on: kube-controller-manager parts kept outside controllers.py.
+CORE_EXTENSIONS = ["replication"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="watch events kept per resource type; older resourceVersions get 410 Expired")
     s.add_argument("--token", default=None, help="bearer token to require (default: random)")
     s.add_argument("--no-tls", action="store_true", help="serve plain HTTP (debugging only)")
+    s.add_argument("--feature", action="append", default=[], dest="features", choices=sorted(FEATURES),
+                   help="serve an optional platform part (besides the scenario's own `features`): openshift "
+                        "(apps.openshift.io DeploymentConfigs), argo-rollouts (Argo Rollouts CRDs + controller), "
+                        "sail-operator (sailoperator.io CRDs + the Sail operator)")
     return p
 
 
@@ -65,7 +74,7 @@ def options_from_args(a) -> SimOptions:
                       latency_ms=a.latency_ms, drop_watch_rate=a.drop_watch_rate, seed=a.seed,
                       audit_log=a.audit_log, authorize_rules=a.authorize_rules, namespaces=a.namespaces,
                       deployments=a.deployments, replicas=a.replicas,
-                      watch_history=a.watch_history)
+                      watch_history=a.watch_history, features=list(a.features))
 
 
 def _optional(modname):
@@ -80,13 +89,22 @@ def _optional(modname):
 def build_cluster(options: SimOptions):
     """-> (store, controller_manager_or_None).  Usable in-process (tests, benchmarks)."""
     store = Store(options)
+    scenarios = _optional("scenarios")
+    features = set(getattr(options, "features", None) or [])
+    if scenarios is not None and hasattr(scenarios, "scenario_features"):
+        features |= set(scenarios.scenario_features(options.scenario))
+    options.features = sorted(features)
+    extensions = [importlib.import_module(f"kubesim.{m}") for m in CORE_EXTENSIONS]
+    extensions += [importlib.import_module(f"kubesim.{FEATURES[f]}") for f in sorted(features)]
+    for ext in extensions:
+        if hasattr(ext, "install_api"):
+            ext.install_api(store, options)
     for ns in DEFAULT_NAMESPACES:
         store.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
                      admission=False)
     admission = _optional("admission")
     if admission is not None:
         admission.install(store, options)
-    scenarios = _optional("scenarios")
     if scenarios is not None:
         objs = scenarios.load_scenario(options.scenario, options)
     elif options.scenario in ("empty", ""):
@@ -115,6 +133,9 @@ def build_cluster(options: SimOptions):
     cm = None
     if controllers is not None:
         cm = controllers.ControllerManager(store, options)
+        for ext in extensions:
+            if hasattr(ext, "install_controllers"):
+                ext.install_controllers(cm, options)
         cm.start()
     return store, cm
 

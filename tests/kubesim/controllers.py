@@ -239,6 +239,26 @@ class ControllerManager:
         self._hash_cache: dict = {}
         self._ep_pending: set = set()
         self.errors = 0
+        self._extensions: list = []
+        self._ext_by_kind: dict = {}
+
+    def add_controller(self, ext):
+        """Register an extra controller (kubesim.replication, kubesim.openshift...).  ``ext`` has ``kinds``
+        (the work-key prefixes it syncs), ``attach(cm)``, ``keys_for(event_type, key, obj)`` -> work keys for a
+        store event, ``initial_keys()`` and ``sync(key)``; it runs on this manager's worker thread."""
+        ext.attach(self)
+        self._extensions.append(ext)
+        for kind in ext.kinds:
+            self._ext_by_kind[kind] = ext
+        return ext
+
+    def push(self, key):
+        """Queue work key ``key`` (for extra controllers)."""
+        self._push(key)
+
+    def after(self, delay: float, key):
+        """Queue ``key`` after ``delay`` seconds (for extra controllers)."""
+        self._after(delay, key)
 
     # ---------------------------------------------------------------- lifecycle
     def start(self):
@@ -274,7 +294,8 @@ class ControllerManager:
                     progressed = True
                 # retries parked on create back-off timers: run them now (kubelet timers stay)
                 with self._cv:
-                    retry = [t for t in self._timers if t[2][0] in ("rs", "sts", "ds") and t[2] in self._backoff]
+                    retry = [t for t in self._timers if (t[2][0] in ("rs", "sts", "ds") or t[2][0] in
+                                                         self._ext_by_kind) and t[2] in self._backoff]
                     if retry:
                         self._timers = [t for t in self._timers if t not in retry]
                         heapq.heapify(self._timers)
@@ -344,6 +365,9 @@ class ControllerManager:
             self._push(("ep", ns))
         for n in self._ro_list(NAMESPACES):
             self._push(("ns", n["metadata"]["name"]))
+        for ext in self._extensions:
+            for key in ext.initial_keys():
+                self._push(key)
 
     def _on_event(self, event_type, rtype, obj):
         try:
@@ -382,6 +406,9 @@ class ControllerManager:
                 self._push(("ep", ns))
             elif key == NAMESPACES and event_type == "ADDED":
                 self._push(("ns", name))
+            for ext in self._extensions:
+                for work in ext.keys_for(event_type, key, obj):
+                    self._push(work)
         except Exception:  # a listener must never break the store
             log.exception("controller listener failed")
 
@@ -437,6 +464,8 @@ class ControllerManager:
                 self.sync_endpoints(key[1])
             elif kind == "ns":
                 self.sync_namespace(key[1])
+            elif kind in self._ext_by_kind:
+                self._ext_by_kind[kind].sync(key)
         except ApiError as e:
             if e.code in (404, 409):
                 # stale read or a concurrent writer: try again shortly
@@ -725,8 +754,8 @@ class ControllerManager:
         labels = dict(tmeta.get("labels") or {})
         labels.update(extra_labels or {})
         meta = {"name": name, "namespace": owner["metadata"]["namespace"], "labels": labels,
-                "ownerReferences": [owner_reference(owner, kind)]}
-        if kind in ("ReplicaSet", "DaemonSet"):
+                "ownerReferences": [owner_reference(owner, kind, owner.get("apiVersion") or "apps/v1")]}
+        if kind in ("ReplicaSet", "DaemonSet", "ReplicationController"):
             meta["generateName"] = name[:-5]
         if tmeta.get("annotations"):
             meta["annotations"] = dict(tmeta["annotations"])
@@ -774,7 +803,8 @@ class ControllerManager:
                 return False
             self._event(owner, "Warning", "FailedCreate", f"Error creating: {e.message}",
                         {"ReplicaSet": "replicaset-controller", "StatefulSet": "statefulset-controller",
-                         "DaemonSet": "daemonset-controller"}.get(kind, "controller-manager"))
+                         "DaemonSet": "daemonset-controller",
+                         "ReplicationController": "replication-controller"}.get(kind, "controller-manager"))
             self._last_create_error[key] = e.message
             self._after(delay, key)
             return False
@@ -827,7 +857,7 @@ class ControllerManager:
             return (0 if unassigned else 1, phase, 1 if ready else 0, -restarts, _neg_str(created))
         return sorted(pods, key=rank)[:n]
 
-    def _update_rs_status(self, rs: dict, pods: list, failed_msg: str | None):
+    def _update_rs_status(self, rs: dict, pods: list, failed_msg: str | None, rtype: str = RS):
         now = time.time()
         min_ready = int((rs.get("spec") or {}).get("minReadySeconds") or 0)
         tlabels = ((rs.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}
@@ -859,7 +889,7 @@ class ControllerManager:
         if st != old:
             rs = dict(rs)
             rs["status"] = st
-            self._update_status(RS, rs)
+            self._update_status(rtype, rs)
 
     # ---------------------------------------------------------------- Deployment
     def sync_deployment(self, ns, name):

@@ -418,24 +418,30 @@ def pod_revision(pod: dict) -> str | None:
         return None
 
 
-def _workload_name(pod: dict) -> str:
+def _deploy_meta(pod: dict) -> tuple[str, str, str]:
+    """(apiVersion, kind, name) of the pod's workload, as istio/istio pkg/kube/inject GetDeployMetaFromPod
+    derives them: a ReplicaSet with ``pod-template-hash`` is its Deployment, one with
+    ``rollouts-pod-template-hash`` an Argo ``Rollout`` (apiVersion ``v1alpha1``), a ReplicationController
+    with label ``deploymentconfig`` an OpenShift ``DeploymentConfig`` (the RC's apiVersion ``v1``)."""
     meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
     for ref in meta.get("ownerReferences") or []:
         if ref.get("controller"):
-            name = ref.get("name", "")
-            if ref.get("kind") == "ReplicaSet":
-                h = (meta.get("labels") or {}).get("pod-template-hash")
-                if h and name.endswith("-" + h):
-                    return name[: -len(h) - 1]
-            return name
-    return meta.get("name") or (meta.get("generateName") or "").rstrip("-")
+            name, kind, api_version = ref.get("name", ""), ref.get("kind", ""), ref.get("apiVersion", "")
+            h = labels.get("pod-template-hash")
+            rh = labels.get("rollouts-pod-template-hash")
+            if kind == "ReplicaSet" and h and name.endswith(h):
+                return api_version, "Deployment", name[: -len(h) - 1]
+            if kind == "ReplicaSet" and rh and name.endswith(rh):
+                return "v1alpha1", "Rollout", name[: -len(rh) - 1]
+            if kind == "ReplicationController" and labels.get("deploymentconfig"):
+                return api_version, "DeploymentConfig", labels["deploymentconfig"]
+            return api_version, kind, name
+    return "v1", "Pod", meta.get("name") or (meta.get("generateName") or "").rstrip("-")
 
 
-def _owner_kind(pod: dict) -> str:
-    for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
-        if ref.get("controller"):
-            return "Deployment" if ref.get("kind") == "ReplicaSet" else ref.get("kind", "Pod")
-    return "Pod"
+def _workload_name(pod: dict) -> str:
+    return _deploy_meta(pod)[2]
 
 
 def _proxy_env(pod: dict, namespace: str, istiod: str, istio_ns: str, revision: str) -> list:
@@ -445,8 +451,7 @@ def _proxy_env(pod: dict, namespace: str, istiod: str, istio_ns: str, revision: 
     for c in (pod.get("spec") or {}).get("containers") or []:
         for p in c.get("ports") or []:
             ports.append({k: p[k] for k in ("name", "containerPort", "protocol") if k in p})
-    workload = _workload_name(pod)
-    kind = _owner_kind(pod)
+    owner_api_version, kind, workload = _deploy_meta(pod)
     fr = lambda path: {"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}  # noqa: E731
     return [
         {"name": "JWT_POLICY", "value": "third-party-jwt"},
@@ -464,7 +469,7 @@ def _proxy_env(pod: dict, namespace: str, istiod: str, istio_ns: str, revision: 
         {"name": "ISTIO_META_INTERCEPTION_MODE", "value": "REDIRECT"},
         {"name": "ISTIO_META_WORKLOAD_NAME", "value": workload},
         {"name": "ISTIO_META_OWNER",
-         "value": f"kubernetes://apis/apps/v1/namespaces/{namespace}/{kind.lower()}s/{workload}"},
+         "value": f"kubernetes://apis/{owner_api_version}/namespaces/{namespace}/{kind.lower()}s/{workload}"},
         {"name": "ISTIO_META_MESH_ID", "value": "cluster.local"},
         {"name": "TRUST_DOMAIN", "value": "cluster.local"},
     ]

@@ -29,3 +29,4 @@ class SimOptions:
     user: str = "kubesim-admin"
     cluster_name: str = "kubesim"
     kubernetes_version: str = "v1.32.0"
+    features: list = field(default_factory=list)  # optional platform parts (cli.FEATURES)

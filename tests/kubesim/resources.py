@@ -34,6 +34,8 @@ class ResourceType:
     crd_name: str = ""
     scale_paths: dict = field(default_factory=dict)  # CRD scale subresource paths
     printer_columns: list = field(default_factory=list)  # CRD additionalPrinterColumns
+    # discovery of subresources whose kind is not the resource's own: {sub: (group, version, kind, verbs)}
+    subresource_kinds: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.singular:
@@ -91,6 +93,8 @@ def builtin_types() -> list:
         _b("", "v1", "secrets", "Secret", True),
         _b("", "v1", "serviceaccounts", "ServiceAccount", True, ["sa"]),
         _b("", "v1", "events", "Event", True, ["ev"]),
+        _b("", "v1", "replicationcontrollers", "ReplicationController", True, ["rc"], ["status", "scale"], gen=True,
+           cats=["all"]),
         _b("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True, ["pvc"], ["status"]),
         _b("", "v1", "resourcequotas", "ResourceQuota", True, ["quota"], ["status"]),
         _b("", "v1", "limitranges", "LimitRange", True, ["limits"]),
@@ -125,6 +129,12 @@ GROUP_ORDER = ["", "apps", "events.k8s.io", "authorization.k8s.io", "batch", "po
                "coordination.k8s.io"]
 
 
+# Subresources served by code outside the generic handlers (e.g. ``deploymentconfigs/instantiate``):
+# {(resource key, subresource, verb): fn(store, rt, namespace, name, body, query, dry_run, user) -> (code, obj)}.
+# ``body`` is the decoded request body (None for get).  Registered by the optional feature modules.
+SUBRESOURCE_HANDLERS: dict = {}
+
+
 class Registry:
     """Thread-safe table of served resource types."""
 
@@ -141,6 +151,12 @@ class Registry:
     def get(self, key: str):
         with self._lock:
             return self._by_key.get(key)
+
+    def register(self, rt: ResourceType) -> ResourceType:
+        """Serve a built-in (non-CRD) type that only some clusters have (e.g. OpenShift's apps.openshift.io)."""
+        with self._lock:
+            self._by_key[rt.key] = rt
+        return rt
 
     def by_path(self, group: str, version: str, plural: str):
         with self._lock:

@@ -38,6 +38,7 @@ import yaml
 from . import tables
 from .errors import ApiError
 from .patch import PATCH_TYPES
+from .resources import SUBRESOURCE_HANDLERS
 from .selectors import FieldSelector, LabelSelector
 
 JSON = "application/json"
@@ -151,6 +152,8 @@ class Authorizer:
             return cls(None)
         with open(path, encoding="utf-8") as f:
             docs = [d for d in yaml.safe_load_all(f) if d]
+        # A `kind: List` (or `<Kind>List`) is expanded into its items, as kubectl apply does.
+        docs = [i for d in docs for i in ((d.get("items") or []) if str(d.get("kind", "")).endswith("List") else [d])]
         rules = []
         found = False
         for d in docs:
@@ -568,6 +571,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     @staticmethod
     def _sub_kind(rt, sub):
+        if sub in rt.subresource_kinds:
+            return rt.subresource_kinds[sub]
         if sub == "scale":
             return "autoscaling", "v1", "Scale", VERBS_SUB
         if sub == "eviction":
@@ -751,6 +756,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if "dryRun" in query and query["dryRun"] not in ("All", ""):
             raise ApiError.bad_request(f'Invalid dryRun value: "{query["dryRun"]}"; supported values: "All"')
         v = info.version
+        handler = SUBRESOURCE_HANDLERS.get((rt.key, info.subresource, info.verb)) if info.subresource else None
+        if handler is not None:
+            obj = None
+            if info.verb in ("create", "update", "patch"):
+                obj = self._parse_body(body, self.headers.get("Content-Type", ""))
+            code, res = handler(store, rt, ns, info.name, obj, query, dry_run, user)
+            return self._send_json(code, res)
         if info.verb == "get":
             return self._get(rt, ns, info, query)
         if info.verb == "list":

@@ -586,6 +586,7 @@ class Store:
             new = self._admit("UPDATE", rt, new, old, dry_run, user)
             strategy.apply_defaults(rt, new)
         strategy.validate(rt, new, old, self)
+        strategy.prepare_for_update(rt, new, old, subresource)
         if rt.generation and _without(new, "metadata", "status", "apiVersion", "kind") != \
                 _without(old, "metadata", "status", "apiVersion", "kind"):
             new["metadata"]["generation"] = int(ometa.get("generation") or 0) + 1
@@ -622,7 +623,11 @@ class Store:
         else:
             replicas = spec.get("replicas", 1)
             sreplicas = status.get("replicas", 0)
-            sel = selector_to_string(spec.get("selector"))
+            sel = spec.get("selector")
+            # ReplicationControllers (and DeploymentConfigs) select by a plain label map
+            sel = selector_to_string(sel) if isinstance(sel, dict) and ("matchLabels" in sel or "matchExpressions"
+                                                                         in sel) \
+                else ",".join(f"{k}={v}" for k, v in sorted((sel or {}).items()))
         out = {"kind": "Scale", "apiVersion": "autoscaling/v1",
                "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
                             if k in meta},

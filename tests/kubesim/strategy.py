@@ -23,6 +23,27 @@ WORKLOADS = {"deployments.apps", "replicasets.apps", "statefulsets.apps", "daemo
 TEMPLATE_OWNERS = WORKLOADS | {"jobs.batch"}
 
 
+# Per-type behaviour of types served by the optional feature modules (kubesim.openshift...) and of
+# built-in types defined outside this file: {resource key: {"prepare_create": fn(obj), "defaults": fn(obj),
+# "validate": fn(obj, old) -> [(field, type, value, detail)], "prepare_update": fn(new, old, subresource)}}.
+TYPE_HOOKS: dict = {}
+
+
+def register(key: str, **hooks):
+    TYPE_HOOKS.setdefault(key, {}).update(hooks)
+
+
+def _hook(rt, name):
+    return (TYPE_HOOKS.get(rt.key) or {}).get(name)
+
+
+def prepare_for_update(rt, new: dict, old: dict, subresource):
+    """Type-specific update preparation (e.g. a status write that also moves metadata.generation)."""
+    fn = _hook(rt, "prepare_update")
+    if fn is not None:
+        fn(new, old, subresource)
+
+
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -31,6 +52,9 @@ def _now():
 
 def prepare_for_create(rt, obj: dict, store):
     key = rt.key
+    fn = _hook(rt, "prepare_create")
+    if fn is not None:
+        fn(obj)
     if key == "pods":
         st = obj.setdefault("status", {})
         st.setdefault("phase", "Pending")
@@ -121,6 +145,9 @@ def apply_defaults(rt, obj: dict):
     key = rt.key
     meta = obj.setdefault("metadata", {})
     spec = obj.get("spec")
+    fn = _hook(rt, "defaults")
+    if fn is not None:
+        fn(obj)
     if key == "namespaces":
         if meta.get("name"):
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = meta["name"]
@@ -368,5 +395,8 @@ def validate(rt, obj: dict, old: dict | None, store=None):
                                                           "characters, '-', '_' or '.' (e.g. 'key.name',  or "
                                                           "'KEY_NAME',  or 'key-name', regex used for validation is "
                                                           "'[-._a-zA-Z0-9]+')"))
+    fn = _hook(rt, "validate")
+    if fn is not None:
+        causes.extend(fn(obj, old) or [])
     if causes:
         raise ApiError.invalid(rt, name, causes)
