@@ -99,6 +99,10 @@ class RolloutFailed(MeshopsError):
     """Workloads failed to restart or roll out; ``result`` holds every workload's outcome."""
 
 
+class PhaseRefused(MeshopsError):
+    """The plan refuses to run a phase of the upgrade (a guard failed); ``result`` holds the plan."""
+
+
 class UpgradeStateError(InvalidInput):
     """Bad input for the upgrade record (a name that cannot be a ConfigMap key, ...)."""
 

@@ -20,7 +20,10 @@ description:
     wave with its namespaces, its workloads and the times it was started and done.
   - Updates merge into the record. A phase or wave keeps its first completion time, so
     recording it again reports no change. A different O(to_revision) than the recorded one
-    starts a new record.
+    starts a new record, but an upgrade in progress (anything beyond precheck done, and neither
+    cleaned up nor rolled back) is only replaced with O(abandon=true); the abandoned record is then
+    kept whole in the new one (RV(upgrade.abandoned)).
+  - A record whose old and new revision would be the same is refused, and nothing is written.
   - The ConfigMap is flat (one key per fact, lists comma separated) so that
     C(kubectl get configmap meshops-istio-upgrade -n istio-system -o yaml) reads plainly.
   - Check mode never writes the ConfigMap; it reports what would change (with diff).
@@ -91,6 +94,13 @@ options:
     default: []
   forget_waves:
     description: Remove every wave from the record (a rollback moves their namespaces back).
+    type: bool
+    default: false
+  abandon:
+    description:
+      - Allow a different O(to_revision) to replace an upgrade in progress. The abandoned record is kept
+        under C(abandoned.<n>) in the new one.
+      - Without it such a change fails and nothing is written.
     type: bool
     default: false
 extends_documentation_fragment:
@@ -183,6 +193,7 @@ ARGUMENT_SPEC = dict(
     ),
     forget_phases=dict(type="list", elements="str", default=[]),
     forget_waves=dict(type="bool", default=False),
+    abandon=dict(type="bool", default=False),
 )
 
 
@@ -193,7 +204,8 @@ def run(module):
     update, record = write_record(
         module.client, name, namespace, absent=params["state"] == "absent", check_mode=module.check_mode,
         fields=dict((key, params.get(key)) for key in STATE_FIELDS), phase=params.get("phase"),
-        wave=params.get("wave"), forget_phases=params.get("forget_phases"), forget_waves=params.get("forget_waves"))
+        wave=params.get("wave"), forget_phases=params.get("forget_phases"), forget_waves=params.get("forget_waves"),
+        abandon=params.get("abandon"))
     result = dict(changed=update.changed, upgrade=record,
                   changes=update.changes("ConfigMap", name, namespace))
     if module.diff:

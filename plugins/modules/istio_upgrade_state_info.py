@@ -110,6 +110,16 @@ upgrade:
       type: list
       elements: str
       sample: [bar, baz, foo]
+    in_progress:
+      description: Something beyond precheck was done for the recorded target and the upgrade is neither cleaned up nor
+        rolled back.
+      type: bool
+      sample: true
+    abandoned:
+      description: The records of abandoned upgrades (their ConfigMap data and C(abandoned_at)), oldest first.
+      type: list
+      elements: dict
+      sample: [{"to_revision": "1-15-3", "phase.install": "2026-11-20T10:00:00Z", "abandoned_at": "2026-11-21T09:00:00Z"}]
 """
 
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
