@@ -252,7 +252,6 @@ def bearer_token(cfg):
     return None
 
 
-
 class _CachedAuth:
     """The bearer token, looked up again at most every ``ttl`` seconds.
 

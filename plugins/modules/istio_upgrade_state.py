@@ -22,7 +22,7 @@ description:
     recording it again reports no change. A different O(to_revision) than the recorded one
     starts a new record, but an upgrade in progress (anything beyond precheck done, and neither
     cleaned up nor rolled back) is only replaced with O(abandon=true); the abandoned record is then
-    kept whole in the new one (RV(upgrade.abandoned)).
+    kept whole in the new one (C(upgrade.abandoned), see M(meshops.istio.istio_upgrade_state_info)).
   - A record whose old and new revision would be the same is refused, and nothing is written.
   - The ConfigMap is flat (one key per fact, lists comma separated) so that
     C(kubectl get configmap meshops-istio-upgrade -n istio-system -o yaml) reads plainly.
