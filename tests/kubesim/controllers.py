@@ -244,6 +244,8 @@ class ControllerManager:
         self.errors = 0
         self._extensions: list = []
         self._ext_by_kind: dict = {}
+        # readiness probes of extra controllers: fn(pod) -> {container name: why it is not ready} (kubesim.ambient)
+        self.readiness_checks: list = []
 
     def add_controller(self, ext):
         """Register an extra controller (kubesim.replication, kubesim.openshift...).  ``ext`` has ``kinds``
@@ -683,6 +685,15 @@ class ControllerManager:
         else:
             init, main = self._container_statuses(pod, "running")
             ready_status, reason, msg = "True", None, None
+            failing = {}
+            for check in self.readiness_checks:
+                failing.update(check(pod) or {})
+            if failing:  # a readiness probe fails: the container runs, the pod is not Ready
+                for c in main:
+                    if c["name"] in failing:
+                        c["ready"] = False
+                ready_status, reason = "False", "ContainersNotReady"
+                msg = f"containers with unready status: [{' '.join(c['name'] for c in main if not c['ready'])}]"
         conds = st.get("conditions") or []
         if sidecar_crash:
             conds = set_condition(conds, "Initialized", "False", "ContainersNotInitialized",
