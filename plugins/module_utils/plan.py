@@ -1225,6 +1225,7 @@ class UpgradePlan:
             'remove': planned.get('remove'), 'findings': planned.get('findings') or [],
             'migrate': planned.get('migrate') or [], 'verify': planned.get('verify'),
             'rollback_namespaces': planned.get('namespaces') or [],
+            'ambient': planned.get('ambient'),
             'record_update': _record_update_args(self.record_update),
         })
         return out

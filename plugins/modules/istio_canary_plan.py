@@ -13,7 +13,8 @@ module: istio_canary_plan
 short_description: Decide one phase of the Istio canary upgrade; refuse it with the reason when it may not run
 version_added: 0.2.0
 description:
-  - Reads the cluster (revisions, tags, namespaces, workloads and their proxies) and the upgrade record once,
+  - Reads the cluster (revisions, tags, namespaces, workloads and their proxies, the ambient data plane and
+    istiod-deployed Gateways) and the upgrade record once,
     and decides for one phase of the canary upgrade what is old and new, what the phase will change (objects,
     workloads, the record) and whether it may run. Every guard that applies to the phase is enforced, whatever
     ran before (the checks of precheck hold for install too).
@@ -219,6 +220,14 @@ plan:
       description: Rollback - the namespaces moved back.
       type: list
       elements: str
+    ambient:
+      description:
+        - Phases V(cni) and V(ztunnel) - C(component), C(present) (false on a sidecar-only mesh, with a C(note)),
+          C(nodes) whose pod is not on the target yet, C(configured) (the DaemonSet already carries the target),
+          C(release), C(strategy), C(revision), C(from_version), C(from_revision).
+        - Phase V(gateways) - istiod-deployed Gateways and waypoints C(follow)ing the tag, those C(pending) (not
+          rolled onto the new revision yet) and those C(pinned) to another revision by C(istio.io/rev).
+      type: dict
     record_update:
       description: The istio_upgrade_state arguments that record the phase.
       type: dict
@@ -238,6 +247,7 @@ plan:
       elements: str
 '''
 
+from ansible_collections.meshops.istio.plugins.module_utils.ambient import AmbientState
 from ansible_collections.meshops.istio.plugins.module_utils.errors import PhaseRefused
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import MeshState
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
@@ -259,6 +269,7 @@ def run(module):
     request = request_from(params).validate()
     phase_spec(params['phase'])
     state = MeshState.load(module.client, request.istio_namespace)
+    state.ambient = AmbientState.load(module.client, state, request.istio_namespace)
     configmap = module.client.get_or_none('ConfigMap', request.record_name, request.istio_namespace)
     record = parse((configmap or {}).get('data'))
     plan = UpgradePlan.build(state, record, request, params['phase'], assume_done=params['assume_done'],

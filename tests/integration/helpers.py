@@ -117,6 +117,7 @@ def auth(sim):
 
 PATHS = {
     'Namespace': '/api/v1/namespaces',
+    'Node': '/api/v1/nodes',
     'Pod': '/api/v1/namespaces/{ns}/pods',
     'Service': '/api/v1/namespaces/{ns}/services',
     'ConfigMap': '/api/v1/namespaces/{ns}/configmaps',

@@ -16,7 +16,8 @@ Always on (kubesim.cli CORE_EXTENSIONS).  What it models, and the real source ea
   ``spec.unschedulable`` (daemon pods tolerate it, kubesim.controllers).
 * **ztunnel** (Istio ``manifests/charts/ztunnel``): a ztunnel pod (container ``istio-proxy`` with args
   ``proxy ztunnel``) becomes Ready only once the istiod of its ``XDS_ADDRESS``/``CA_ADDRESS``
-  (``istiod-<revision>.<ns>.svc:15012``) has a Ready pod: it takes its certificates and config from there.  Per
+  (``istiod-<revision>.<ns>.svc:15012``) has a Ready pod: it takes its certificates and config from there
+  (once ready it stays ready while istiod is briefly away).  Per
   node, the times when no Ready ztunnel served the node are recorded (``GET /kubesim/ztunnel``).
 * **istio-cni's node agent** (``cni/pkg/nodeagent``): pods of namespaces labelled
   ``istio.io/dataplane-mode=ambient`` (unless the pod opts out with ``istio.io/dataplane-mode=none`` or has a
@@ -430,8 +431,10 @@ class AmbientControllers:
         return False
 
     def container_unready(self, pod) -> dict:
-        """Readiness probes that fail: {container: reason}.  ztunnel's /healthz/ready needs its istiod."""
-        if is_ztunnel(pod):
+        """Readiness probes that fail: {container: reason}.  ztunnel's /healthz/ready passes once it got its
+        certificates and configuration from its istiod; after that it keeps serving from what it has when
+        istiod goes away for a while (an istiod pod evicted by a drain), so it stays ready."""
+        if is_ztunnel(pod) and not pod_ready(pod):
             host = ztunnel_istiod(pod)
             if host and not self._istiod_ready(host):
                 return {"istio-proxy": f"no istiod serving {host}"}
@@ -443,8 +446,7 @@ class AmbientControllers:
             if is_ztunnel(p) and not terminating(p):
                 nodes.add((p.get("spec") or {}).get("nodeName"))
                 if (p.get("status") or {}).get("phase") == "Running":
-                    want = not self.container_unready(p)
-                    if want != pod_ready(p):  # the probe's result changed: the kubelet reports it
+                    if not pod_ready(p) and not self.container_unready(p):  # its istiod is there now
                         self.cm.push(("pod-tick", p["metadata"]["namespace"], p["metadata"]["name"],
                                       p["metadata"].get("uid")))
         for n in nodes:
