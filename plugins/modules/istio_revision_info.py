@@ -227,8 +227,20 @@ selected:
   description: The result of O(query) over RV(workloads).
   returned: when O(query) is given
   type: raw
+ambient:
+  description:
+    - The ambient data plane and the Gateways istiod deploys. C(present) - whether istio-cni or ztunnel is
+      installed; C(ztunnel) and C(cni) - their DaemonSet (C(version), C(revision) ztunnel takes config from,
+      C(strategy), Helm C(release)) and per node C(nodes) (C(node), C(pod), C(version), C(revision), C(ready));
+      C(namespaces) - the data plane mode of each namespace in the mesh (V(ambient) or V(sidecar));
+      C(gateways) and C(waypoints) - Gateway API Gateways of class C(istio) / C(istio-waypoint) with the revision
+      serving each (C(serving_revision), C(pinned_revision)) and the C(revisions) and C(versions) of their pods;
+      C(unredirected_pods) - pods of ambient namespaces istio-cni has not redirected.
+  returned: always
+  type: dict
 '''
 
+from ansible_collections.meshops.istio.plugins.module_utils.ambient import AmbientState
 from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import MeshState
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
@@ -262,6 +274,7 @@ def run(module):
             raise InvalidInput('namespaces %s do not exist on the cluster' % ', '.join(missing),
                                details={'missing': missing})
     result = state.to_dict(wanted)
+    result['ambient'] = AmbientState.load(module.client, state, params['istio_namespace']).to_dict()
     if expression is not None:
         result['selected'] = expression.search(result['workloads'])
     return result
