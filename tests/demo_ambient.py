@@ -118,7 +118,8 @@ def main(argv=None):
                                                                      ("base", "istiod", "gateway", "cni", "ztunnel")),
                                        istio_canary_helm_values={"env": {"PILOT_ENABLE_AMBIENT": "true"}},
                                        istio_canary_waves=[{"name": "sidecars", "namespaces": ["baz"]}],
-                                       istio_canary_ztunnel_drain=True, istio_canary_wait_timeout=180)
+                                       istio_canary_gateways=[], istio_canary_ztunnel_drain=True,
+                                       istio_canary_wait_timeout=180)
         say("  API server %s, kubeconfig %s" % (sim.url, sim.kubeconfig))
         say("  inventory  %s" % inventory)
         before = data_plane(sim)

@@ -2,8 +2,9 @@
 istio-cni and ztunnel on 3 nodes, foo and bar ambient with the waypoint ``waypoint`` in bar, baz on sidecars, the
 Gateway API ingress ``ingress``) to 1.30.3 through playbooks/upgrade.yml, phase by phase, with real Helm: phases
 out of order refused, ztunnel node by node with drains (kubesim records when each node had no ready ztunnel),
-istiod's gateways and waypoints rolled by the tag move, verify, rollback in reverse, cleanup refused while a
-Gateway is pinned to the old revision, and a sidecar-only mesh skipping the ambient phases."""
+istiod's gateways and waypoints rolled by the tag move, verify, cleanup refused while a Gateway is pinned to the
+old revision, and rollback in reverse.  (A sidecar-only mesh skipping the ambient phases: test_ambient.py and
+test_ambient_upgrade.py.)"""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def inventory(tmp_path, sim, **extra):
         istio_canary_helm_charts=dict((k, str(CHARTS / k)) for k in ("base", "istiod", "gateway", "cni", "ztunnel")),
         istio_canary_helm_values={"env": {"PILOT_ENABLE_AMBIENT": "true"}},
         istio_canary_waves=[{"name": "sidecars", "namespaces": ["baz"]}],
-        istio_canary_ztunnel_drain=True, istio_canary_ztunnel_drain_timeout=60)
+        istio_canary_gateways=[], istio_canary_ztunnel_drain=True, istio_canary_ztunnel_drain_timeout=60)
     variables.update(extra)
     return us.write_inventory(tmp_path / "inventory", {"sandbox": sim.kubeconfig}, **variables)
 
@@ -96,8 +97,18 @@ def redirected(sim, ns):
                for p in items(sim, "/api/v1/namespaces/%s/pods?labelSelector=app=%s" % (ns, ns)))
 
 
+def label_ingress(sim, value):
+    cp = subprocess.run(["kubectl", "label", "--overwrite", "gateways.gateway.networking.k8s.io", "ingress", "-n",
+                         "istio-ingress", "istio.io/rev%s" % ("=" + value if value else "-")],
+                        env=sim.kubectl_env(), capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+
+
 def test_whole_ambient_upgrade_phase_by_phase(mesh, tmp_path):
+    """The mixed mesh: ambient namespaces (one with a waypoint), a sidecar namespace, and the ingress Gateway
+    pinned to the old revision by its own istio.io/rev label until the end."""
     sim = mesh
+    label_ingress(sim, OLD_REV)
     inv = inventory(tmp_path, sim)
     ok(run(inv, "precheck", tmp_path))
     # out of order: nothing moves before the new istiod, ztunnel waits for istio-cni, tags for ztunnel
@@ -123,11 +134,19 @@ def test_whole_ambient_upgrade_phase_by_phase(mesh, tmp_path):
     assert not again.changed()
 
     ok(run(inv, "tag", tmp_path))
-    ok(run(inv, "gateways", tmp_path))
+    gateways = ok(run(inv, "gateways", tmp_path))
     assert gateway_pods(sim, "bar", "waypoint") == {(NEW_REV, NEW_VERSION)}
-    assert gateway_pods(sim, "istio-ingress", "ingress") == {(NEW_REV, NEW_VERSION)}
+    # pinned by its own label: istiod-1-29-6 keeps serving it, and the phase names it
+    assert gateway_pods(sim, "istio-ingress", "ingress") == {(OLD_REV, OLD_VERSION)}
+    assert "istio-ingress/ingress (istio.io/rev=%s)" % OLD_REV in json.dumps(gateways.summaries())
     ok(run(inv, "wave1", tmp_path))
     ok(run(inv, "verify", tmp_path))
+    refused(run(inv, "cleanup", tmp_path), "gateway istio-ingress/ingress (pinned by istio.io/rev=%s)" % OLD_REV)
+    assert len(items(sim, "/apis/apps/v1/namespaces/%s/deployments?labelSelector=app=istiod" % NS)) == 2
+    # unpinned, it follows the tag: istiod-1-30-3 re-renders it, and cleanup may go
+    label_ingress(sim, None)
+    ok(run(inv, "gateways", tmp_path))
+    assert gateway_pods(sim, "istio-ingress", "ingress") == {(NEW_REV, NEW_VERSION)}
     ok(run(inv, "cleanup", tmp_path))
     istiods = items(sim, "/apis/apps/v1/namespaces/%s/deployments?labelSelector=app=istiod" % NS)
     assert [d["metadata"]["name"] for d in istiods] == ["istiod-%s" % NEW_REV]
@@ -150,31 +169,3 @@ def test_rollback_goes_back_in_reverse(mesh, tmp_path):
     assert gateway_pods(sim, "istio-ingress", "ingress") == {(OLD_REV, OLD_VERSION)}
     assert cordoned(sim) == []
     assert redirected(sim, "foo") and redirected(sim, "bar")
-
-
-def test_mixed_mesh_pinned_gateway_blocks_cleanup(mesh, tmp_path):
-    sim = mesh
-    cp = subprocess.run(["kubectl", "label", "gateways.gateway.networking.k8s.io", "ingress", "-n",
-                         "istio-ingress", "istio.io/rev=%s" % OLD_REV], env=sim.kubectl_env(), capture_output=True,
-                        text=True, timeout=60)
-    assert cp.returncode == 0, cp.stderr
-    inv = inventory(tmp_path, sim)
-    for tags in ("precheck", "install", "cni", "ztunnel", "tag", "gateways", "wave1", "verify"):
-        ok(run(inv, tags, tmp_path))
-    assert gateway_pods(sim, "istio-ingress", "ingress") == {(OLD_REV, OLD_VERSION)}
-    assert gateway_pods(sim, "bar", "waypoint") == {(NEW_REV, NEW_VERSION)}
-    refused(run(inv, "cleanup", tmp_path), "gateway istio-ingress/ingress (pinned by istio.io/rev=%s)" % OLD_REV)
-    istiods = items(sim, "/apis/apps/v1/namespaces/%s/deployments?labelSelector=app=istiod" % NS)
-    assert sorted(d["metadata"]["name"] for d in istiods) == ["istiod-%s" % OLD_REV, "istiod-%s" % NEW_REV]
-
-
-def test_sidecar_only_mesh_skips_ambient_phases(tmp_path):
-    workdir = tmp_path / "sim"
-    workdir.mkdir()
-    with KubeSim("helm", workdir=str(workdir), pod_ready_seconds=0.2, audit=False) as sim:
-        inv = inventory(tmp_path, sim, istio_canary_waves=[])
-        ok(run(inv, "precheck,install", tmp_path))
-        result = ok(run(inv, "cni,ztunnel", tmp_path))
-        notes = json.dumps(result.summaries())
-        assert "sidecar-only" in notes, notes
-        ok(run(inv, "tag", tmp_path))
