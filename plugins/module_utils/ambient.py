@@ -244,8 +244,8 @@ def serving_revisions(state, obj_labels, namespace_labels, revisions=None):
     for rev in sorted(revisions if revisions is not None else state.revisions):
         mine = set([rev]) | set(t.name for t in state.tags.values() if t.revision == rev)
         other_default = mesh.DEFAULT not in mine and default_tag is not None
-        if selected in mine or (selected == '' and (mesh.DEFAULT in mine or
-                                                     (default_revision == rev and not other_default))):
+        by_default = mesh.DEFAULT in mine or (default_revision == rev and not other_default)
+        if selected in mine or (selected == '' and by_default):
             out.append(rev)
     return out
 
@@ -640,8 +640,8 @@ class NodeByNodeUpgrade:
     def _gone(self, namespace, name, deadline):
         while self.client.get_or_none('Pod', name, namespace) is not None:
             if self.clock() >= deadline:
-                raise DrainBlocked('Drain: evicted pod %s/%s was not deleted within %ss' % (namespace, name,
-                                                                                          self.drain_timeout))
+                raise DrainBlocked('Drain: evicted pod %s/%s was not deleted within %ss'
+                                   % (namespace, name, self.drain_timeout))
             self.sleep(self.poll)
 
     def _blocker(self, pod):
@@ -697,7 +697,6 @@ def wait_rolled_out(client, component, version, timeout, poll=1.0, sleep=time.sl
     return {'changed': bool(stale), 'batches': [stale] if stale else [], 'nodes': entries, 'upgraded': stale}
 
 
-
 # --- the planner's ambient phases and guards ------------------------------------------------------------
 # Phases ``cni`` (order 30) and ``ztunnel`` (35) sit between ``install`` (20) and ``tag`` (40), as Istio's
 # ambient upgrade orders them; ``tag``, ``verify``, ``cleanup`` and ``rollback`` get the ambient guards below.
@@ -718,8 +717,8 @@ def _control_plane_first(ctx):
     if not upgrade.to_installed:
         return ("%s refuses to run: revision %s is not installed in %s. Run the 'install' phase first "
                 "(--tags install): istio-cni and ztunnel 1.x work with control planes 1.x and 1.x+1, so the new "
-                "istiod comes first. Nothing was changed." % (ctx.label, upgrade.to_revision,
-                                                             ctx.request.istio_namespace))
+                "istiod comes first. Nothing was changed."
+                % (ctx.label, upgrade.to_revision, ctx.request.istio_namespace))
     return '%s refuses to run: revision %s is not ready; check istiod-%s. Nothing was changed.' % (
         ctx.label, upgrade.to_revision, upgrade.to_revision)
 
@@ -871,8 +870,8 @@ def _gateways_plan(original):
             'follow': ['%s/%s' % (g.namespace, g.name) for g in follow],
             'pending': ['%s/%s' % (g.namespace, g.name) for g in follow if not g.on(target, None)],
             'pinned': ['%s %s/%s (%s=%s)' % (g.kind, g.namespace, g.name, mesh.REV_LABEL, g.pinned) for g in pinned],
-            'note': None if found.gateways else 'No Gateway of class istio or istio-waypoint: nothing for istiod '
-                                                 'to roll.'}
+            'note': None if found.gateways else
+            'No Gateway of class istio or istio-waypoint: nothing for istiod to roll.'}
         return planned
     return plan_phase
 
@@ -911,9 +910,8 @@ def _rollback_plan(original):
 def _rollback_record(original):
     def record_update(ctx, planned):
         update = dict(original(ctx, planned))
-        update['forget_phases'] = list(update.get('forget_phases') or []) + [p for p in (CNI, ZTUNNEL)
-                                                                            if p not in (update.get('forget_phases')
-                                                                                         or [])]
+        forget = list(update.get('forget_phases') or [])
+        update['forget_phases'] = forget + [name for name in (CNI, ZTUNNEL) if name not in forget]
         return update
     return record_update
 

@@ -16,11 +16,11 @@ description:
     charts in O(istio_namespace) -- and replaces the pod of every node that does not run the target O(version)
     yet (for ztunnel also the revision it takes its configuration and certificates from), then checks it is
     ready on that version.
-  - When the DaemonSet does not carry the target yet and O(helm_chart) is given, its Helm release (the one that
-    owns the DaemonSet, C(istio-cni) / C(ztunnel) by default) is upgraded first with C(helm upgrade --reuse-values):
-    for ztunnel with C(revision) and C(updateStrategy.type=OnDelete), so that Kubernetes does not replace every
-    node's pod by itself; for a local chart with C(global.tag) set to O(version). Without O(helm_chart) the
-    DaemonSet must already carry the target.
+  - "When the DaemonSet does not carry the target yet and O(helm_chart) is given, its Helm release (the one that
+    owns the DaemonSet, C(istio-cni) / C(ztunnel) by default) is upgraded first with C(helm upgrade
+    --reuse-values): for ztunnel with C(revision) and C(updateStrategy.type=OnDelete), so that Kubernetes does not
+    replace every node's pod by itself; for a local chart with C(global.tag) set to O(version). Without
+    O(helm_chart) the DaemonSet must already carry the target."
   - O(component=ztunnel) goes node by node, in batches of O(batch_size) nodes, because replacing a node's ztunnel
     resets the long-lived connections of every pod on it. With O(drain=true) each batch is first cordoned and
     drained through the Eviction API, so PodDisruptionBudgets are honoured; a drain that cannot finish within
@@ -30,7 +30,7 @@ description:
     cordoned by the module (nodes cordoned before it ran are left as they were).
   - O(component=cni) with a C(RollingUpdate) DaemonSet waits for Kubernetes' rollout and checks every node's pod;
     with C(OnDelete) it replaces the pods node by node like ztunnel (without draining).
-  - On a mesh without the component (sidecar-only) nothing is done: RV(present) is false and RV(msg) says so.
+  - "On a mesh without the component (sidecar-only) nothing is done: RV(present) is false and RV(msg) says so."
   - A second run reports no change. Check mode reports the batches it would run and changes nothing.
 author:
   - meshops.istio contributors (@meshops)

@@ -13,7 +13,7 @@ short_description: Wait for istiod to roll its Gateway API gateways and waypoint
 version_added: 1.1.0
 description:
   - Gateway API C(Gateway)s of class C(istio) and waypoints (class C(istio-waypoint)) are deployed by istiod, not
-    injected: the revision serving one is the one named by its C(istio.io/rev) label, else its namespace's, else
+    injected. The revision serving one is the one named by its C(istio.io/rev) label, else its namespace's, else
     the revision tag (as istiod decides it). When the tag moves, istiod re-renders their Deployments and they roll
     by themselves. This module restarts nothing; it waits until every one following O(tag) is served by
     O(revision), its pods are rendered by it and run O(version), and its Deployment is rolled out.

@@ -106,12 +106,12 @@ def planned(state, phase, rec=None):
 # --- the model -------------------------------------------------------------------------------------------
 
 def test_serving_revision_follows_label_then_namespace_then_default_tag():
-    state, _ = mesh_state(tag_on='1-29-6')
+    state = mesh_state(tag_on='1-29-6')[0]
     assert a.serving_revisions(state, {}, {}) == ['1-29-6']
     assert a.serving_revisions(state, {'istio.io/rev': '1-30-3'}, {}) == ['1-30-3']
     assert a.serving_revisions(state, {}, {'istio.io/rev': '1-30-3'}) == ['1-30-3']
     assert a.serving_revisions(state, {'istio.io/rev': 'default'}, {'istio.io/rev': '1-30-3'}) == ['1-29-6']
-    moved, _ = mesh_state(tag_on='1-30-3')
+    moved = mesh_state(tag_on='1-30-3')[0]
     assert a.serving_revisions(moved, {}, {}) == ['1-30-3']
     assert a.serving_revisions(moved, {'istio.io/rev': 'nope'}, {}) == []
 
@@ -261,7 +261,7 @@ def test_node_by_node_upgrades_in_batches_and_uncordons():
     assert result['upgraded'] == NODES
     # cordoned and uncordoned by the run; node-3 was cordoned before and is left so
     assert ('node-1', True) in client.patches and ('node-1', None) in client.patches
-    assert not any(name == 'node-3' for name, _ in client.patches)
+    assert not any(patch[0] == 'node-3' for patch in client.patches)
     assert client.nodes['node-3']['spec']['unschedulable'] is True
 
 
