@@ -30,7 +30,7 @@ description:
     cordoned by the module (nodes cordoned before it ran are left as they were).
   - O(component=cni) with a C(RollingUpdate) DaemonSet waits for Kubernetes' rollout and checks every node's pod;
     with C(OnDelete) it replaces the pods node by node like ztunnel (without draining).
-  - "On a mesh without the component (sidecar-only) nothing is done: RV(present) is false and RV(msg) says so."
+  - "On a mesh without the component (sidecar-only) nothing is done: RV(present) is false and the message says so."
   - A second run reports no change. Check mode reports the batches it would run and changes nothing.
 author:
   - meshops.istio contributors (@meshops)
@@ -106,7 +106,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 present:
-  description: Whether the cluster has the component's DaemonSet (false on a sidecar-only mesh; RV(msg) says so).
+  description: Whether the cluster has the component's DaemonSet (false on a sidecar-only mesh; the message says so).
   type: bool
   returned: always
 daemonset:

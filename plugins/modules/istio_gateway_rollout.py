@@ -19,7 +19,7 @@ description:
     O(revision), its pods are rendered by it and run O(version), and its Deployment is rolled out.
   - Gateways pinned to another revision by their own C(istio.io/rev) label are not waited for; they are returned
     in RV(pinned) (cleanup refuses to remove a revision they still use).
-  - Read-only; check mode and a second run change nothing (RV(changed) is always false).
+  - Read-only; check mode and a second run change nothing (it never reports a change).
 author:
   - meshops.istio contributors (@meshops)
 options:
