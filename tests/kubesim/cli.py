@@ -105,10 +105,14 @@ def build_cluster(options: SimOptions):
     admission = _optional("admission")
     if admission is not None:
         admission.install(store, options)
+    objs = []
+    for ext in extensions:  # what installing the platform part creates (CRDs, its controller's Deployment...)
+        if hasattr(ext, "objects"):
+            objs += ext.objects(options)
     if scenarios is not None:
-        objs = scenarios.load_scenario(options.scenario, options)
+        objs += scenarios.load_scenario(options.scenario, options)
     elif options.scenario in ("empty", ""):
-        objs = []
+        pass
     else:
         raise SystemExit(f"kubesim: scenario {options.scenario!r} needs kubesim.scenarios")
     for obj in objs:
