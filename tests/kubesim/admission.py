@@ -77,8 +77,9 @@ class WebhookCallError(Exception):
 class Backend:
     """What answers behind a webhook Service: the istiod pods that are ready endpoints."""
 
-    def __init__(self, namespace: str, service: str, version: str, revision: str):
+    def __init__(self, namespace: str, service: str, version: str, revision: str, hub: str = istio.HUB):
         self.namespace, self.service, self.version, self.revision = namespace, service, version, revision
+        self.hub = hub  # istiod's own registry: its proxies come from there too (global.hub)
 
 
 def resolve_backend(store, webhook: dict) -> Backend:
@@ -103,15 +104,18 @@ def resolve_backend(store, webhook: dict) -> Backend:
         pod = _get(store, "pods", ns, pod_name)
         if pod is None:
             continue
-        version = None
+        version, hub = None, istio.HUB
         for c in (pod.get("spec") or {}).get("containers") or []:
             version = istio.image_version(c.get("image", ""))
             if c.get("name") == "discovery" and version:
+                ref = c.get("image", "").split("@", 1)[0]
+                if "/" in ref and ref.rsplit("/", 1)[1].split(":", 1)[0] == "pilot":
+                    hub = ref.rsplit("/", 1)[0]
                 break
         labels = (pod.get("metadata") or {}).get("labels") or {}
         revision = labels.get("istio.io/rev") or istio.DEFAULT_REVISION
         if version:
-            return Backend(ns, name, version, revision)
+            return Backend(ns, name, version, revision, hub)
     raise WebhookCallError(f'failed to call webhook: Post "{url}": no endpoints available for service "{name}"')
 
 
@@ -186,7 +190,7 @@ class WebhookAdmission:
                         raise _call_failed(wh, e)
                     continue
                 pod = istio.inject_pod(pod, version=backend.version, revision=backend.revision,
-                                       istiod=backend.service, istio_namespace=backend.namespace)
+                                       istiod=backend.service, istio_namespace=backend.namespace, hub=backend.hub)
         return pod
 
     def validate(self, operation, key, obj, namespaced):

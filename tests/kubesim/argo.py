@@ -656,7 +656,7 @@ class RolloutController:
         spec, status = ro.get("spec") or {}, ro.get("status") or {}
         bg = (spec.get("strategy") or {}).get("blueGreen") or {}
         replicas = _replicas(ro)
-        new_rs, stable_rs = ctx.new_rs, ctx.stable_rs
+        new_rs = ctx.new_rs
         active_sel = (status.get("blueGreen") or {}).get("activeSelector", "")
         active_rs = next((r for r in ctx.all_rs if active_sel and _hash_of(r) == active_sel), None)
         ctx.active_selector = active_sel

@@ -105,16 +105,33 @@ def build_cluster(options: SimOptions):
     admission = _optional("admission")
     if admission is not None:
         admission.install(store, options)
-    objs = []
+    objs, later = [], []
     for ext in extensions:  # what installing the platform part creates (CRDs, its controller's Deployment...)
         if hasattr(ext, "objects"):
             objs += ext.objects(options)
     if scenarios is not None:
-        objs += scenarios.load_scenario(options.scenario, options)
+        first, later = scenarios.load_scenario_phases(options.scenario, options)
+        objs += first
     elif options.scenario in ("empty", ""):
         pass
     else:
         raise SystemExit(f"kubesim: scenario {options.scenario!r} needs kubesim.scenarios")
+    _create_all(store, objs)
+    controllers = _optional("controllers")
+    cm = None
+    if controllers is not None:
+        cm = controllers.ControllerManager(store, options)
+        for ext in extensions:
+            if hasattr(ext, "install_controllers"):
+                ext.install_controllers(cm, options)
+        # workloads of a control plane an operator installs: created once it is up
+        cm.start(then=(lambda: _create_all(store, later)) if later else None)
+    elif later:
+        _create_all(store, later)
+    return store, cm
+
+
+def _create_all(store, objs):
     for obj in objs:
         rt = store.registry.by_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
         if rt is None:
@@ -133,15 +150,6 @@ def build_cluster(options: SimOptions):
                 continue
             raise SystemExit(f"kubesim: scenario object {obj.get('kind')} "
                              f"{obj.get('metadata', {}).get('name')}: {e.message}")
-    controllers = _optional("controllers")
-    cm = None
-    if controllers is not None:
-        cm = controllers.ControllerManager(store, options)
-        for ext in extensions:
-            if hasattr(ext, "install_controllers"):
-                ext.install_controllers(cm, options)
-        cm.start()
-    return store, cm
 
 
 def write_kubeconfig(path, url, ca_pem: bytes | None, token, user="kubesim-admin", cluster="kubesim"):

@@ -261,11 +261,16 @@ class ControllerManager:
         self._after(delay, key)
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self):
+    def start(self, then=None):
+        """``then()`` runs after the first settling (e.g. create workloads an operator's control plane must
+        be up for), followed by another one, before the worker thread starts."""
         self.store.add_admission(self._kubelet_admission)
         self.store.add_listener(self._on_event)
         self._enqueue_all()
         self.settle()
+        if then is not None:
+            then()
+            self.settle()
         self._thread = threading.Thread(target=self._run, name="kubesim-controllers", daemon=True)
         self._thread.start()
         return self
