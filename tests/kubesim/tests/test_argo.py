@@ -120,6 +120,8 @@ def test_restart_at_evicts_pods_one_at_a_time_and_records_restarted_at(asim, ns)
     t = threading.Thread(target=sample)
     t.start()
     try:
+        # restartAt has second precision and pods created in its second count as restarted (restart.go)
+        time.sleep(1.1)
         restart_at = now_rfc3339()
         # kubectl argo rollouts restart: a merge patch of spec.restartAt
         api.patch(body={"spec": {"restartAt": restart_at}}, name="app", namespace=ns,
