@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: istio_metric_gate
 short_description: Gate a wave of an Istio upgrade on the mesh's Prometheus metrics
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Verifies the namespaces of a wave against a Prometheus server, the way the analysis of Flagger and
     Argo Rollouts does for an application release, but for a control-plane upgrade. After the

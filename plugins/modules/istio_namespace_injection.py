@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: istio_namespace_injection
 short_description: Set a namespace's Istio sidecar injection label the revision-based way
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Makes a namespace select its injector with C(istio.io/rev=<revision or tag>) only, removing the
     legacy C(istio-injection) label that would otherwise win over C(istio.io/rev).

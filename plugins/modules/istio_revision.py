@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: istio_revision
 short_description: Install or remove one Istio control plane revision with istioctl
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Makes sure one Istio control plane revision (C(istiod-<revision>) and its webhooks) is installed or
     removed, for revision-based canary upgrades.

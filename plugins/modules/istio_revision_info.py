@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: istio_revision_info
 short_description: Report Istio revisions, tags, namespace selection and sidecar state of workloads
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Reads the cluster and reports the Istio control plane revisions (version, readiness, whether and by
     what each is in use), the revision tags and the revision each points at, the revision each namespace

@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: istio_revision_tag
 short_description: Point an Istio revision tag at a revision (istioctl tag set, natively)
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Creates or moves a revision tag, the MutatingWebhookConfiguration C(istio-revision-tag-<tag>) that
     injects namespaces labelled C(istio.io/rev=<tag>) with a given revision, without istioctl.

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: istio_traffic_shift
 short_description: Shift a Service's traffic between subsets with an Istio VirtualService and DestinationRule
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - The classic canary release of an application in the mesh, without editing YAML by hand. Two (or more)
     Deployments, for example C(reviews-v1) and C(reviews-v2) labelled C(version=v1) and C(version=v2), run
@@ -123,6 +123,16 @@ options:
     type: str
     choices: [present, absent, query]
     default: present
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Sends the computed VirtualService and DestinationRule as a server-side dry run (C(dryRun=All)), so
+      Istio's validation runs and nothing is stored.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: full
+    details: Both objects before and after.
 notes:
   - Istio requires the weights of one route to sum to 100. Traffic for a subset only reaches pods that match
     its labels, so the Deployments of both versions need them (for example C(version=v1) and C(version=v2))

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: istio_upgrade_state
 short_description: Record and read the progress of an Istio canary upgrade on the cluster
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Keeps the state of a revision-based canary upgrade in a ConfigMap (by default
     C(meshops-istio-upgrade) in the Istio namespace), so that phases run as separate

@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: rollout_restart
 short_description: Restart workloads so their pods get the Istio proxy of the expected revision
-version_added: 0.1.0
+version_added: 1.0.0
 description:
   - Restarts Deployments, StatefulSets and DaemonSets of the selected namespaces the way
     C(kubectl rollout restart) does (a strategic-merge patch of the pod template annotation

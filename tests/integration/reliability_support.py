@@ -570,10 +570,17 @@ def restart_patches(entries):
 
 # --- RBAC evaluation ---------------------------------------------------------------------------------
 
-def load_rbac(path):
-    """{name: ClusterRole} of a file (docs/rbac.yaml)."""
+def manifest_objects(path):
+    """The objects of a Kubernetes manifest file: every YAML document, a `kind: List` expanded into its
+    items (as kubectl apply does)."""
     with open(path) as fh:
         docs = [d for d in yaml.safe_load_all(fh) if d]
+    return [i for d in docs for i in ((d.get("items") or []) if str(d.get("kind", "")).endswith("List") else [d])]
+
+
+def load_rbac(path):
+    """{name: ClusterRole} of a file (docs/rbac.yaml)."""
+    docs = manifest_objects(path)
     return {d["metadata"]["name"]: d for d in docs if d.get("kind") == "ClusterRole"}
 
 

@@ -152,6 +152,8 @@ class Authorizer:
             return cls(None)
         with open(path, encoding="utf-8") as f:
             docs = [d for d in yaml.safe_load_all(f) if d]
+        # A `kind: List` (or `<Kind>List`) is expanded into its items, as kubectl apply does.
+        docs = [i for d in docs for i in ((d.get("items") or []) if str(d.get("kind", "")).endswith("List") else [d])]
         rules = []
         found = False
         for d in docs:

@@ -1,7 +1,9 @@
 """Unit tests import the collection as Ansible does: ansible_collections.meshops.istio.
 
-`make collection` links .build/ansible_collections/meshops/istio to the checkout; this conftest makes
-sure the link exists and puts .build (and tests/, for kubesim) on sys.path.
+In a checkout, `make collection` links .build/ansible_collections/meshops/istio to it; this conftest makes
+sure the link exists and puts .build on sys.path. In an installed collection (ansible_collections/meshops/istio,
+where `ansible-test units` runs them) the collection is importable already. The unit tests need nothing
+outside tests/unit (tests/unit/requirements.txt lists the Python packages).
 """
 import os
 import sys
@@ -12,13 +14,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BUILD = os.path.join(ROOT, '.build')
 LINK = os.path.join(BUILD, 'ansible_collections', 'meshops', 'istio')
 
-if not os.path.exists(LINK):
-    os.makedirs(os.path.dirname(LINK), exist_ok=True)
-    os.symlink(ROOT, LINK)
+INSTALLED = ROOT.split(os.sep)[-3:] == ['ansible_collections', 'meshops', 'istio']
 
-for path in (BUILD, os.path.join(ROOT, 'tests'), os.path.dirname(os.path.abspath(__file__))):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+if not INSTALLED:
+    if not os.path.exists(LINK):
+        os.makedirs(os.path.dirname(LINK), exist_ok=True)
+        os.symlink(ROOT, LINK)
+    if BUILD not in sys.path:
+        sys.path.insert(0, BUILD)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 
 
 @pytest.fixture

@@ -68,7 +68,12 @@ def test_bad_settings_are_refused_before_any_query(overrides, message):
 def run_module(tmp_path, args):
     path = tmp_path / 'args.json'
     path.write_text(json.dumps({'ANSIBLE_MODULE_ARGS': args}))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, '.build'), os.path.join(ROOT, 'tests')]))
+    # the directory holding ansible_collections/: .build in a checkout, the install path in an installed collection
+    # (<root>/ansible_collections/meshops/istio/plugins/modules/istio_metric_gate.py)
+    collections_root = mod.__file__
+    for _level in range(6):
+        collections_root = os.path.dirname(collections_root)
+    env = dict(os.environ, PYTHONPATH=collections_root)
     proc = subprocess.run([sys.executable, os.path.join(ROOT, 'plugins', 'modules', 'istio_metric_gate.py'),
                            str(path)], capture_output=True, text=True, env=env, timeout=60, check=False)
     return proc.returncode, json.loads(proc.stdout)

@@ -6,11 +6,13 @@ checks, odd result types) so that every branch of the client is exercised over r
 import base64
 import json
 import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import trustme
 
 from ansible_collections.meshops.istio.plugins.module_utils import prometheus as prom
 
@@ -31,13 +33,14 @@ def api():
 
 @pytest.fixture
 def https_api():
-    from kubesim.tls import generate
-
-    material = generate()
-    yield from serve(FakeApi(), material)
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert('127.0.0.1').configure_cert(context)
+    yield from serve(FakeApi(), (context, ca.cert_pem.bytes()))
 
 
 def serve(state, tls=None):
+    """Serve ``state``'s answers over HTTP, or HTTPS with ``tls`` = (server SSLContext, CA certificate PEM)."""
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
@@ -57,8 +60,8 @@ def serve(state, tls=None):
 
     server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
     if tls is not None:
-        server.socket = tls.server_context().wrap_socket(server.socket, server_side=True)
-        state.ca_pem = tls.ca_pem
+        context, state.ca_pem = tls
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     state.url = '%s://127.0.0.1:%d' % ('https' if tls is not None else 'http', server.server_address[1])
