@@ -20,7 +20,7 @@ import threading
 
 import yaml
 
-from . import tls
+from . import credentials, tls
 from .errors import ApiError
 from .options import SimOptions
 from .store import Store
@@ -46,9 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deleted pods stay Terminating this long (graceful deletion); 0 removes them at once")
     s.add_argument("--crash-proxy-version", action="append", default=[], dest="crash_proxy_versions")
     s.add_argument("--bad-proxy-version", action="append", default=[], dest="bad_proxy_versions")
+    s.add_argument("--missing-image", action="append", default=[], dest="missing_images", metavar="PATTERN",
+                   help="glob on image references the registry does not have: such containers stay in "
+                        "ErrImagePull/ImagePullBackOff (repeatable)")
     s.add_argument("--api-error-rate", type=float, default=0.0)
     s.add_argument("--latency-ms", type=float, default=0.0)
     s.add_argument("--drop-watch-rate", type=float, default=0.0)
+    s.add_argument("--conflict-rate", type=float, default=0.0,
+                   help="fraction of writes that another writer races (conditional ones then get 409 Conflict)")
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--audit-log", default=None)
     s.add_argument("--authorize-rules", default=None)
@@ -58,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--watch-history", type=int, default=10000,
                    help="watch events kept per resource type; older resourceVersions get 410 Expired")
     s.add_argument("--token", default=None, help="bearer token to require (default: random)")
+    s.add_argument("--token-ttl", type=float, default=0.0,
+                   help="tokens expire after this many seconds (>= 1); the kubeconfig then uses an exec "
+                        "credential plugin that renews them (kubesim.credentials)")
     s.add_argument("--no-tls", action="store_true", help="serve plain HTTP (debugging only)")
     s.add_argument("--feature", action="append", default=[], dest="features", choices=sorted(FEATURES),
                    help="serve an optional platform part (besides the scenario's own `features`): openshift "
@@ -70,8 +78,11 @@ def options_from_args(a) -> SimOptions:
     return SimOptions(scenario=a.scenario, host=a.host, port=a.port, kubeconfig=a.kubeconfig,
                       pod_ready_seconds=a.pod_ready_seconds,
                       pod_terminate_seconds=a.pod_terminate_seconds, crash_proxy_versions=list(a.crash_proxy_versions),
-                      bad_proxy_versions=list(a.bad_proxy_versions), api_error_rate=a.api_error_rate,
-                      latency_ms=a.latency_ms, drop_watch_rate=a.drop_watch_rate, seed=a.seed,
+                      bad_proxy_versions=list(a.bad_proxy_versions), missing_images=list(a.missing_images),
+                      api_error_rate=a.api_error_rate,
+                      latency_ms=a.latency_ms, drop_watch_rate=a.drop_watch_rate, conflict_rate=a.conflict_rate,
+                      token_ttl=a.token_ttl,
+                      seed=a.seed,
                       audit_log=a.audit_log, authorize_rules=a.authorize_rules, namespaces=a.namespaces,
                       deployments=a.deployments, replicas=a.replicas,
                       watch_history=a.watch_history, features=list(a.features))
@@ -105,6 +116,9 @@ def build_cluster(options: SimOptions):
     admission = _optional("admission")
     if admission is not None:
         admission.install(store, options)
+    quota = _optional("quota")
+    if quota is not None:
+        quota.install(store, options)  # LimitRanger and ResourceQuota admission, the quota controller
     objs, later = [], []
     for ext in extensions:  # what installing the platform part creates (CRDs, its controller's Deployment...)
         if hasattr(ext, "objects"):
@@ -152,14 +166,15 @@ def _create_all(store, objs):
                              f"{obj.get('metadata', {}).get('name')}: {e.message}")
 
 
-def write_kubeconfig(path, url, ca_pem: bytes | None, token, user="kubesim-admin", cluster="kubesim"):
+def write_kubeconfig(path, url, ca_pem: bytes | None, token, user="kubesim-admin", cluster="kubesim",
+                     user_entry: dict | None = None):
     cluster_entry = {"server": url}
     if ca_pem:
         cluster_entry["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
     cfg = {
         "apiVersion": "v1", "kind": "Config", "preferences": {},
         "clusters": [{"name": cluster, "cluster": cluster_entry}],
-        "users": [{"name": user, "user": {"token": token}}],
+        "users": [{"name": user, "user": user_entry or {"token": token}}],
         "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": user, "namespace": "default"}}],
         "current-context": cluster,
     }
@@ -173,10 +188,23 @@ def write_kubeconfig(path, url, ca_pem: bytes | None, token, user="kubesim-admin
 def serve(options: SimOptions, token=None, use_tls=True) -> int:
     from .server import KubeSimServer
 
+    secret = user_entry = None
+    if options.token_ttl:
+        if token:
+            raise SystemExit("kubesim: --token and --token-ttl exclude each other (expiring tokens are issued)")
+        if options.token_ttl < 1:
+            raise SystemExit("kubesim: --token-ttl must be at least 1 second")
+        if not options.kubeconfig:
+            raise SystemExit("kubesim: --token-ttl needs --kubeconfig (the exec plugin's secret is written next "
+                             "to it)")
+        secret_file = f"{options.kubeconfig}.credential"
+        secret = credentials.write_secret(secret_file)
+        user_entry = credentials.exec_user(secret_file)
+    else:
+        token = token or secrets.token_urlsafe(32)
     store, cm = build_cluster(options)
-    token = token or secrets.token_urlsafe(32)
     material = tls.generate(hosts=(options.host, "localhost")) if use_tls else None
-    server = KubeSimServer((options.host, options.port), store, options, token, material)
+    server = KubeSimServer((options.host, options.port), store, options, token, material, credential_secret=secret)
     stop = threading.Event()
 
     def on_signal(signum, frame):
@@ -184,13 +212,11 @@ def serve(options: SimOptions, token=None, use_tls=True) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="kubesim-http",
-                         daemon=True)
-    t.start()
+    server.serve_in_thread()
     url = server.url
     if options.kubeconfig:
         write_kubeconfig(options.kubeconfig, url, material.ca_pem if material else None, token, options.user,
-                         options.cluster_name)
+                         options.cluster_name, user_entry)
     sys.stdout.write(f"kubesim ready {url}\n")
     sys.stdout.flush()
     try:

@@ -16,9 +16,12 @@ class SimOptions:
     pod_terminate_seconds: float = 0.3  # deleted pods stay Terminating that long (0: removed at once)
     crash_proxy_versions: list = field(default_factory=list)
     bad_proxy_versions: list = field(default_factory=list)
+    missing_images: list = field(default_factory=list)  # image globs the registry does not have (kubesim.images)
     api_error_rate: float = 0.0
     latency_ms: float = 0.0
     drop_watch_rate: float = 0.0
+    token_ttl: float = 0.0  # > 0: bearer tokens expire, renewed by an exec plugin (kubesim.credentials)
+    conflict_rate: float = 0.0  # fraction of writes raced by another writer (kubesim.faults)
     seed: int | None = None
     audit_log: str | None = None
     authorize_rules: str | None = None

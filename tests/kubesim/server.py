@@ -14,6 +14,13 @@ Extra endpoints (not in Kubernetes):
   options)`` when that module exists, else 404.
 Faults (``--api-error-rate``) apply to resource requests only (``/api/v1/...``, ``/apis/g/v/...``
 with a resource), not to discovery, OpenAPI, ``/version`` or ``/kubesim/*``.
+* ``POST /kubesim/token`` (authenticated by the credential secret, not a token): a fresh expiring
+  token as an ExecCredential, for ``--token-ttl`` (``kubesim.credentials``).
+* ``POST /kubesim/outage?seconds=N`` (token needed): the API server restarts and is unreachable
+  for N seconds (``kubesim.faults.Outage``); answers 202 ``{"kind": "Outage", "seconds": N}``.
+``--conflict-rate R`` makes another writer update the object just before that fraction of writes
+(``kubesim.faults.ConcurrentWriter``).  ``/kubesim/stats`` also reports
+``"faults": {"concurrent_writes", "outages", "last_outage", "tokens_issued", "expired_tokens"}``.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import urllib.parse
 
 import yaml
 
-from . import tables
+from . import credentials, faults, tables
 from .errors import ApiError
 from .patch import PATCH_TYPES
 from .resources import SUBRESOURCE_HANDLERS
@@ -234,10 +241,11 @@ class KubeSimServer(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, addr, store, options, token, tls_material=None):
+    def __init__(self, addr, store, options, token, tls_material=None, credential_secret=None):
         self.store = store
         self.options = options
         self.token = token
+        self.tokens = credentials.TokenAuthority(token, getattr(options, "token_ttl", 0.0), credential_secret)
         self.stats = Stats()
         self.authorizer = Authorizer.from_file(getattr(options, "authorize_rules", None))
         self.fault_rng = random.Random(getattr(options, "seed", None))
@@ -248,14 +256,27 @@ class KubeSimServer(http.server.ThreadingHTTPServer):
             self.audit_file = open(options.audit_log, "a", encoding="utf-8", buffering=1)
         self.stopping = False
         self.ssl_context = tls_material.server_context() if tls_material else None
+        self.conflicts = faults.ConcurrentWriter(self, getattr(options, "conflict_rate", 0.0))
+        self.outage = faults.Outage(self)
         super().__init__(addr, Handler)
+
+    def serve_in_thread(self) -> threading.Thread:
+        t = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2}, name="kubesim-http",
+                             daemon=True)
+        t.start()
+        return t
 
     def get_request(self):
         sock, addr = self.socket.accept()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.ssl_context is not None:
             sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        self.outage.track(sock)
         return sock, addr
+
+    def shutdown_request(self, request):
+        self.outage.untrack(request)
+        super().shutdown_request(request)
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]
@@ -380,6 +401,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._account(*self._acct)
 
     def _handle(self, method):
+        outage = self.server.outage
+        if not outage.enter():  # the API server is going down: drop the connection unanswered
+            self.close_connection = True
+            return
+        try:
+            self._handle_request(method)
+        finally:
+            outage.leave()
+
+    def _handle_request(self, method):
         self._code = 0
         self._accounted = True
         self._created_name = None
@@ -402,6 +433,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     return self._metrics()
                 if info.kind == "health":
                     return self._send(200, b"ok", "text/plain; charset=utf-8")
+                if path == "/kubesim/token":
+                    return self._issue_token()
                 user = self._authenticate()
                 self._acct[1] = user
                 if path.startswith("/kubesim/"):
@@ -474,9 +507,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _authenticate(self) -> str:
         srv: KubeSimServer = self.server
         auth = self.headers.get("Authorization", "")
-        if auth.startswith("Bearer ") and auth[7:].strip() == srv.token:
+        if auth.startswith("Bearer ") and srv.tokens.valid(auth[7:].strip()):
             return getattr(srv.options, "user", "kubesim-admin")
         raise ApiError.unauthorized()
+
+    def _issue_token(self):
+        """POST /kubesim/token with ``Authorization: Bearer <credential secret>`` -> ExecCredential."""
+        if self.command != "POST":
+            raise ApiError.method_not_allowed()
+        auth = self.headers.get("Authorization", "")
+        cred = self.server.tokens.issue(auth[7:].strip() if auth.startswith("Bearer ") else "")
+        if cred is None:
+            raise ApiError.unauthorized()
+        self._send_json(200, cred)
 
     def _fault(self, roll: float) -> ApiError:
         if roll < 1 / 3:
@@ -499,8 +542,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._send(200, text, "text/plain; version=0.0.4; charset=utf-8")
 
     def _kubesim(self, path):
+        srv: KubeSimServer = self.server
         if path == "/kubesim/stats":
-            return self._send_json(200, self.server.stats.snapshot())
+            snap = srv.stats.snapshot()
+            snap["faults"] = {"concurrent_writes": srv.conflicts.count, "outages": srv.outage.count,
+                              "tokens_issued": srv.tokens.issued, "expired_tokens": srv.tokens.expired,
+                              "last_outage": srv.outage.last}
+            return self._send_json(200, snap)
+        if path == "/kubesim/outage":
+            if self.command != "POST":
+                raise ApiError.method_not_allowed()
+            seconds = faults.Outage.parse_seconds(self._query)
+            srv.outage.start(seconds)
+            self.close_connection = True
+            return self._send_json(202, {"kind": "Outage", "seconds": seconds})
         raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
 
     # -- discovery ---------------------------------------------------------------------------
@@ -756,6 +811,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if "dryRun" in query and query["dryRun"] not in ("All", ""):
             raise ApiError.bad_request(f'Invalid dryRun value: "{query["dryRun"]}"; supported values: "All"')
         v = info.version
+        self.server.conflicts.before_write(info, rt, ns)
         handler = SUBRESOURCE_HANDLERS.get((rt.key, info.subresource, info.verb)) if info.subresource else None
         if handler is not None:
             obj = None
@@ -1048,7 +1104,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if send_initial and bookmarks:
                 bookmark(pos, True)
             last_bookmark = time.monotonic()
-            while not srv.stopping and not store.closed:
+            while not srv.stopping and not store.closed and not srv.outage.down:
                 seen = store.current_resource_version()
                 try:
                     events = store.events_since(rt, pos)

@@ -54,6 +54,11 @@ Stable interface (used by the HTTP server and by controllers/admission in-proces
     itself: treat it as read-only (``copy.deepcopy`` it before changing anything).  Keep it
     quick (queue work).  Not called for dry runs.
 ``store.current_resource_version()`` -> int.
+``store.bump(rtype, namespace, name)``  a concurrent writer's no-content change (new
+    resourceVersion, MODIFIED event): what ``--conflict-rate`` uses.
+``store.suspend_writes()`` / ``resume_writes()`` / ``restart_watch_cache()``  an API server
+    outage (``kubesim.faults.Outage``): writers wait; afterwards watches from an older
+    resourceVersion get 410 Expired like after a real restart.
 ``store.pod_log``               optional attribute: ``fn(namespace, name, container) -> str``
     answering ``GET .../pods/NAME/log`` (empty text when unset).
 ``ApiError`` (re-exported from :mod:`kubesim.errors`) carries ``code``, ``reason``,
@@ -173,14 +178,20 @@ class Store:
         self._rand = random.Random(seed)
         self._ip_counter = 10
         self.closed = False
+        self._writable = threading.Event()  # cleared while the API server is down (kubesim.faults.Outage)
+        self._writable.set()
+        self._watch_floor = 0  # the watch cache's list resourceVersion after an API server restart
         self._pod_terminate_seconds = float(getattr(options, "pod_terminate_seconds", 0.0) or 0.0)
         self._reap_heap: list = []
         self._reap_cond = threading.Condition()
         self._reaper = None
 
     # ---- hooks ------------------------------------------------------------------------
-    def add_admission(self, fn):
-        self._admission.append(fn)
+    def add_admission(self, fn, first=False):
+        if first:
+            self._admission.insert(0, fn)
+        else:
+            self._admission.append(fn)
 
     def add_listener(self, fn):
         self._listeners.append(fn)
@@ -333,6 +344,10 @@ class Store:
 
     def _run(self, fn):
         """Run ``fn`` under the lock, then deliver listener events once the outermost call ends."""
+        if not self._writable.is_set() and not getattr(self._local, "depth", 0):
+            # the API server is down: every writer (controllers, kubelets) waits for it to come back
+            while not self._writable.wait(0.5) and not self.closed:
+                pass
         self.lock.acquire()
         self._begin()
         events = None
@@ -929,6 +944,8 @@ class Store:
             floor = self._floor.get(rt.key, 0)
             if since_rv < floor:
                 raise ApiError.expired(f"too old resource version: {since_rv} ({floor + 1})")
+            if since_rv < self._watch_floor:
+                raise ApiError.expired(f"too old resource version: {since_rv} ({self._watch_floor})")
             rvs = self._history_rvs.get(rt.key)
             if not rvs:
                 return []
@@ -942,8 +959,43 @@ class Store:
             self._cond.wait(timeout)
             return self._rv != seen_rv
 
+    # ---- API server outage (kubesim.faults.Outage) -------------------------------------------
+    def suspend_writes(self):
+        """The API server is down: writers wait in ``_run`` until ``resume_writes``."""
+        self._writable.clear()
+
+    def resume_writes(self):
+        self._writable.set()
+
+    def restart_watch_cache(self):
+        """A restarted API server fills its watch cache with a fresh list at the current
+        resourceVersion: watches from an older one get 410 Expired and must re-list
+        (k8s.io/apiserver/pkg/storage/cacher, watch cache ``oldest = listResourceVersion + 1``)."""
+        with self.lock:
+            self._watch_floor = self._rv
+        self.wake_watchers()
+
+    def wake_watchers(self):
+        with self._cond:
+            self._cond.notify_all()
+
+    def bump(self, rtype, namespace, name):
+        """A concurrent writer's update that changed only what kubesim does not keep
+        (``metadata.managedFields`` of another field manager): a new resourceVersion and a MODIFIED
+        event, same content.  -> the new resourceVersion, or None when the object does not exist."""
+        rt = self.rt(rtype)
+
+        def work():
+            rec = self._rec(rt, (namespace or "") if rt.namespaced else "", name)
+            if rec is None:
+                return None
+            return int(self._store(rt, clone(rec.obj), rec, "MODIFIED").obj["metadata"]["resourceVersion"])
+
+        return self._run(work)
+
     def close(self):
         self.closed = True
+        self._writable.set()
         with self._cond:
             self._cond.notify_all()
         with self._reap_cond:

@@ -129,6 +129,13 @@ def default_pod_spec(spec: dict, is_pod: bool = False):
     for c in spec.get("initContainers") or []:
         _default_container(c)
     if is_pod:
+        # SetDefaults_Pod: requests default to the limits (pods only, not templates)
+        for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+            res = c.get("resources") if isinstance(c, dict) else None
+            if isinstance(res, dict) and isinstance(res.get("limits"), dict) and res["limits"]:
+                req = res.setdefault("requests", {})
+                for k, v in res["limits"].items():
+                    req.setdefault(k, v)
         spec.setdefault("serviceAccountName", "default")
         spec.setdefault("serviceAccount", spec["serviceAccountName"])
         spec.setdefault("enableServiceLinks", True)

@@ -250,7 +250,33 @@ def _cr_rev(o):
     return [o["metadata"]["name"], ctl, o.get("revision", 0), age(o)]
 
 
+def _quota(o):
+    """printResourceQuota: 'used/hard' of each resource, limits.* in the Limit column."""
+    from .quota import Quantity
+
+    st = o.get("status") or {}
+    req, lim = [], []
+
+    def show(v):
+        try:
+            return str(Quantity.parse(v)) if v is not None else "0"
+        except ValueError:
+            return str(v)
+
+    for r in sorted(((o.get("spec") or {}).get("hard")) or {}):
+        cell = f"{r}: {show((st.get('used') or {}).get(r))}/{show((st.get('hard') or {}).get(r))}"
+        (lim if r.split(".")[0] == "limits" and "." in r else req).append(cell)
+    return [o["metadata"]["name"], age(o), ", ".join(req), ", ".join(lim)]
+
+
 TABLES = {
+    "resourcequotas": ([NAME_COL, AGE_COL,
+                        _col("Request", desc="Request represents a minimum amount of cpu/memory that a container "
+                                             "may consume."),
+                        _col("Limit", desc="Limits control the maximum amount of cpu/memory that a container may "
+                                           "use independent of contention on the node.")], _quota),
+    "limitranges": ([NAME_COL, _col("Created At", "date")],
+                    lambda o: [o["metadata"]["name"], o["metadata"].get("creationTimestamp", "")]),
     "deployments.apps": ([NAME_COL, _col("Ready", desc="Number of the pod with ready state"),
                           _col("Up-to-date", "integer", desc="Total number of non-terminated pods targeted by this "
                                                              "deployment that have the desired template spec."),

@@ -7,6 +7,10 @@
         api = kubernetes.client.CoreV1Api(sim.client())
         print(sim.stats()["total"], sim.audit_records()[-1])
 
+With ``token_ttl=S`` the kubeconfig uses the exec credential plugin; ``sim.token`` then runs it
+whenever the last token has expired.  ``sim.outage(seconds)`` starts an API server outage
+(``POST /kubesim/outage``) and ``sim.wait_reachable()`` waits for its end.
+
 ``KubeSim(**options)`` runs ``python -m kubesim serve`` as a subprocess in a temporary
 directory; keyword options map to the command line (``api_error_rate=0.1`` ->
 ``--api-error-rate 0.1``; lists repeat the flag: ``crash_proxy_version=["1.15.4"]``; ``True``
@@ -57,7 +61,10 @@ class KubeSim:
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
-        self.token: str | None = None
+        self._token: str | None = None
+        self._token_expiry: float | None = None
+        self._exec: dict | None = None
+        self._cluster: dict = {}
         self.ca_pem: bytes | None = None
         self.returncode: int | None = None
         self._ctx: ssl.SSLContext | None = None
@@ -110,8 +117,10 @@ class KubeSim:
         threading.Thread(target=self._drain, daemon=True).start()
         with open(self.kubeconfig, encoding="utf-8") as f:
             cfg = yaml.safe_load(f)
-        self.token = cfg["users"][0]["user"]["token"]
-        ca = cfg["clusters"][0]["cluster"].get("certificate-authority-data")
+        user = cfg["users"][0]["user"]
+        self._token, self._exec = user.get("token"), user.get("exec")
+        self._cluster = cfg["clusters"][0]["cluster"]
+        ca = self._cluster.get("certificate-authority-data")
         self.ca_pem = base64.b64decode(ca) if ca else None
         return self
 
@@ -157,6 +166,33 @@ class KubeSim:
             return Path(self.log_path).read_text(errors="replace")
         except OSError:
             return ""
+
+    @property
+    def token(self) -> str | None:
+        """The kubeconfig's bearer token; with an exec plugin (``token_ttl``) a valid one, renewed as
+        client-go would once the last one has expired."""
+        if self._exec and (self._token is None or (self._token_expiry is not None
+                                                   and time.time() >= self._token_expiry)):
+            from .credentials import run_exec_plugin
+            self._token, self._token_expiry = run_exec_plugin(self._exec, self._cluster, str(self.dir))
+        return self._token
+
+    def outage(self, seconds: float):
+        """``POST /kubesim/outage?seconds=N``: the API server is unreachable for that long."""
+        code, _, body = self.request("POST", f"/kubesim/outage?seconds={seconds}")
+        if code != 202:
+            raise KubeSimError(f"outage refused: {code} {body[:300]!r}")
+        return json.loads(body)
+
+    def reachable(self) -> bool:
+        try:
+            code, _, _ = self.request("GET", "/readyz", token=None, timeout=5)
+        except OSError:
+            return False
+        return code == 200
+
+    def wait_reachable(self, timeout: float = 120.0):
+        return self.wait_for(self.reachable, timeout=timeout, interval=0.1, message="the API server to be back")
 
     # ---- HTTP helpers -------------------------------------------------------------------
     def ssl_context(self) -> ssl.SSLContext | None:
