@@ -70,8 +70,12 @@ sanity: venv collection
 	cd $(SANITY_DIR)/ansible_collections/meshops/istio && \
 	  $(BIN)/ansible-test sanity --python 3.11 --color no --skip-test shellcheck
 
+# ansible-lint installs the collection it lints into $ANSIBLE_HOME/collections when ANSIBLE_COLLECTIONS_PATH is set:
+# keep that copy inside this checkout's .build, never in ~/.ansible where it would shadow other checkouts.
+LINT_ENV := ANSIBLE_HOME=$(BUILD)/ansible-home
+
 lint: venv collection
-	$(BIN)/ansible-lint --profile production roles playbooks
+	$(LINT_ENV) $(BIN)/ansible-lint --profile production roles playbooks
 
 unit: venv collection
 	$(BIN)/python -m pytest -q tests/unit
@@ -160,7 +164,7 @@ changelog-lint: $(TOOLS)/.installed
 
 # ansible-lint on the whole repository (bench's playbook needs kubernetes.core).
 lint-all: venv collection $(RELEASE)/collections/.installed
-	ANSIBLE_COLLECTIONS_PATH=$(BUILD):$(RELEASE)/collections $(BIN)/ansible-lint --profile production
+	$(LINT_ENV) ANSIBLE_COLLECTIONS_PATH=$(BUILD):$(RELEASE)/collections $(BIN)/ansible-lint --profile production
 
 # tests/release: the tarball's content and its unit tests' independence, ansible-doc of everything on every
 # ansible-core, the playbooks imported from the installed collection, the execution environment, AWX.
