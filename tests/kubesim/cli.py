@@ -139,7 +139,7 @@ def build_cluster(options: SimOptions):
             if hasattr(ext, "install_controllers"):
                 ext.install_controllers(cm, options)
         # workloads of a control plane an operator installs: created once it is up
-        cm.start(then=(lambda: _create_all(store, later)) if later else None)
+        cm.start(after_settle=(lambda: _create_all(store, later)) if later else None)
     elif later:
         _create_all(store, later)
     return store, cm

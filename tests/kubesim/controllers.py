@@ -264,15 +264,15 @@ class ControllerManager:
         self._after(delay, key)
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self, then=None):
-        """``then()`` runs after the first settling (e.g. create workloads an operator's control plane must
-        be up for), followed by another one, before the worker thread starts."""
+    def start(self, after_settle=None):
+        """Start; ``after_settle()`` runs once the initial state has settled (istiod ready), and is settled too
+        (scenario pods that need a serving injector)."""
         self.store.add_admission(self._kubelet_admission)
         self.store.add_listener(self._on_event)
         self._enqueue_all()
         self.settle()
-        if then is not None:
-            then()
+        if after_settle is not None:
+            after_settle()
             self.settle()
         self._thread = threading.Thread(target=self._run, name="kubesim-controllers", daemon=True)
         self._thread.start()
