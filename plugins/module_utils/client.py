@@ -27,13 +27,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import contextlib
 import json
 import os
 import random
 import socket
 import ssl
-import tempfile
 import threading
 import time
 
@@ -1079,68 +1077,3 @@ def _is_stream_error(exc):
                                         u3exc.HTTPError)):
         return True
     return isinstance(exc, (ConnectionError, socket.timeout, TimeoutError, OSError))
-
-
-# --- kubeconfig for external tools -----------------------------------------------------------------
-
-def needs_generated_kubeconfig(params):
-    """True when the auth options cannot be expressed as (kubeconfig path, context) for a tool."""
-    kubeconfig = params.get('kubeconfig')
-    overrides = any(params.get(k) for k in
-                    ('host', 'api_key', 'ca_cert', 'client_cert', 'client_key', 'proxy'))
-    overrides = overrides or params.get('validate_certs') is not None
-    return isinstance(kubeconfig, dict) or overrides
-
-
-@contextlib.contextmanager
-def tool_kubeconfig(params):
-    """Yield (kubeconfig_path or None, context or None) for a CLI tool such as istioctl.
-
-    A kubeconfig path without overrides is passed as is.  Otherwise (kubeconfig dict, host/api_key,
-    certificate overrides) a kubeconfig file holding the resolved credentials is written with mode
-    0600 in a private temporary directory and removed afterwards.
-    """
-    kubeconfig = params.get('kubeconfig')
-    if not needs_generated_kubeconfig(params):
-        path = os.path.expanduser(kubeconfig) if kubeconfig else None
-        yield path, params.get('context')
-        return
-    cfg, target = build_configuration(params)
-    user = {}
-    token = _bearer_token(cfg)
-    if token:
-        user['token'] = token.split(' ', 1)[1] if token.lower().startswith('bearer ') else token
-    if cfg.cert_file:
-        user['client-certificate'] = cfg.cert_file
-    if cfg.key_file:
-        user['client-key'] = cfg.key_file
-    cluster = {'server': cfg.host}
-    if not cfg.verify_ssl:
-        cluster['insecure-skip-tls-verify'] = True
-    elif cfg.ssl_ca_cert:
-        cluster['certificate-authority'] = cfg.ssl_ca_cert
-    if getattr(cfg, 'proxy', None):
-        cluster['proxy-url'] = cfg.proxy
-    doc = {
-        'apiVersion': 'v1', 'kind': 'Config', 'preferences': {},
-        'clusters': [{'name': 'meshops', 'cluster': cluster}],
-        'users': [{'name': 'meshops', 'user': user}],
-        'contexts': [{'name': 'meshops', 'context': {'cluster': 'meshops', 'user': 'meshops'}}],
-        'current-context': 'meshops',
-    }
-    tmpdir = tempfile.mkdtemp(prefix='meshops-kubeconfig-')
-    path = os.path.join(tmpdir, 'kubeconfig')
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, 'w') as handle:
-            json.dump(doc, handle)
-        yield path, 'meshops'
-    finally:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-        try:
-            os.rmdir(tmpdir)
-        except OSError:
-            pass

@@ -1,34 +1,44 @@
 # -*- coding: utf-8 -*-
 # Copyright: meshops.istio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Running istioctl: the one place that builds its command lines.
+"""Running istioctl: the one place that builds its command lines and gives it its cluster.
 
 ``Istioctl(path, auth_params)`` finds the binary, reads its version
 (``istioctl version --remote=false -o json``), installs a revision
 (``install --set revision=R [-f FILE] [--set k=v ...] -y``), uninstalls one
-(``uninstall --revision R -y``) and runs ``x precheck``, passing ``--kubeconfig``/``--context``.
-With host/api_key or a kubeconfig dict it writes a temporary kubeconfig (mode 0600, removed right
-after the command; see client.tool_kubeconfig).  Output and messages never contain credentials.
+(``uninstall --revision R -y``) and runs ``x precheck`` (its findings parsed), always passing
+``--kubeconfig``/``--context``.
+
+istioctl talks to exactly the cluster the modules talk to, with the same credentials
+(``tool_kubeconfig``): the kubeconfig option (a file, or ``K8S_AUTH_KUBECONFIG``) as is; otherwise the
+file the modules fall back to ($KUBECONFIG, then ~/.kube/config) named explicitly; a kubeconfig given as
+a dict, host/api_key, certificate options, several $KUBECONFIG files or the in-cluster service account
+become a kubeconfig written for the one command (mode 0600 in a private directory, removed right after).
+With nothing to go on it refuses, as the modules do: istioctl never falls back to a default on its own.
+Output and messages never contain credentials.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 
 from ansible_collections.meshops.istio.plugins.module_utils.args import kubeconfig_secrets
-from ansible_collections.meshops.istio.plugins.module_utils.client import tool_kubeconfig
+from ansible_collections.meshops.istio.plugins.module_utils.client import _bearer_token, build_configuration
 from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     InvalidInput,
     IstioctlError,
     IstioctlNotFound,
 )
 
+_PRECHECK_LINE = re.compile(r'^\s*(Error|Warning|Info)\s+\[(IST\d+)\]\s+(?:\(([^)]*)\)\s*)?(.*?)\s*$')
 _VERSION_TEXT = re.compile(r'(?:client version:\s*|version\s+|^)v?(\d+\.\d+\.\d+[^\s"]*)',
                            re.IGNORECASE | re.MULTILINE)
 
@@ -164,13 +174,18 @@ class Istioctl:
             args += ['--istioNamespace', namespace]
         return self._check(args, 'uninstall revision %s' % revision)
 
-    def precheck(self, revision=None):
-        """(ok, output) of ``istioctl x precheck``; never raises for a failed check."""
+    def precheck(self, revision=None, namespace=None):
+        """``istioctl x precheck``: ``{ok, rc, messages, output, command}`` with each finding as
+        ``{level, code, where, message}``; never raises for a failed check."""
         args = ['x', 'precheck']
         if revision:
             args += ['--revision', revision]
+        if namespace and namespace != 'istio-system':
+            args += ['--istioNamespace', namespace]
         rc, out, err = self._run(args)
-        return rc == 0, _clean(out + ('\n' + err if err else ''), self._secrets)
+        output = _clean(out + ('\n' + err if err else ''), self._secrets).strip()
+        return {'ok': rc == 0, 'rc': rc, 'messages': parse_precheck_output(output), 'output': output,
+                'command': self.display(args)}
 
     # plumbing ---------------------------------------------------------------------------------
 
@@ -195,9 +210,7 @@ class Istioctl:
         if not kube:
             return self._exec([binary] + list(args))
         with tool_kubeconfig(self.auth_params) as (kubeconfig, context):
-            cmd = [binary] + list(args)
-            if kubeconfig:
-                cmd += ['--kubeconfig', kubeconfig]
+            cmd = [binary] + list(args) + ['--kubeconfig', kubeconfig]
             if context:
                 cmd += ['--context', context]
             return self._exec(cmd)
@@ -209,6 +222,94 @@ class Istioctl:
             raise IstioctlNotFound('cannot run istioctl %s: %s' % (cmd[0], exc),
                                    details={'istioctl_path': self.path})
         return rc, out or '', err or ''
+
+
+def parse_precheck_output(text):
+    """The findings istioctl x precheck prints (``Error [IST0141] (ClusterRole) Missing ...``)."""
+    found = []
+    for line in (text or '').splitlines():
+        match = _PRECHECK_LINE.match(line)
+        if match:
+            found.append({'level': match.group(1), 'code': match.group(2), 'where': match.group(3) or None,
+                          'message': match.group(4), 'text': line.strip()})
+    return found
+
+
+# --- the cluster a tool talks to ---------------------------------------------------------------------
+
+def default_kubeconfig_files():
+    """The kubeconfig files the modules fall back to without a kubeconfig option: $KUBECONFIG (its
+    existing files), else ~/.kube/config when it exists (the kubernetes library's own default)."""
+    if os.environ.get('KUBECONFIG'):
+        return [p for p in os.environ['KUBECONFIG'].split(os.pathsep) if p and os.path.isfile(os.path.expanduser(p))]
+    path = os.path.expanduser('~/.kube/config')
+    return [path] if os.path.isfile(path) else []
+
+
+def needs_generated_kubeconfig(params):
+    """True when the auth options cannot be given to a tool as one kubeconfig file and a context: a
+    kubeconfig dict, host/api_key or certificate overrides, several files, or no file at all (the
+    in-cluster service account)."""
+    kubeconfig = params.get('kubeconfig')
+    overrides = any(params.get(k) for k in ('host', 'api_key', 'ca_cert', 'client_cert', 'client_key', 'proxy'))
+    if isinstance(kubeconfig, dict) or overrides or params.get('validate_certs') is not None:
+        return True
+    files = [kubeconfig] if kubeconfig else default_kubeconfig_files()
+    return len(files) != 1 or os.pathsep in (kubeconfig or '')
+
+
+@contextlib.contextmanager
+def tool_kubeconfig(params):
+    """Yield (kubeconfig path, context or None) for a CLI tool such as istioctl, naming the same cluster
+    and credentials the modules use for ``params`` (see the module docstring); InvalidInput when the
+    modules would have nothing to talk to either."""
+    kubeconfig = params.get('kubeconfig')
+    if not needs_generated_kubeconfig(params):
+        path = os.path.expanduser(kubeconfig) if kubeconfig else default_kubeconfig_files()[0]
+        if not os.path.isfile(path):
+            raise InvalidInput('kubeconfig file %s does not exist or is not a file: check the kubeconfig option '
+                               '(or K8S_AUTH_KUBECONFIG)' % path, details={'kubeconfig': kubeconfig})
+        yield path, params.get('context')
+        return
+    cfg, _target = build_configuration(params)
+    user = {}
+    token = _bearer_token(cfg)
+    if token:
+        user['token'] = token.split(' ', 1)[1] if token.lower().startswith('bearer ') else token
+    if cfg.cert_file:
+        user['client-certificate'] = cfg.cert_file
+    if cfg.key_file:
+        user['client-key'] = cfg.key_file
+    cluster = {'server': cfg.host}
+    if not cfg.verify_ssl:
+        cluster['insecure-skip-tls-verify'] = True
+    elif cfg.ssl_ca_cert:
+        cluster['certificate-authority'] = cfg.ssl_ca_cert
+    if getattr(cfg, 'proxy', None):
+        cluster['proxy-url'] = cfg.proxy
+    doc = {
+        'apiVersion': 'v1', 'kind': 'Config', 'preferences': {},
+        'clusters': [{'name': 'meshops', 'cluster': cluster}],
+        'users': [{'name': 'meshops', 'user': user}],
+        'contexts': [{'name': 'meshops', 'context': {'cluster': 'meshops', 'user': 'meshops'}}],
+        'current-context': 'meshops',
+    }
+    tmpdir = tempfile.mkdtemp(prefix='meshops-kubeconfig-')
+    path = os.path.join(tmpdir, 'kubeconfig')
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, 'w') as handle:
+            json.dump(doc, handle)
+        yield path, 'meshops'
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        try:
+            os.rmdir(tmpdir)
+        except OSError:
+            pass
 
 
 def _subprocess_runner(cmd, timeout, env):

@@ -80,6 +80,13 @@ def tag_webhook_name(tag):
     return 'istio-revision-tag-%s' % tag
 
 
+def revision_validator_name(revision, istio_namespace=ISTIO_NAMESPACE):
+    """The revision's own ValidatingWebhookConfiguration, as Istio's istiod chart names it."""
+    if revision in (None, '', DEFAULT):
+        return 'istio-validator-%s' % istio_namespace
+    return 'istio-validator-%s-%s' % (revision, istio_namespace)
+
+
 def image_tag(image):
     """``docker.io/istio/proxyv2:1.14.6`` -> ``1.14.6``; None without a tag."""
     if not image:
@@ -140,6 +147,50 @@ def selector_matches(selector, labels):
         if op == 'DoesNotExist' and key in labels:
             return False
     return True
+
+
+def parse_label_selector(text):
+    """A label selector string as kubectl and the API take it (``a=b,c!=d,e in (f,g),h,!i``) -> a
+    LabelSelector dict for selector_matches; InvalidInput when it cannot be one."""
+    requirements, depth, current = [], 0, ''
+    for char in str(text or ''):
+        depth += {'(': 1, ')': -1}.get(char, 0)
+        if char == ',' and depth == 0:
+            requirements.append(current)
+            current = ''
+        else:
+            current += char
+    requirements.append(current)
+    match_labels, expressions = {}, []
+    for raw in requirements:
+        part = raw.strip()
+        if not part:
+            raise InvalidInput('label selector %r has an empty requirement' % text)
+        set_match = re.match(r'^([^\s!=()]+)\s+(in|notin)\s*\(([^()]*)\)$', part)
+        if set_match:
+            values = [v.strip() for v in set_match.group(3).split(',') if v.strip()]
+            expressions.append({'key': set_match.group(1),
+                                'operator': 'In' if set_match.group(2) == 'in' else 'NotIn',
+                                'values': values})
+        elif '!=' in part:
+            key, value = [x.strip() for x in part.split('!=', 1)]
+            expressions.append({'key': key, 'operator': 'NotIn', 'values': [value]})
+        elif '=' in part:
+            key, value = [x.strip() for x in part.replace('==', '=').split('=', 1)]
+            match_labels[key] = value
+        elif part.startswith('!'):
+            expressions.append({'key': part[1:].strip(), 'operator': 'DoesNotExist'})
+        elif re.match(r'^[^\s!=()]+$', part):
+            expressions.append({'key': part, 'operator': 'Exists'})
+        else:
+            raise InvalidInput('label selector %r: cannot read %r (use key=value, key!=value, '
+                               'key in (a,b), key notin (a,b), key or !key)' % (text, part))
+    selector = {}
+    if match_labels:
+        selector['matchLabels'] = match_labels
+    if expressions:
+        selector['matchExpressions'] = expressions
+    return selector
 
 
 # --- the model -------------------------------------------------------------------------------------
@@ -447,6 +498,7 @@ class MeshState:
         self.workloads = []
         self.injectors = {}          # revision -> MWC name of its own injector
         self.validator = None        # istiod-default-validator VWC (dict) or None
+        self.revision_validators = {}  # revision -> name of its own ValidatingWebhookConfiguration
         self.legacy_injector = None  # revision-less istio-sidecar-injector MWC (dict) or None
         self.pods_by_revision = {}   # revision -> [(namespace, name)] of running injected pods
 
@@ -483,6 +535,8 @@ class MeshState:
         for vwc in validating_webhooks:
             if _meta(vwc).get('name') == DEFAULT_VALIDATOR:
                 state.validator = vwc
+            elif _labels(vwc).get(REV_LABEL):
+                state.revision_validators[_labels(vwc)[REV_LABEL]] = _meta(vwc).get('name')
         for ns in namespaces:
             state._add_namespace(ns)
         pods_by_owner = {}
@@ -674,6 +728,126 @@ class MeshState:
             'stale': [w.to_dict() for w in self.stale() if keep(w.namespace)],
             'problems': [p for p in self.problems() if p['kind'] != 'namespace' or keep(p['name'])],
         }
+
+    # findings about namespaces' labels -------------------------------------------------------
+
+    def label_findings(self, tag=DEFAULT, from_revision=None, to_revision=None):
+        """Namespaces whose injection labels need attention before an upgrade, each a dict with
+        ``namespace``, ``labels`` (the two injection labels), ``issue``, ``migrate`` (relabelling to
+        ``istio.io/rev=<tag>`` is the fix) and ``message``.  Issues: ``legacy`` (istio-injection=enabled
+        alone), ``conflict`` (istio-injection=enabled beside istio.io/rev: the legacy label wins),
+        ``disabled-conflict`` (istio-injection=<other> beside istio.io/rev: nothing is injected),
+        ``pinned`` (istio.io/rev names the old revision itself, so moving the tag does not move it),
+        ``unknown`` (the label names no tag or revision, nor ``to_revision`` about to be installed)."""
+        findings = []
+        for ns in sorted(self.namespaces.values(), key=lambda n: n.name):
+            legacy = ns.labels.get(INJECTION_LABEL)
+            rev = ns.labels.get(REV_LABEL)
+            found = None
+            if ns.selected_by == INJECTION_LABEL and rev is None:
+                found = ('legacy', True, 'uses the legacy label %s=enabled; migrate it to %s=%s'
+                         % (INJECTION_LABEL, REV_LABEL, tag))
+            elif ns.selected_by == INJECTION_LABEL:
+                found = ('conflict', True, 'has %s=enabled beside %s=%s; the legacy label wins, so %s is '
+                         'ignored' % (INJECTION_LABEL, REV_LABEL, rev, REV_LABEL))
+            elif ns.selected_by == 'disabled' and rev is not None:
+                found = ('disabled-conflict', False, 'has %s=%s beside %s=%s; no sidecar is injected there'
+                         % (INJECTION_LABEL, legacy, REV_LABEL, rev))
+            elif ns.selected_by == REV_LABEL and ns.via == 'revision' and from_revision and \
+                    ns.selector == from_revision:
+                found = ('pinned', False, 'is pinned to revision %s itself (%s=%s), so moving tag %s does not '
+                         'move it; label it %s=%s' % (rev, REV_LABEL, rev, tag, REV_LABEL, tag))
+            elif ns.dangling and not (to_revision and ns.selector == to_revision):
+                found = ('unknown', False, 'has %s=%s, which is neither an installed revision nor a tag'
+                         % (REV_LABEL, rev))
+            if found:
+                issue, migrate, message = found
+                shown = dict((k, ns.labels[k]) for k in (INJECTION_LABEL, REV_LABEL) if k in ns.labels)
+                findings.append({'namespace': ns.name, 'labels': shown, 'issue': issue, 'migrate': migrate,
+                                 'message': 'namespace %s %s' % (ns.name, message)})
+        return findings
+
+    def migrated_labels(self, namespace, tag=DEFAULT):
+        """The labels of ``namespace`` once moved from istio-injection to istio.io/rev=<tag>."""
+        labels = dict(self.namespaces[namespace].labels)
+        labels.pop(INJECTION_LABEL, None)
+        labels[REV_LABEL] = tag
+        return labels
+
+    # projection: the model after a change the collection is about to make ---------------------
+    # A plan made in check mode goes on from what the phases before it would have done (nothing was
+    # changed on the cluster), so each change has its effect on the model here, with Istio's rules.
+
+    def copy(self):
+        return copy.deepcopy(self)
+
+    def project_revision(self, name, version):
+        """istiod-<name> installed and ready, with its Service and injector."""
+        self.revisions[name] = Revision(name, self.istio_namespace, deployment=istiod_name(name),
+                                        version=version, ready=True, replicas=1, ready_replicas=1,
+                                        injector=injector_name(name), service=istiod_name(name))
+        self.injectors[name] = injector_name(name)
+        self.refresh()
+
+    def project_revision_removed(self, name):
+        """The revision uninstalled: its istiod, injector and validator gone."""
+        self.revisions.pop(name, None)
+        self.injectors.pop(name, None)
+        self.revision_validators.pop(name, None)
+        self.refresh()
+
+    def project_tag(self, tag, revision):
+        """Tag ``tag`` pointed at ``revision`` (for ``default`` also the default validator, and the
+        revision-less injector deactivated), as meshops.istio.istio_revision_tag does it."""
+        existing = self.tags.get(tag)
+        webhook = existing.webhook if existing is not None else tag_webhook_name(tag)
+        self.tags[tag] = RevisionTag(tag, revision, webhook, [istiod_name(revision)])
+        if tag == DEFAULT:
+            vwc = copy.deepcopy(self.validator) if self.validator is not None else \
+                {'metadata': {'name': DEFAULT_VALIDATOR}}
+            vwc.setdefault('metadata', {}).setdefault('labels', {})[REV_LABEL] = revision
+            self.validator = vwc
+            if self.legacy_injector is not None and revision != DEFAULT and \
+                    injector_active(self.legacy_injector):
+                self.legacy_injector = deactivate_injector(self.legacy_injector)
+        self.refresh()
+
+    def project_namespace_labels(self, namespace, labels):
+        self.namespaces[namespace].labels = dict(labels)
+        self.refresh()
+
+    def project_restart(self, workload, revision=None):
+        """The workload's pods replaced by pods injected by the revision its namespace selects (or
+        ``revision``, as rollout_restart's revision option, when the workload is selected at all)."""
+        expected = workload.expected_revision
+        if revision and expected is not None:
+            expected = revision
+        rev = self.revisions.get(expected) if expected else None
+        count = max(len(workload.pods), workload.replicas or 0)
+        gone = set((workload.namespace, p.name) for p in workload.pods)
+        for key in list(self.pods_by_revision):
+            self.pods_by_revision[key] = [p for p in self.pods_by_revision[key] if p not in gone]
+        workload.pods = [PodProxy('%s-planned-%d' % (workload.name, index), expected,
+                                  rev.version if rev is not None else None, True, 'Running')
+                         for index in range(count)]
+        if expected:
+            self.pods_by_revision.setdefault(expected, []).extend(
+                (workload.namespace, p.name) for p in workload.pods)
+        workload.ready_replicas = count
+        self.refresh()
+
+    def refresh(self):
+        """Recompute what follows from labels, tags and pods: namespaces' revisions, workloads'
+        expected revisions and staleness, revisions' usage."""
+        old = self.namespaces
+        self.namespaces = {}
+        for ns in sorted(old.values(), key=lambda n: n.name):
+            self._add_namespace({'metadata': {'name': ns.name, 'labels': dict(ns.labels)}})
+        for rev in self.revisions.values():
+            rev.injector = self.injectors.get(rev.name)
+        for workload in self.workloads:
+            self._judge(workload)
+        self._compute_usage()
 
 
 def stale_reason(workload, expected):

@@ -19,6 +19,11 @@ not in facts.  The record is a flat ConfigMap that ``kubectl get cm -o yaml`` sh
       wave.wave1.done: "2026-11-22T00:04:02Z"
       wave.wave1.namespaces: bar
       wave.wave1.workloads: bar/Deployment/bar
+      abandoned.1: '{"abandoned_at": "...", "to_revision": "1-15-3", "phase.precheck": "...", ...}'
+
+An upgrade in progress (anything beyond precheck done, and neither cleaned up nor rolled back) is
+never replaced by a record about another target unless that is asked for (``abandon``); the
+abandoned record is then kept whole under ``abandoned.<n>``.
 
 This file holds the pure model (parse, merge, render); the module talks to the API.
 """
@@ -29,6 +34,7 @@ __metaclass__ = type
 
 import copy
 import datetime
+import json
 import re
 
 STATE_FIELDS = ("tag", "from_revision", "from_version", "to_revision", "to_version")
@@ -49,7 +55,7 @@ def utc_now():
 
 def empty_record():
     record = dict((field, None) for field in STATE_FIELDS)
-    record.update({"phases": {}, "waves": {}})
+    record.update({"phases": {}, "waves": {}, "abandoned": []})
     return record
 
 
@@ -65,12 +71,19 @@ def parse(data):
             record[key] = value or None
         elif key.startswith("phase."):
             record["phases"][key[len("phase."):]] = value
+        elif key.startswith("abandoned.") and key[len("abandoned."):].isdigit():
+            try:
+                entry = json.loads(value)
+            except ValueError:
+                entry = {"unreadable": value}
+            record["abandoned"].append((int(key[len("abandoned."):]), entry if isinstance(entry, dict) else {"value": entry}))
         elif key.startswith("wave.") and key.count(".") == 2:
             _prefix, name, field = key.split(".")
             if field not in WAVE_FIELDS:
                 continue
             wave = record["waves"].setdefault(name, new_wave())
             wave[field] = _split_list(value) if field in WAVE_LIST_FIELDS else value
+    record["abandoned"] = [entry for _index, entry in sorted(record["abandoned"], key=lambda item: item[0])]
     return record
 
 
@@ -93,7 +106,42 @@ def render(record):
         for field in WAVE_TIME_FIELDS:
             if wave.get(field):
                 data["wave.%s.%s" % (name, field)] = wave[field]
+    for index, entry in enumerate(record.get("abandoned") or [], 1):
+        data["abandoned.%d" % index] = json.dumps(entry, sort_keys=True, separators=(",", ":"))
     return data
+
+
+def finished(record):
+    """The recorded upgrade is over: cleaned up, or rolled back (the tag moved back, no wave left)."""
+    phases = record.get("phases") or {}
+    if "cleanup" in phases:
+        return True
+    return "rollback" in phases and "tag" not in phases and not record.get("waves")
+
+
+def in_progress(record):
+    """Something beyond precheck was done for the recorded target and the upgrade is not over."""
+    if not record.get("to_revision") or finished(record):
+        return False
+    phases = set(record.get("phases") or {}) - {"precheck"}
+    return bool(phases or record.get("waves"))
+
+
+def progress_text(record):
+    """``install, tag, wave1 done`` for messages."""
+    done = [p for p in ("precheck", "install", "tag", "gateways") if p in (record.get("phases") or {})]
+    done += sorted(record.get("waves") or {})
+    done += sorted(p for p in (record.get("phases") or {}) if p not in done)
+    return "%s done" % ", ".join(done) if done else "nothing done yet"
+
+
+def abandoned_entry(record, now=None):
+    """What is kept of an abandoned record: its own ConfigMap data (without older abandoned ones)."""
+    own = dict(record)
+    own["abandoned"] = []
+    entry = render(own)
+    entry["abandoned_at"] = now or utc_now()
+    return entry
 
 
 def check_name(kind, name):
@@ -104,11 +152,14 @@ def check_name(kind, name):
     return name
 
 
-def merge(record, fields=None, phase=None, wave=None, forget_phases=None, forget_waves=False, now=None):
+def merge(record, fields=None, phase=None, wave=None, forget_phases=None, forget_waves=False, now=None,
+          abandon=False):
     """Return a new record with the requested updates applied.
 
     * ``fields``: tag/from/to values; a different ``to_revision`` than the recorded one starts a
-      new upgrade (phases and waves of the previous one are dropped).
+      new upgrade (phases and waves of the previous one are dropped).  While the recorded upgrade is
+      in progress that is refused unless ``abandon`` is true; the abandoned record is then kept under
+      ``abandoned``.  A record whose old and new revision are the same is refused.
     * ``phase``: marks a phase done; the first completion time is kept, so a re-run changes nothing.
     * ``wave``: ``{name, namespaces, workloads, status: started|done}``; lists are merged.
     * ``forget_phases`` / ``forget_waves``: what a rollback undoes.
@@ -121,10 +172,22 @@ def merge(record, fields=None, phase=None, wave=None, forget_phases=None, forget
         raise UpgradeStateError("unknown upgrade fields: %s" % ", ".join(sorted(unknown)))
     to_revision = fields.get("to_revision")
     if to_revision and new.get("to_revision") and new["to_revision"] != to_revision:
+        history = list(new.get("abandoned") or [])
+        if in_progress(record):
+            if not abandon:
+                raise UpgradeStateError(
+                    "an upgrade to %s is in progress (%s); it is not replaced by one to %s unless it is "
+                    "abandoned (abandon: true)" % (record["to_revision"], progress_text(record), to_revision))
+            history.append(abandoned_entry(record, now))
         # A new upgrade: keep nothing of the previous record except what the caller gives again.
         new = empty_record()
+        new["abandoned"] = history
     for key, value in fields.items():
         new[key] = str(value)
+    if new.get("from_revision") and new["from_revision"] == new.get("to_revision"):
+        raise UpgradeStateError(
+            "from_revision and to_revision would both be %s: the old revision is the one the upgrade moves "
+            "away from, never the target" % new["to_revision"])
     for name in forget_phases or []:
         new["phases"].pop(name, None)
     if forget_waves:
@@ -160,4 +223,5 @@ def public(record, exists, name, namespace):
     for wave in record["waves"].values():
         moved.update(wave.get("namespaces") or [])
     out["moved_namespaces"] = sorted(moved)
+    out["in_progress"] = in_progress(record)
     return out

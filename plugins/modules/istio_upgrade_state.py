@@ -20,7 +20,10 @@ description:
     wave with its namespaces, its workloads and the times it was started and done.
   - Updates merge into the record. A phase or wave keeps its first completion time, so
     recording it again reports no change. A different O(to_revision) than the recorded one
-    starts a new record.
+    starts a new record, but an upgrade in progress (anything beyond precheck done, and neither
+    cleaned up nor rolled back) is only replaced with O(abandon=true); the abandoned record is then
+    kept whole in the new one (RV(upgrade.abandoned)).
+  - A record whose old and new revision would be the same is refused, and nothing is written.
   - The ConfigMap is flat (one key per fact, lists comma separated) so that
     C(kubectl get configmap meshops-istio-upgrade -n istio-system -o yaml) reads plainly.
   - Check mode never writes the ConfigMap; it reports what would change (with diff).
@@ -96,6 +99,13 @@ options:
     default: []
   forget_waves:
     description: Remove every wave from the record (a rollback moves their namespaces back).
+    type: bool
+    default: false
+  abandon:
+    description:
+      - Allow a different O(to_revision) to replace an upgrade in progress. The abandoned record is kept
+        under C(abandoned.<n>) in the new one.
+      - Without it such a change fails and nothing is written.
     type: bool
     default: false
 extends_documentation_fragment:
@@ -205,6 +215,15 @@ upgrade:
       type: list
       elements: str
       sample: [bar, baz, foo]
+    in_progress:
+      description: Something beyond precheck was done for O(to_revision) and the upgrade is neither cleaned up nor rolled back.
+      type: bool
+      sample: true
+    abandoned:
+      description: The records of abandoned upgrades (their ConfigMap data and C(abandoned_at)), oldest first.
+      type: list
+      elements: dict
+      sample: [{"to_revision": "1-15-3", "phase.install": "2026-11-20T10:00:00Z", "abandoned_at": "2026-11-21T09:00:00Z"}]
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -274,6 +293,7 @@ def run(params, client, check_mode=False, diff=False):
             wave=params.get("wave"),
             forget_phases=params.get("forget_phases"),
             forget_waves=params.get("forget_waves"),
+            abandon=params.get("abandon"),
         )
         after_data = render(after)
         changed = current is None or after_data != before_data
@@ -321,6 +341,7 @@ def argument_spec():
         ),
         forget_phases=dict(type="list", elements="str", default=[]),
         forget_waves=dict(type="bool", default=False),
+        abandon=dict(type="bool", default=False),
     )
     return spec
 
@@ -334,7 +355,8 @@ def main():
         with ClusterClient.from_params(module.params) as client:
             result = run(module.params, client, check_mode=module.check_mode, diff=module._diff)
     except UpgradeStateError as exc:
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg="upgrade record configmap %s/%s: %s; nothing was written" % (
+            module.params["namespace"], module.params["name"], exc))
     except MeshopsError as exc:
         failure = exc.to_result()
         failure["msg"] = "upgrade record configmap %s/%s: %s" % (module.params["namespace"], module.params["name"], failure["msg"])

@@ -141,9 +141,12 @@ def test_wave_before_tag_refuses_and_rollback_is_guarded(blog, tmp_path):
     assert "wave1 refuses to run" in message and "--tags tag" in message, message
     assert "points at %s" % OLD_REV in message
 
-    # rollback never runs unless asked for: tagged never, and guarded by istio_canary_rollback
-    guarded = ok(phase(inv, "rollback", tmp_path))
-    assert guarded.changed() == 0 and not guarded.summaries()
+    # rollback never runs unless asked for: tagged never, and guarded by istio_canary_rollback -- without the
+    # guard it fails saying how to ask for it (issue 12, defect 8), changing nothing
+    guarded = phase(inv, "rollback", tmp_path)
+    assert not guarded.ok and guarded.changed() == 0 and not guarded.summaries()
+    message = " ".join(guarded.failures())
+    assert "Rollback is guarded" in message and "-e istio_canary_rollback=true" in message, message
     assert generations(blog) == gens
     assert us.control_plane(blog)["mutating"]["istio-revision-tag-default"]["rev"] == OLD_REV
     assert us.upgrade_record(blog) is None

@@ -142,8 +142,9 @@ class PhaseRun:
             self.rc, " ".join(self.cmd), self.stdout[-5000:], self.stderr[-2000:])
 
 
-def run_phase(inventory, tags, extra_vars=None, env=None, timeout=900, workdir=None, check=False) -> PhaseRun:
-    """``ansible-playbook -i inventory playbooks/upgrade.yml --tags tags [-e @vars]``."""
+def run_phase(inventory, tags, extra_vars=None, env=None, timeout=900, workdir=None, check=False,
+              diff=False) -> PhaseRun:
+    """``ansible-playbook -i inventory playbooks/upgrade.yml --tags tags [-e @vars] [--check] [--diff]``."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix="canary-run-"))
     workdir.mkdir(parents=True, exist_ok=True)
     events_file = tempfile.NamedTemporaryFile("w", suffix=".jsonl", dir=str(workdir), delete=False)
@@ -159,6 +160,8 @@ def run_phase(inventory, tags, extra_vars=None, env=None, timeout=900, workdir=N
         cmd += ["-e", "@" + vars_file.name]
     if check:
         cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
     run_env = ansible_env(env)
     run_env["MESHOPS_EVENT_LOG"] = events_file.name
     run_env["ANSIBLE_LOCAL_TEMP"] = str(workdir / "ansible-tmp")

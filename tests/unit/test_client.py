@@ -260,21 +260,6 @@ def test_build_configuration_from_kubeconfig_dict_and_missing_file(tmp_path):
     assert cfg.verify_ssl is False and target.host == 'https://h:1'
 
 
-def test_tool_kubeconfig_is_private_and_removed():
-    params = {'host': 'https://h.example:6443', 'api_key': TOKEN, 'validate_certs': False}
-    with cl.tool_kubeconfig(params) as (path, context):
-        import os
-        import stat
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-        assert mode == 0o600
-        data = json.load(open(path))
-        assert data['users'][0]['user']['token'] == TOKEN and context == 'meshops'
-        assert data['clusters'][0]['cluster']['insecure-skip-tls-verify'] is True
-    assert not os.path.exists(path)
-    with cl.tool_kubeconfig({'kubeconfig': '/some/kc', 'context': 'x'}) as (path, context):
-        assert (path, context) == ('/some/kc', 'x')
-
-
 def test_create_whose_first_try_went_through_returns_the_object():
     c, pool, _sleeps = make([
         FakeResponse(500, status_body(500, 'InternalError', 'etcd timeout')),

@@ -39,6 +39,15 @@ class FakeIstioctl:
         return 1, '', 'unknown command'
 
 
+@pytest.fixture(autouse=True)
+def kubeconfig_env(tmp_path, monkeypatch):
+    """istioctl is given the file the modules would read ($KUBECONFIG here); it needs one to exist."""
+    path = tmp_path / 'kubeconfig'
+    path.write_text('{"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []}')
+    monkeypatch.setenv('KUBECONFIG', str(path))
+    return str(path)
+
+
 def manager(cluster, binary, check_mode=False, **kw):
     fake = FakeIstioctl(cluster, **kw)
     tool = Istioctl(binary, {}, runner=fake)

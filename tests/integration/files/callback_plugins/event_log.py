@@ -19,7 +19,8 @@ import os
 from ansible.plugins.callback import CallbackBase
 
 KEEP = ("msg", "changed", "failed", "skipped", "skip_reason", "workloads", "summary", "upgrade", "previous_revision",
-        "revision", "results", "assertion", "rc", "stdout", "stderr", "diff", "namespace", "previous_labels", "error")
+        "revision", "results", "assertion", "rc", "stdout", "stderr", "diff", "namespace", "previous_labels", "error",
+        "plan", "istioctl", "precheck")
 
 
 def _plain(value, depth=0):
