@@ -4,6 +4,7 @@ PY ?= python3
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOWEST := $(CURDIR)/.build/lowest-venv
 BUILD := $(CURDIR)/.build
 # ansible-test ignores files that git ignores, so the sanity copy must live outside this checkout.
 SANITY_DIR ?= $(or $(TMPDIR),/tmp)/meshops-istio-sanity-$(notdir $(CURDIR))
@@ -32,7 +33,7 @@ export PYTHONPATH := $(CURDIR)/tests
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
 unexport ANSIBLE_COLLECTIONS_PATHS
 
-.PHONY: all venv kubectl prometheus collection sanity lint unit integration test demo bench clean \
+.PHONY: all venv kubectl prometheus collection sanity lint unit test-lowest integration test demo bench clean \
 	dist release-venvs release-check release-tests galaxy-import docs-lint changelog-lint lint-all ee-context
 
 all: test
@@ -43,6 +44,11 @@ $(STAMP): requirements-test.txt requirements.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+$(LOWEST)/.installed: requirements-lowest.txt
+	$(PY) -m venv $(LOWEST)
+	$(LOWEST)/bin/pip install -q --disable-pip-version-check -r requirements-lowest.txt
+	touch $@
 
 kubectl:
 	@command -v kubectl >/dev/null 2>&1 || { \
@@ -80,6 +86,11 @@ lint: venv collection
 unit: venv collection
 	$(BIN)/python -m pytest -q tests/unit
 
+# The lowest versions requirements.txt allows (kubernetes 24.2.0, urllib3 1.26, ...): the unit tests and the
+# client's integration tests, in a second venv.
+test-lowest: $(LOWEST)/.installed collection kubectl
+	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration/test_cluster_client.py
+
 integration: venv collection kubectl prometheus
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests/integration tests/kubesim/tests
 
@@ -87,6 +98,7 @@ test: venv collection kubectl prometheus
 	$(MAKE) sanity
 	$(MAKE) lint
 	$(MAKE) unit
+	$(MAKE) test-lowest
 	$(MAKE) integration
 
 demo: venv collection kubectl

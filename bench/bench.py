@@ -211,7 +211,7 @@ class Bench:
             "if log:\n"
             "    with open(log, 'a') as fh:\n"
             "        fh.write(json.dumps({'argv': sys.argv[1:], 'wall': time.monotonic() - t0,\n"
-            "                             'maxrss_kb': ru.ru_maxrss}) + '\\n')\n"
+            "                             'cpu': ru.ru_utime + ru.ru_stime, 'maxrss_kb': ru.ru_maxrss}) + '\\n')\n"
             "sys.exit(os.waitstatus_to_exitcode(status))\n")
         self.wrapper.chmod(0o755)
 
@@ -275,6 +275,7 @@ class Bench:
         except (TypeError, KeyError, IndexError, ValueError):
             pass
         return {"wall_s": wall, "done_s": t_done, "module_s": mod[0]["wall"] if mod else None,
+                "module_cpu_s": mod[0].get("cpu") if mod else None,
                 "rss_mb": (mod[0]["maxrss_kb"] / 1024.0) if mod else None, "requests": stats_delta(before, after),
                 "measured": len(cl.workloads), "extrapolated": False, "summary": summary,
                 "slowest_workload_s": slowest}
@@ -473,8 +474,9 @@ def run_size(b: Bench, n: int, memory_only: bool = False) -> dict:
         ordered = sorted(rs, key=lambda x: x["done_s"])
         r = dict(ordered[(len(ordered) - 1) // 2])  # the median (the lower one of an even count)
         if len(rs) > 1:
-            r["runs"] = [{k: x.get(k) for k in ("done_s", "wall_s", "module_s", "slowest_workload_s", "load")}
-                         for x in rs]
+            r["runs"] = [dict({k: x.get(k) for k in ("done_s", "wall_s", "module_s", "module_cpu_s",
+                                                     "slowest_workload_s", "load")},
+                              requests=x["requests"]["total"]) for x in rs]
         res["contenders"][name] = r
     res["load_after"] = loadavg()
     return res
@@ -483,7 +485,8 @@ def run_size(b: Bench, n: int, memory_only: bool = False) -> dict:
 def describe(r: dict) -> str:
     s = f"done in {r['done_s']:.1f} s"
     if r.get("module_s") is not None:
-        s += f" (module process {r['module_s']:.1f} s, ansible-playbook {r['wall_s']:.1f} s"
+        s += (f" (module process {r['module_s']:.1f} s, {r.get('module_cpu_s') or 0:.1f} s CPU, "
+              f"ansible-playbook {r['wall_s']:.1f} s")
         if r.get("slowest_workload_s") is not None:
             s += f", slowest workload restart-to-verified {r['slowest_workload_s']:.1f} s"
         s += ")"

@@ -72,9 +72,12 @@ options:
       - Can also be set with the E(K8S_AUTH_NO_PROXY) environment variable.
     type: str
 notes:
-  - The modules talk to the Kubernetes API with the C(kubernetes) Python library's configuration
-    loader and retry transient API errors (HTTP 429, 500, 502, 503, 504 and dropped connections) with
-    capped exponential backoff that honours C(Retry-After).
+  - The modules talk to the Kubernetes API through the C(kubernetes) Python library (its configuration
+    loader and API client), find the kinds the server serves by API discovery, and retry transient API
+    errors (HTTP 429, 500, 502, 503, 504 and dropped connections) with capped exponential backoff that
+    honours C(Retry-After).
+  - These options can be set once for every module of the collection that talks to the cluster with
+    C(module_defaults) of the action group C(group/meshops.istio.cluster).
 requirements:
-  - kubernetes >= 24.2.0 (Python library)
+  - kubernetes >= 24.2.0 (Python library), with urllib3 >= 1.26
 '''

@@ -1,11 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: meshops.istio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Shared argument specs of the meshops.istio modules.
-
-Modules compose them::
-
-    argument_spec = dict(**AUTH_ARG_SPEC, **WAIT_ARG_SPEC, revision=dict(type='str', required=True))
+"""Shared argument specs of the meshops.istio modules (the module base, module.py, composes them).
 
 The auth options and their ``K8S_AUTH_*`` environment fallbacks follow kubernetes.core, so the same
 inventory variables and environment work for both collections.  Documented by the doc fragments
@@ -39,15 +35,25 @@ AUTH_ARG_SPEC = {
 
 AUTH_PARAM_NAMES = tuple(AUTH_ARG_SPEC)
 
+# The control-plane namespace, named alike in every module (``namespace`` stays an alias where it meant
+# this); target namespaces are ``namespace``/``namespaces``.
+ISTIO_NAMESPACE_SPEC = {'type': 'str', 'default': 'istio-system', 'aliases': ['namespace']}
+
+# The options of istio_traffic_shift and istio_traffic_shift_info that name the split (doc fragment
+# meshops.istio.traffic).
+TRAFFIC_TARGET_SPEC = {
+    'namespace': {'type': 'str', 'required': True},
+    'service': {'type': 'str', 'required': True, 'aliases': ['destination_host']},
+    'virtual_service': {'type': 'str'},
+    'destination_rule': {'type': 'str'},
+    'route_name': {'type': 'str'},
+    'api_version': {'type': 'str', 'default': 'networking.istio.io/v1beta1'},
+}
+
 WAIT_ARG_SPEC = {
     'wait': {'type': 'bool', 'default': True},
     'wait_timeout': {'type': 'int', 'default': 300},
 }
-
-# Keys of a kubeconfig's ``users[].user`` whose values are credentials.  Everything under ``user`` is
-# treated as secret anyway (see kubeconfig_secrets); this list documents the usual ones.
-KUBECONFIG_SECRET_KEYS = ('token', 'client-key-data', 'password', 'id-token', 'refresh-token',
-                          'client-secret', 'access-token')
 
 DNS1123_LABEL = re.compile(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')
 
@@ -77,8 +83,8 @@ def kubeconfig_secrets(kubeconfig):
 
 def protect_secrets(module):
     """Make Ansible mask the credentials inside a kubeconfig dict wherever they would show up in the
-    module's result (including ``invocation.module_args`` at -vvv).  Call it right after creating the
-    AnsibleModule; ``api_key`` is already ``no_log``."""
+    module's result (including ``invocation.module_args`` at -vvv); ``api_key`` is already ``no_log``.
+    The module base (module.py) calls it right after creating the AnsibleModule."""
     secrets = kubeconfig_secrets(module.params.get('kubeconfig'))
     if secrets:
         module.no_log_values.update(secrets)

@@ -1,32 +1,29 @@
 # -*- coding: utf-8 -*-
 # Copyright: meshops.istio contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The one place that talks to the Kubernetes API.
+"""The one place that talks to the Kubernetes API, standing on the ``kubernetes`` library.
 
-``build_configuration(params)`` turns the shared auth options (see args.AUTH_ARG_SPEC) into a
-``kubernetes.client.Configuration`` (kubeconfig file or dict + context, or host + api_key, or the
-in-cluster service account), using the kubernetes library's own kubeconfig loader (exec plugins, OIDC,
-certificate data).  ``ClusterClient`` sends the few REST calls the collection needs over one urllib3
-pool configured from it and:
+``build_configuration(params)`` turns the shared auth options (args.AUTH_ARG_SPEC) into a
+``kubernetes.client.Configuration`` with the library's kubeconfig loader (exec plugins, OIDC, certificate
+data, the in-cluster service account).  ``ClusterClient`` sends requests through the library's
+``ApiClient`` (the pool its REST client builds from that Configuration: TLS, client certificates, proxies,
+no_proxy) with the Configuration's token (renewed by the loader's refresh hook), and learns from the server
+what it serves (``Discovery``): any kind -- Gateway API, Sail's ``sailoperator.io/v1``, OpenShift's
+DeploymentConfig, Argo Rollouts -- by its kind, and its apiVersion where two groups serve that kind.
+Objects stay plain dicts (the JSON the API serves), which keeps lists of thousands of pods fast.
 
-* retries 429, 502/503/504 and 500, and dropped or reset connections, with capped exponential backoff
-  that honours ``Retry-After``;
-* raises domain exceptions (errors.py) naming the verb, the object and the server's reason:
-  NotFound, Conflict/AlreadyExists, Invalid, Gone, ApiError; ``AuthenticationFailed`` (401) and
-  ``Forbidden`` (403); ``ClusterUnreachable`` for connection refused, DNS and TLS failures, naming the
-  API server and what to check;
-* never puts a token, key or kubeconfig content in a message;
-* offers resumable watches: ``stream()`` lists, then watches from the list's resourceVersion, resumes
-  from the last seen resourceVersion after a dropped connection, and re-lists after 410 Gone;
-  ``wait_for()`` builds on it to wait for one object to satisfy a predicate.
-
-Objects are plain dicts (the JSON the API serves), so callers need no generated model classes.
+What stays ours is a thin domain layer: retries of 429/5xx and dropped connections with capped backoff
+that honours ``Retry-After``; domain exceptions (errors.py) naming the verb, the object and the server's
+reason, with what to check -- never a token, key or kubeconfig content; conditional writes and
+``update_with_retry``, the collection's one read-modify-write loop; resumable watches (``follow``,
+``stream``, ``wait_for``) that resume after a dropped connection and re-list after 410 Gone.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import copy
 import json
 import os
 import random
@@ -36,15 +33,13 @@ import threading
 import time
 
 try:
-    from urllib.parse import quote, urlencode, urlsplit
+    from urllib.parse import quote, urlencode
 except ImportError:  # pragma: no cover - Python 2 is not supported, keeps sanity's compile tests calm
     from urllib import quote, urlencode  # noqa
-    from urlparse import urlsplit  # noqa
 
 from ansible_collections.meshops.istio.plugins.module_utils.args import (
     check_auth_params,
     kubeconfig_secrets,
-    protect_secrets,
 )
 from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     AlreadyExists,
@@ -77,7 +72,7 @@ try:
     from kubernetes.config.config_exception import ConfigException
     HAS_KUBERNETES = True
     KUBERNETES_IMPORT_ERROR = None
-except ImportError as exc:  # pragma: no cover - reported by require_libraries()
+except ImportError as exc:  # pragma: no cover - reported by the module base (module.py)
     k8s_client = None
     k8s_config = None
 
@@ -86,101 +81,6 @@ except ImportError as exc:  # pragma: no cover - reported by require_libraries()
 
     HAS_KUBERNETES = False
     KUBERNETES_IMPORT_ERROR = exc
-
-
-def require_libraries(module):
-    """fail_json with an install hint when the Python libraries are missing."""
-    from ansible.module_utils.basic import missing_required_lib
-    if not HAS_KUBERNETES or not HAS_URLLIB3:
-        module.fail_json(msg=missing_required_lib('kubernetes'),
-                         exception=str(KUBERNETES_IMPORT_ERROR))
-
-
-def client_from_module(module, **kwargs):
-    """The ClusterClient for a module's auth options (after masking kubeconfig credentials)."""
-    require_libraries(module)
-    protect_secrets(module)
-    return ClusterClient.from_params(module.params, **kwargs)
-
-
-# --- resources -------------------------------------------------------------------------------------
-
-class Resource:
-    """One API resource: group/version, plural name, whether it is namespaced."""
-
-    def __init__(self, kind, api_version, plural, namespaced):
-        self.kind = kind
-        self.api_version = api_version
-        self.plural = plural
-        self.namespaced = namespaced
-
-    @property
-    def base(self):
-        if '/' in self.api_version:
-            return '/apis/' + self.api_version
-        return '/api/' + self.api_version
-
-    def path(self, namespace=None, name=None, subresource=None):
-        parts = [self.base]
-        if self.namespaced and namespace:
-            parts += ['namespaces', quote(namespace, safe='')]
-        parts.append(self.plural)
-        if name:
-            parts.append(quote(name, safe=''))
-            if subresource:
-                parts.append(subresource)
-        return '/'.join(parts)
-
-    def __repr__(self):
-        return 'Resource(%s %s)' % (self.api_version, self.kind)
-
-
-RESOURCES = {}
-
-
-def register_resource(kind, api_version, plural, namespaced):
-    """Teach the client another kind (CRDs, ...). Returns the Resource."""
-    res = Resource(kind, api_version, plural, namespaced)
-    RESOURCES[kind] = res
-    return res
-
-
-for _kind, _api, _plural, _ns in (
-        ('Namespace', 'v1', 'namespaces', False),
-        ('Pod', 'v1', 'pods', True),
-        ('Service', 'v1', 'services', True),
-        ('Endpoints', 'v1', 'endpoints', True),
-        ('ConfigMap', 'v1', 'configmaps', True),
-        ('Secret', 'v1', 'secrets', True),
-        ('ServiceAccount', 'v1', 'serviceaccounts', True),
-        ('Event', 'v1', 'events', True),
-        ('Deployment', 'apps/v1', 'deployments', True),
-        ('ReplicaSet', 'apps/v1', 'replicasets', True),
-        ('StatefulSet', 'apps/v1', 'statefulsets', True),
-        ('DaemonSet', 'apps/v1', 'daemonsets', True),
-        ('ControllerRevision', 'apps/v1', 'controllerrevisions', True),
-        ('MutatingWebhookConfiguration', 'admissionregistration.k8s.io/v1',
-         'mutatingwebhookconfigurations', False),
-        ('ValidatingWebhookConfiguration', 'admissionregistration.k8s.io/v1',
-         'validatingwebhookconfigurations', False),
-        ('CustomResourceDefinition', 'apiextensions.k8s.io/v1', 'customresourcedefinitions', False),
-        ('ClusterRole', 'rbac.authorization.k8s.io/v1', 'clusterroles', False),
-        ('ClusterRoleBinding', 'rbac.authorization.k8s.io/v1', 'clusterrolebindings', False),
-        ('Role', 'rbac.authorization.k8s.io/v1', 'roles', True),
-        ('RoleBinding', 'rbac.authorization.k8s.io/v1', 'rolebindings', True),
-        ('PodDisruptionBudget', 'policy/v1', 'poddisruptionbudgets', True),
-        ('HorizontalPodAutoscaler', 'autoscaling/v2', 'horizontalpodautoscalers', True),
-        ('IstioOperator', 'install.istio.io/v1alpha1', 'istiooperators', True),
-):
-    register_resource(_kind, _api, _plural, _ns)
-
-
-def resource_for(kind):
-    try:
-        return RESOURCES[kind]
-    except KeyError:
-        raise InvalidInput('the collection does not know the kind %r (known: %s)'
-                           % (kind, ', '.join(sorted(RESOURCES))))
 
 
 def object_ref(kind, name=None, namespace=None):
@@ -338,10 +238,10 @@ def _current_context_name(kubeconfig):
         return None
 
 
-def _bearer_token(cfg):
-    """The Authorization header value.  Each lookup runs the kubeconfig loader's refresh hook
-    (it re-reads an expired exec/OIDC token and re-applies the whole configuration), so
-    ClusterClient asks through ``_CachedAuth`` rather than once per request."""
+def bearer_token(cfg):
+    """The Authorization header value of a Configuration (``Bearer <token>``) or None; tools run with the
+    modules' credentials need it too.  Each lookup runs the kubeconfig loader's refresh hook (it re-reads
+    an expired exec/OIDC token), so ClusterClient asks through ``_CachedAuth``, not once per request."""
     for ident in ('authorization', 'BearerToken'):
         try:
             value = cfg.get_api_key_with_prefix(ident)
@@ -373,7 +273,7 @@ class _CachedAuth:
         with self._lock:
             now = self.clock()
             if self._until is None or now >= self._until:
-                self._value = _bearer_token(self.cfg)
+                self._value = bearer_token(self.cfg)
                 self._until = now + self.ttl
             return self._value
 
@@ -449,31 +349,247 @@ class WatchEvent:
         self.object = object
         self.resource_version = resource_version
 
-    def __repr__(self):
-        if self.type == 'LISTED':
-            return 'WatchEvent(LISTED, %d items, rv=%s)' % (len(self.object), self.resource_version)
-        meta = (self.object or {}).get('metadata', {})
-        return 'WatchEvent(%s, %s/%s, rv=%s)' % (self.type, meta.get('namespace'), meta.get('name'),
-                                                 self.resource_version)
+
+class WatchDropped(Exception):
+    """A watch connection ended abnormally (reset, truncated chunk, read timeout): resume it from the
+    last resourceVersion seen.  ``stream`` does; callers that drive ``watch`` themselves catch it."""
 
 
-class _WatchDropped(Exception):
-    """Internal: the watch connection ended abnormally; resume from the last resourceVersion."""
+# --- discovery -------------------------------------------------------------------------------------
+
+# The aggregated discovery document (client-go's, Kubernetes 1.26+): every group, version and resource
+# in one response.  Servers without it answer the plain APIGroupList.
+AGGREGATED_DISCOVERY = ('application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,'
+                        'application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,'
+                        'application/json')
 
 
-# public name for callers that drive ``watch`` themselves (``stream`` handles it already)
-WatchDropped = _WatchDropped
+class ApiResource:
+    """One kind as the server serves it: its apiVersion, plural name and whether it is namespaced."""
+
+    __slots__ = ('kind', 'api_version', 'plural', 'namespaced')
+
+    def __init__(self, kind, api_version, plural, namespaced):
+        self.kind = kind
+        self.api_version = api_version
+        self.plural = plural
+        self.namespaced = namespaced
+
+    def path(self, namespace=None, name=None, subresource=None):
+        parts = [('/apis/' if '/' in self.api_version else '/api/') + self.api_version]
+        if self.namespaced and namespace:
+            parts += ['namespaces', quote(namespace, safe='')]
+        parts.append(self.plural)
+        if name:
+            parts.append(quote(name, safe=''))
+            if subresource:
+                parts.append(subresource)
+        return '/'.join(parts)
+
+
+class Discovery:
+    """Which kinds the API server serves, read from the server (no table of kinds), lazily, once per client.
+
+    A kind with its apiVersion costs one request for its group version (``/api/v1``, ``/apis/<g>/<v>``).
+    A kind alone is looked up in the core group first (as kubectl's REST mapper does: ``Event`` is ``v1``),
+    then in every other group's preferred version, all given by the aggregated discovery document
+    ``/apis`` in one request (older servers: ``/apis``, then each group).  A kind two groups serve (Istio's
+    and the Gateway API's ``Gateway``) needs its apiVersion.  A kind not found is looked up once more after
+    discovery is read again (as client-go's deferred REST mapper does): its CustomResourceDefinition may be
+    new.
+    """
+
+    def __init__(self, fetch):
+        self._fetch = fetch          # fetch(path, accept, what) -> the document, or None on 404
+        self._lock = threading.RLock()
+        self._reset()
+
+    def _reset(self):
+        self._served = {}            # 'apps/v1' -> {kind: ApiResource}
+        self._preferred = None       # the preferred group version of every non-core group, server order
+
+    def resource(self, kind, api_version=None, what=None):
+        """The ApiResource of ``kind``; NotFound (details ``served: false``) when the server does not serve it."""
+        with self._lock:
+            found = self._find(kind, api_version, what)
+            if found is None:
+                self._reset()
+                found = self._find(kind, api_version, what)
+            if found is None:
+                raise NotFound('the API server serves no %s%s (kubectl api-resources lists what it '
+                               'serves): install its CustomResourceDefinition, or check the kind and '
+                               'apiVersion' % (kind, ' in %s' % api_version if api_version else ''),
+                               status=404, reason='NotFound',
+                               details={'kind': kind, 'api_version': api_version, 'served': False})
+            return found
+
+    def _find(self, kind, api_version, what):
+        if api_version:
+            return self._group_version(api_version, what).get(kind)
+        found = self._group_version('v1', what).get(kind)
+        if found is not None:
+            return found
+        matches = [res for res in (self._group_version(gv, what).get(kind) for gv in self._groups(what))
+                   if res is not None]
+        if len(matches) > 1:
+            raise InvalidInput('kind %s is served by several API groups (%s): give its apiVersion'
+                               % (kind, ', '.join(res.api_version for res in matches)),
+                               details={'kind': kind, 'api_versions': [res.api_version for res in matches]})
+        return matches[0] if matches else None
+
+    def _group_version(self, group_version, what):
+        if group_version not in self._served:
+            doc = self._fetch(('/apis/' if '/' in group_version else '/api/') + group_version,
+                              'application/json', what) or {}
+            self._served[group_version] = dict(
+                (res['kind'], ApiResource(res['kind'], group_version, res['name'], bool(res.get('namespaced'))))
+                for res in doc.get('resources') or [] if '/' not in res.get('name', '/'))
+        return self._served[group_version]
+
+    def _groups(self, what):
+        if self._preferred is None:
+            doc = self._fetch('/apis', AGGREGATED_DISCOVERY, what) or {}
+            if doc.get('kind') != 'APIGroupDiscoveryList':
+                self._preferred = [group['preferredVersion']['groupVersion'] for group in doc.get('groups') or []
+                                   if group.get('preferredVersion')]
+                return self._preferred
+            self._preferred = []
+            for group in doc.get('items') or []:
+                name = (group.get('metadata') or {}).get('name')
+                for index, version in enumerate(group.get('versions') or []):  # preferred first
+                    group_version = '%s/%s' % (name, version.get('version'))
+                    if index == 0:
+                        self._preferred.append(group_version)
+                    self._served.setdefault(group_version, dict(
+                        (res['responseKind']['kind'], ApiResource(res['responseKind']['kind'], group_version,
+                                                                  res['resource'], res.get('scope') == 'Namespaced'))
+                        for res in version.get('resources') or [] if (res.get('responseKind') or {}).get('kind')))
+        return self._preferred
+
+
+# --- read-modify-write -----------------------------------------------------------------------------
+
+DELETE = 'delete'
+"""What a ``mutate`` function of ``update_with_retry`` returns to delete the object."""
+_UNREAD = object()
+
+
+class Update:
+    """What ``update_with_retry`` did (in check mode: would do) to one object: ``action`` none, create,
+    update or delete; ``before`` the object read, ``desired`` the one written (None when deleted), ``after``
+    the server's answer (``desired`` in check mode)."""
+
+    __slots__ = ('action', 'before', 'desired', 'after')
+
+    def __init__(self, action, before, desired=None, after=None):
+        self.action = action
+        self.before = before
+        self.desired = desired
+        self.after = after
+
+    @property
+    def changed(self):
+        return self.action != 'none'
+
+    def changes(self, kind, name, namespace=None, action=None):
+        """This change as entries of a module result's ``changes`` list (none when nothing changed)."""
+        if not self.changed:
+            return []
+        entry = {'kind': kind, 'name': name, 'action': action or self.action + 'd'}  # created, updated, deleted
+        if namespace:
+            entry['namespace'] = namespace
+        return [entry]
+
+
+class ReadModifyWrite:
+    """``update_with_retry`` on top of get_or_none/create/replace/delete (ClusterClient's, or a test
+    double's)."""
+
+    CONFLICT_ATTEMPTS = 5
+
+    def update_with_retry(self, kind, name, mutate, namespace=None, api_version=None, check_mode=False,
+                          dry_run=False, patch=False, current=_UNREAD):
+        """Read-modify-write one object under optimistic concurrency; return an Update.
+
+        ``mutate(current)`` gets a copy of the object read (None: it does not exist) and returns the object
+        to write, None (or it unchanged) to leave it, or DELETE.  The write is conditional on the
+        resourceVersion read: when someone wrote in between (409, or the object vanished), the object is
+        read and ``mutate`` asked again, at most CONFLICT_ATTEMPTS times.  An update is a PUT, or with
+        ``patch`` the merge patch from the object read (RBAC verb ``patch``).  ``check_mode`` writes
+        nothing; ``dry_run`` sends dryRun=All (validated, admission webhooks included; nothing stored).
+        ``current``: the object as the caller already read it, which spares the first read.
+        """
+        for _attempt in range(self.CONFLICT_ATTEMPTS):
+            before, current = current, _UNREAD
+            if before is _UNREAD:
+                before = self.get_or_none(kind, name, namespace, api_version=api_version)
+            desired = mutate(copy.deepcopy(before))
+            if desired is None or desired == before or (desired is DELETE and before is None):
+                return Update('none', before, before, before)
+            if desired is DELETE:
+                action, desired = 'delete', None
+            else:
+                action = 'create' if before is None else 'update'
+            if check_mode:
+                return Update(action, before, desired, desired)
+            try:
+                if action == 'create':
+                    after = self.create(kind, desired, namespace, dry_run=dry_run)
+                elif action == 'delete':
+                    after = None
+                    self.delete(kind, name, namespace, dry_run=dry_run, api_version=api_version,
+                                resource_version=_rv(before))
+                elif patch:
+                    after = self.patch(kind, name, merge_patch(before, desired), namespace, dry_run=dry_run,
+                                       resource_version=_rv(before), api_version=api_version)
+                else:
+                    desired = dict(desired, metadata=dict(desired.get('metadata') or {}, resourceVersion=_rv(before)))
+                    after = self.replace(kind, desired, namespace, dry_run=dry_run)
+                return Update(action, before, desired, after)
+            except Conflict:         # AlreadyExists too: someone else wrote in between
+                continue
+            except NotFound:
+                if action == 'create':
+                    raise            # no such namespace or kind: reading again does not help
+        raise Conflict('%s kept changing while being updated (%d conflicts): another process is writing it; '
+                       'run again once it is done' % (object_ref(kind, name, namespace), self.CONFLICT_ATTEMPTS),
+                       status=409, reason='Conflict', details={'kind': kind, 'name': name, 'namespace': namespace})
+
+
+def _rv(obj):
+    return (obj.get('metadata') or {}).get('resourceVersion')
+
+
+def merge_patch(before, after):
+    """The JSON merge patch (RFC 7386) that turns ``before`` into ``after``."""
+    patch = {}
+    for key in set(before) | set(after):
+        if key not in after:
+            patch[key] = None
+        elif isinstance(after[key], dict) and isinstance(before.get(key), dict):
+            nested = merge_patch(before[key], after[key])
+            if nested:
+                patch[key] = nested
+        elif key not in before or before[key] != after[key]:
+            patch[key] = after[key]
+    return patch
 
 
 # --- the client ------------------------------------------------------------------------------------
 
-class ClusterClient:
-    """Typed REST calls on plain-dict objects, with retries and domain errors.
+class ClusterClient(ReadModifyWrite):
+    """Typed REST calls on plain-dict objects, with discovery, retries and domain errors.
 
-    Thread-safe: one urllib3 pool, no per-request state on the instance (besides counters).
-    ``on_request`` (optional) is called as ``on_request(method, path, query, status)`` after every
-    HTTP exchange (tests use it to record requests).
+    Thread-safe: one connection pool, discovery under a lock, no per-request state on the instance
+    (besides counters).  ``on_request`` (optional) is called as ``on_request(method, path, query,
+    status)`` after every HTTP exchange (tests use it to record requests).
     """
+
+    PATCH_TYPES = {
+        'merge': 'application/merge-patch+json',
+        'strategic': 'application/strategic-merge-patch+json',
+        'json': 'application/json-patch+json',
+    }
 
     def __init__(self, configuration, target=None, retry=None, sleep=time.sleep, pool=None,
                  on_request=None, request_timeout=60.0, secrets=()):
@@ -485,12 +601,20 @@ class ClusterClient:
         self.on_request = on_request
         self.request_timeout = request_timeout
         self._secrets = set(s for s in secrets if s)
-        self._pool = pool if pool is not None else self._make_pool(configuration)
+        self.api_client = None
+        if pool is None:
+            # The pool the library's REST client builds from the Configuration (its request() differs
+            # between kubernetes 24 and 37, the pool does not); RetryPolicy retries; room for a wave's patch
+            # threads beside its watches, else each request would open (and TLS-handshake) a new connection.
+            configuration.retries = False
+            configuration.connection_pool_maxsize = 64
+            self.api_client = k8s_client.ApiClient(configuration)
+            pool = self.api_client.rest_client.pool_manager
+        self._pool = pool
         self._auth = _CachedAuth(configuration)
         self._lock = threading.Lock()
+        self.discovery = Discovery(self._discover)
         self.stats = {'requests': 0, 'retries': 0}
-
-    # construction ------------------------------------------------------------------------------
 
     @classmethod
     def from_params(cls, params, **kwargs):
@@ -500,38 +624,15 @@ class ClusterClient:
             secrets.add(params['api_key'])
         return cls(cfg, target=target, secrets=secrets, **kwargs)
 
-    @staticmethod
-    def _make_pool(cfg):
-        pool_args = {
-            'cert_reqs': ssl.CERT_REQUIRED if cfg.verify_ssl else ssl.CERT_NONE,
-            'ca_certs': cfg.ssl_ca_cert,
-            'cert_file': cfg.cert_file,
-            'key_file': cfg.key_file,
-            'retries': False,
-            # room for a wave's patch threads (rollout.MAX_PATCH_THREADS) beside its long-lived watches:
-            # a full pool would open (and TLS-handshake) a throwaway connection per request
-            'maxsize': 64,
-        }
-        if getattr(cfg, 'assert_hostname', None) is not None:
-            pool_args['assert_hostname'] = cfg.assert_hostname
-        if getattr(cfg, 'tls_server_name', None):
-            pool_args['server_hostname'] = cfg.tls_server_name
-        ca_data = getattr(cfg, 'ca_cert_data', None)
-        if ca_data:
-            pool_args['ca_cert_data'] = ca_data
-        proxy = getattr(cfg, 'proxy', None)
-        if proxy and not _bypass_proxy(cfg.host, getattr(cfg, 'no_proxy', None)):
-            return urllib3.ProxyManager(proxy, proxy_headers=getattr(cfg, 'proxy_headers', None),
-                                        **pool_args)
-        return urllib3.PoolManager(**pool_args)
-
     def close(self):
-        try:
-            self._pool.clear()
-        except Exception:
-            pass
+        for closing in (self._pool.clear, getattr(self.api_client, 'close', None)):
+            try:
+                if closing is not None:
+                    closing()
+            except Exception:
+                pass
 
-    # a module's main() holds the client for one run: ``with ClusterClient.from_params(p) as client:``
+    # a module's run holds the client for one run: ``with ClusterClient.from_params(p) as client:``
     def __enter__(self):
         return self
 
@@ -548,17 +649,9 @@ class ClusterClient:
         token = self._auth.token()
         if token:
             headers['Authorization'] = token
-        username = getattr(self.configuration, 'username', None)
-        password = getattr(self.configuration, 'password', None)
-        if not token and username and password:
-            headers.update(urllib3.make_headers(basic_auth='%s:%s' % (username, password)))
+        elif getattr(self.configuration, 'username', None) and getattr(self.configuration, 'password', None):
+            headers['Authorization'] = self.configuration.get_basic_auth_token()
         return headers
-
-    def _url(self, path, query):
-        url = self.host + path
-        if query:
-            url += '?' + urlencode([(k, v) for k, v in query.items() if v is not None])
-        return url
 
     def _note(self, method, path, query, status):
         with self._lock:
@@ -570,7 +663,7 @@ class ClusterClient:
                 pass
 
     def request(self, method, path, query=None, body=None, content_type=None, what=None,
-                stream=False, timeout=None, retry=True):
+                stream=False, timeout=None, accept='application/json'):
         """Send one API call, retrying transient failures; return the decoded JSON (or the raw
         streaming response when ``stream``).  ``what`` names the object for messages, e.g.
         ('get', 'Deployment', 'istiod-1-15-4', 'istio-system')."""
@@ -579,33 +672,31 @@ class ClusterClient:
         data = None
         if body is not None:
             data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-            if not content_type:
-                content_type = 'application/json'
-        url = self._url(path, query)
+            content_type = content_type or 'application/json'
+        url = self.host + path
+        if query:
+            url += '?' + urlencode([(k, v) for k, v in query.items() if v is not None])
         timeout = timeout if timeout is not None else self.request_timeout
         attempt = 0
         connect_failures = 0
-        last_problem = None
         auth_renewed = False
         while True:
             attempt += 1
             try:
                 response = self._pool.request(
-                    method, url, body=data, headers=self._headers(content_type),
-                    preload_content=not stream, timeout=_timeout(timeout),
-                    redirect=False)
+                    method, url, body=data, headers=self._headers(content_type, accept),
+                    preload_content=not stream, timeout=_timeout(timeout), redirect=False)
             except Exception as exc:  # pylint: disable=broad-except
                 kind, detail = classify_connection_error(exc)
                 self._note(method, path, query, 0)
-                if kind in ('fatal', 'dns', 'tls') or not retry:
-                    raise self._unreachable(kind, detail, exc)
+                if kind in ('fatal', 'dns', 'tls'):
+                    raise self._unreachable(kind, detail)
                 if kind == 'connect':
                     connect_failures += 1
                     if connect_failures >= self.retry.connect_attempts:
-                        raise self._unreachable(kind, detail, exc)
-                last_problem = ('connection', kind, detail, exc)
+                        raise self._unreachable(kind, detail)
                 if attempt >= self.retry.max_attempts:
-                    raise self._unreachable('dropped', detail, exc)
+                    raise self._unreachable('dropped', detail)
                 with self._lock:
                     self.stats['retries'] += 1
                 self.sleep(self.retry.delay(attempt))
@@ -614,9 +705,7 @@ class ClusterClient:
             status = response.status
             self._note(method, path, query, status)
             if 200 <= status < 300:
-                if stream:
-                    return response
-                return _decode(response.data)
+                return response if stream else _decode(response.data)
             payload = response.data if not stream else _read_and_close(response)
             if status == 401 and not auth_renewed and \
                     getattr(self.configuration, 'refresh_api_key_hook', None) is not None:
@@ -625,17 +714,14 @@ class ClusterClient:
                 self._auth.invalidate()
                 continue
             retry_after = parse_retry_after(response.headers.get('Retry-After'))
-            if retry and status in RetryPolicy.RETRY_STATUSES and attempt < self.retry.max_attempts:
-                last_problem = ('status', status)
+            if status in RetryPolicy.RETRY_STATUSES and attempt < self.retry.max_attempts:
                 with self._lock:
                     self.stats['retries'] += 1
                 self.sleep(self.retry.delay(attempt, retry_after))
                 continue
-            raise self._api_error(status, payload, method, path, what,
-                                  retried=attempt > 1, last_problem=last_problem)
+            raise self._api_error(status, payload, method, path, what, retried=attempt > 1)
 
-    def _unreachable(self, kind, detail, exc):
-        where = self.target.describe()
+    def _unreachable(self, kind, detail):
         hints = {
             'dns': 'the host name does not resolve: check the server URL in the kubeconfig (or the '
                    'host option), the context, and DNS',
@@ -646,12 +732,12 @@ class ClusterClient:
             'dropped': 'the connection kept dropping: check the network and the API server health',
             'fatal': 'check the server URL, the kubeconfig context, and proxy settings',
         }
-        msg = 'Cannot reach %s: %s; %s.' % (where, _redact(detail, self._secrets),
+        msg = 'Cannot reach %s: %s; %s.' % (self.target.describe(), _redact(detail, self._secrets),
                                             hints.get(kind, hints['fatal']))
         return ClusterUnreachable(msg, details={'host': self.host, 'context': self.target.context,
                                                 'cause': kind})
 
-    def _api_error(self, status, payload, method, path, what, retried=False, last_problem=None):
+    def _api_error(self, status, payload, method, path, what, retried=False):
         body = _decode_quiet(payload)
         message = ''
         reason = None
@@ -659,7 +745,7 @@ class ClusterClient:
             message = body.get('message') or ''
             reason = body.get('reason')
         message = _redact(message, self._secrets)
-        verb, kind, name, namespace = _what(what, method, path)
+        verb, kind, name, namespace = (list(what) + [None] * 4)[:4] if what else (method.lower(), path, None, None)
         ref = object_ref(kind, name, namespace)
         details = {'status': status, 'reason': reason, 'verb': verb, 'kind': kind, 'name': name,
                    'namespace': namespace, 'path': path}
@@ -682,98 +768,99 @@ class ClusterClient:
                 % (self.host, verb, ref, message or 'no reason given'), details=details)
         text = '%s %s failed: %s (HTTP %s%s)' % (verb, ref, message or 'no message from the server',
                                                  status, ' %s' % reason if reason else '')
-        if status == 404:
-            return NotFound(text, status=status, reason=reason, details=details)
-        if status == 409:
-            cls = AlreadyExists if reason == 'AlreadyExists' else Conflict
-            return cls(text, status=status, reason=reason, details=details)
-        if status == 410:
-            return Gone(text, status=status, reason=reason, details=details)
-        if status == 422:
-            return Invalid(text, status=status, reason=reason, details=details)
+        cls = {404: NotFound, 409: AlreadyExists if reason == 'AlreadyExists' else Conflict, 410: Gone,
+               422: Invalid}.get(status, ApiError)
         if status in RetryPolicy.RETRY_STATUSES:
-            return TransientApiError(text + ' (still failing after retries)', status=status,
-                                     reason=reason, details=details)
-        return ApiError(text, status=status, reason=reason, details=details)
+            cls, text = TransientApiError, text + ' (still failing after retries)'
+        return cls(text, status=status, reason=reason, details=details)
 
-    # typed calls -------------------------------------------------------------------------------
-
-    def get(self, kind, name, namespace=None):
-        """The object, or raise NotFound."""
-        res = resource_for(kind)
-        obj = self.request('GET', res.path(namespace, name), what=('get', kind, name, namespace))
-        return _with_type(obj, res)
-
-    def get_or_none(self, kind, name, namespace=None):
+    def _discover(self, path, accept, what):
         try:
-            return self.get(kind, name, namespace)
+            return self.request('GET', path, accept=accept, what=what)
         except NotFound:
             return None
 
-    def list_with_version(self, kind, namespace=None, label_selector=None, field_selector=None):
-        """(items, resourceVersion of the list).  Follows ``continue`` tokens."""
-        res = resource_for(kind)
-        items = []
+    # typed calls -------------------------------------------------------------------------------
+
+    def resource(self, kind, api_version=None, what=None):
+        """The ApiResource of a kind the server serves (see Discovery)."""
+        return self.discovery.resource(kind, api_version, what or ('find', kind, None, None))
+
+    def _call(self, method, verb, kind, name=None, namespace=None, api_version=None, subresource=None,
+              ref_name=None, **kw):
+        what = (verb, kind, name or ref_name, namespace)
+        res = self.resource(kind, api_version, what)
+        if method in ('POST', 'PUT'):   # a whole object: its kind and apiVersion as the server serves them
+            kw['body'] = dict(kw['body'], apiVersion=res.api_version, kind=res.kind)
+        return _with_type(self.request(method, res.path(namespace, name, subresource), what=what, **kw), res)
+
+    def get(self, kind, name, namespace=None, api_version=None):
+        """The object, or raise NotFound."""
+        return self._call('GET', 'get', kind, name, namespace, api_version)
+
+    def get_or_none(self, kind, name, namespace=None, api_version=None):
+        try:
+            return self.get(kind, name, namespace, api_version)
+        except NotFound:
+            return None
+
+    def list_with_version(self, kind, namespace=None, label_selector=None, field_selector=None,
+                          api_version=None, transform=None):
+        """(items, resourceVersion of the list), following ``continue`` tokens in pages of 500.
+
+        ``transform(obj)`` (optional) is applied to each item as its page arrives and what it returns is
+        kept (None drops the item), so a namespace with thousands of pods never sits in memory as
+        objects."""
+        what = ('list', kind, None, namespace)
+        res = self.resource(kind, api_version, what)
         query = {'labelSelector': label_selector or None, 'fieldSelector': field_selector or None,
                  'limit': 500}
+        items = []
         rv = None
         while True:
-            body = self.request('GET', res.path(namespace), query=query,
-                                what=('list', kind, None, namespace))
-            for item in body.get('items') or []:
-                items.append(_with_type(item, res))
+            body = self.request('GET', res.path(namespace), query=query, what=what)
+            page = body.pop('items', None) or []
+            for item in page:
+                item = _with_type(item, res)
+                if transform is not None:
+                    item = transform(item)
+                if item is not None:
+                    items.append(item)
+            del page
             meta = body.get('metadata') or {}
             rv = meta.get('resourceVersion') or rv
-            token = meta.get('continue')
-            if not token:
-                break
-            query['continue'] = token
-        return items, rv
+            if not meta.get('continue'):
+                return items, rv
+            query['continue'] = meta['continue']
 
-    def list(self, kind, namespace=None, label_selector=None, field_selector=None):
-        return self.list_with_version(kind, namespace, label_selector, field_selector)[0]
+    def list(self, kind, namespace=None, label_selector=None, field_selector=None, api_version=None):
+        return self.list_with_version(kind, namespace, label_selector, field_selector, api_version)[0]
 
     def create(self, kind, obj, namespace=None, dry_run=False):
-        res = resource_for(kind)
+        """Create ``obj`` (its apiVersion, if any, chooses among the kinds the server serves)."""
         meta = obj.get('metadata') or {}
         namespace = namespace or meta.get('namespace')
-        body = dict(obj)
-        body.setdefault('apiVersion', res.api_version)
-        body.setdefault('kind', res.kind)
         try:
-            return _with_type(self.request('POST', res.path(namespace), query=_dry(dry_run), body=body,
-                                           what=('create', kind, meta.get('name'), namespace)), res)
+            return self._call('POST', 'create', kind, None, namespace, obj.get('apiVersion'), ref_name=meta.get('name'),
+                              query=_dry(dry_run), body=obj)
         except AlreadyExists as exc:
             # our own earlier try went through before its answer was lost: that object is ours
             if exc.details.get('after_retry') and meta.get('name') and not dry_run:
-                return self.get(kind, meta['name'], namespace)
+                return self.get(kind, meta['name'], namespace, obj.get('apiVersion'))
             raise
 
     def replace(self, kind, obj, namespace=None, dry_run=False):
         """PUT the whole object; ``metadata.resourceVersion`` in ``obj`` makes it conditional
         (Conflict if the object changed since it was read)."""
-        res = resource_for(kind)
         meta = obj.get('metadata') or {}
-        namespace = namespace or meta.get('namespace')
-        body = dict(obj)
-        body.setdefault('apiVersion', res.api_version)
-        body.setdefault('kind', res.kind)
-        return _with_type(self.request('PUT', res.path(namespace, meta['name']), query=_dry(dry_run),
-                                       body=body, what=('replace', kind, meta['name'], namespace)),
-                          res)
-
-    PATCH_TYPES = {
-        'merge': 'application/merge-patch+json',
-        'strategic': 'application/strategic-merge-patch+json',
-        'json': 'application/json-patch+json',
-    }
+        return self._call('PUT', 'replace', kind, meta['name'], namespace or meta.get('namespace'), obj.get('apiVersion'),
+                          query=_dry(dry_run), body=obj)
 
     def patch(self, kind, name, patch, namespace=None, patch_type='merge', dry_run=False,
-              resource_version=None, subresource=None):
+              resource_version=None, subresource=None, api_version=None):
         """Patch an object.  ``resource_version`` makes it conditional: for merge/strategic patches it
         is put in the patch's metadata (the API server then refuses with 409 if the object changed);
         for JSON patches a ``test`` operation is prepended."""
-        res = resource_for(kind)
         if patch_type not in self.PATCH_TYPES:
             raise InvalidInput('unknown patch type %r' % patch_type)
         if resource_version is not None:
@@ -781,28 +868,21 @@ class ClusterClient:
                 patch = [{'op': 'test', 'path': '/metadata/resourceVersion',
                           'value': resource_version}] + list(patch)
             else:
-                patch = dict(patch)
-                meta = dict(patch.get('metadata') or {})
-                meta['resourceVersion'] = resource_version
-                patch['metadata'] = meta
-        return _with_type(self.request('PATCH', res.path(namespace, name, subresource),
-                                       query=_dry(dry_run), body=patch,
-                                       content_type=self.PATCH_TYPES[patch_type],
-                                       what=('patch', kind, name, namespace)), res)
+                patch = dict(patch, metadata=dict(patch.get('metadata') or {}, resourceVersion=resource_version))
+        return self._call('PATCH', 'patch', kind, name, namespace, api_version, subresource, query=_dry(dry_run),
+                          body=patch, content_type=self.PATCH_TYPES[patch_type])
 
     def delete(self, kind, name, namespace=None, propagation='Background', dry_run=False,
-               resource_version=None, missing_ok=True):
+               resource_version=None, missing_ok=True, api_version=None):
         """Delete; returns True when the server accepted the deletion, False when it was already
         gone (``missing_ok``)."""
-        res = resource_for(kind)
         body = {'kind': 'DeleteOptions', 'apiVersion': 'v1'}
         if propagation:
             body['propagationPolicy'] = propagation
         if resource_version:
             body['preconditions'] = {'resourceVersion': resource_version}
         try:
-            self.request('DELETE', res.path(namespace, name), query=_dry(dry_run), body=body,
-                         what=('delete', kind, name, namespace))
+            self._call('DELETE', 'delete', kind, name, namespace, api_version, query=_dry(dry_run), body=body)
             return True
         except NotFound as exc:
             if exc.details.get('after_retry'):
@@ -811,33 +891,27 @@ class ClusterClient:
                 return False
             raise
 
-    def exists(self, kind, name, namespace=None):
-        return self.get_or_none(kind, name, namespace) is not None
-
-    def server_version(self):
-        return self.request('GET', '/version', what=('get', 'version', None, None))
-
     # watches -----------------------------------------------------------------------------------
 
     def watch(self, kind, namespace=None, label_selector=None, field_selector=None,
-              resource_version=None, timeout_seconds=60):
+              resource_version=None, timeout_seconds=60, api_version=None):
         """One watch request: yield WatchEvent(type, object) until the server ends the stream.
 
-        Raises Gone on 410 (HTTP or ERROR event), _WatchDropped on an abnormal end (connection reset,
-        truncated chunk, read timeout) so that ``stream`` can resume.  BOOKMARK events are yielded
+        Raises Gone on 410 (HTTP or ERROR event), WatchDropped on an abnormal end (connection reset,
+        truncated chunk, read timeout) so that the caller can resume.  BOOKMARK events are yielded
         too (they only carry a resourceVersion).
         """
-        res = resource_for(kind)
+        what = ('watch', kind, None, namespace)
+        res = self.resource(kind, api_version, what)
         query = {'watch': 'true', 'labelSelector': label_selector or None,
                  'fieldSelector': field_selector or None, 'resourceVersion': resource_version,
                  'allowWatchBookmarks': 'true', 'timeoutSeconds': int(max(1, timeout_seconds))}
         try:
             response = self.request('GET', res.path(namespace), query=query, stream=True,
-                                    timeout=(10.0, float(timeout_seconds) + 15.0),
-                                    what=('watch', kind, None, namespace))
+                                    timeout=(10.0, float(timeout_seconds) + 15.0), what=what)
         except ClusterUnreachable as exc:
             if exc.details.get('cause') == 'dropped':
-                raise _WatchDropped(str(exc))
+                raise WatchDropped(str(exc))
             raise
         try:
             for line in _iter_lines(response):
@@ -846,7 +920,7 @@ class ClusterClient:
                 try:
                     event = json.loads(line)
                 except ValueError:
-                    raise _WatchDropped('undecodable watch event')
+                    raise WatchDropped('undecodable watch event')
                 etype = event.get('type')
                 obj = event.get('object') or {}
                 if etype == 'ERROR':
@@ -857,18 +931,17 @@ class ClusterClient:
                                       obj.get('message') or 'resourceVersion too old'),
                                    status=410, reason=obj.get('reason') or 'Expired')
                     if code in RetryPolicy.RETRY_STATUSES:
-                        raise _WatchDropped('watch error %s' % code)
-                    raise self._api_error(code or 500, json.dumps(obj), 'GET', res.path(namespace),
-                                          ('watch', kind, None, namespace))
+                        raise WatchDropped('watch error %s' % code)
+                    raise self._api_error(code or 500, json.dumps(obj), 'GET', res.path(namespace), what)
                 if etype not in ('ADDED', 'MODIFIED', 'DELETED', 'BOOKMARK'):
                     continue
                 obj = _with_type(obj, res)
                 yield WatchEvent(etype, obj, (obj.get('metadata') or {}).get('resourceVersion'))
-        except (Gone, ApiError, _WatchDropped):
+        except (Gone, ApiError, WatchDropped):
             raise
         except Exception as exc:  # pylint: disable=broad-except
             if _is_stream_error(exc):
-                raise _WatchDropped('%s: %s' % (type(exc).__name__, exc))
+                raise WatchDropped('%s: %s' % (type(exc).__name__, exc))
             raise
         finally:
             # a watch may be abandoned mid-stream: never hand a half-read connection back to the pool
@@ -879,57 +952,42 @@ class ClusterClient:
                 pass
 
     def stream(self, kind, namespace=None, label_selector=None, field_selector=None, timeout=None,
-               watch_chunk=60, resource_version=None):
-        """List, then watch, forever or until ``timeout`` seconds: yield WatchEvents.
+               watch_chunk=60, resource_version=None, api_version=None):
+        """List, then watch, forever or until ``timeout`` seconds: yield WatchEvents (see ``follow``).
 
         The first event is LISTED with the current items (unless ``resource_version`` is given: then
-        the watch starts from there, e.g. to resume an earlier stream).  Dropped watches resume from the
-        last resourceVersion seen (no event lost, none repeated); 410 Gone re-lists and yields LISTED
-        again with the complete state.  The generator simply returns when ``timeout`` is over; stop
-        earlier by breaking out of the loop.
+        the watch starts from there, e.g. to resume an earlier stream).  The generator simply returns when
+        ``timeout`` is over; stop earlier by breaking out of the loop.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        rv = resource_version
-        if rv is None:
-            items, rv = self.list_with_version(kind, namespace, label_selector, field_selector)
-            yield WatchEvent('LISTED', items, rv)
-        drops = 0
-        while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return
-            chunk = watch_chunk if remaining is None else max(1, min(watch_chunk, remaining))
-            try:
-                for event in self.watch(kind, namespace, label_selector, field_selector,
-                                        resource_version=rv, timeout_seconds=int(chunk + 0.999)):
-                    drops = 0
-                    if event.resource_version:
-                        rv = event.resource_version
-                    if event.type == 'BOOKMARK':
-                        continue
-                    yield event
-                    if deadline is not None and time.monotonic() >= deadline:
-                        return
-            except Gone:
-                items, rv = self.list_with_version(kind, namespace, label_selector, field_selector)
-                yield WatchEvent('LISTED', items, rv)
-            except _WatchDropped:
-                drops += 1
-                with self._lock:
-                    self.stats['retries'] += 1
-                if drops > self.retry.max_attempts * 3:
-                    raise ClusterUnreachable('The watch of %s on %s kept dropping: check the network '
-                                             'and the API server health.'
-                                             % (object_ref(kind, namespace=namespace), self.host),
-                                             details={'host': self.host, 'cause': 'dropped'})
-                self.sleep(self.retry.delay(min(drops, 5)))
+        selectors = dict(label_selector=label_selector, field_selector=field_selector, api_version=api_version)
 
-    def wait_for(self, kind, name, namespace, predicate, timeout, description=None):
+        def watch_items(rv):
+            chunk = watch_chunk if deadline is None else max(1, min(watch_chunk, deadline - time.monotonic()))
+            for event in self.watch(kind, namespace, resource_version=rv, timeout_seconds=int(chunk + 0.999),
+                                    **selectors):
+                yield event.type, event.object, event.resource_version
+
+        def pause(seconds):
+            with self._lock:
+                self.stats['retries'] += 1
+            self.sleep(seconds)
+        try:
+            yield from follow(lambda: self.list_with_version(kind, namespace, **selectors), watch_items,
+                              resource_version, max_failures=self.retry.max_attempts * 3,
+                              delay=lambda failures: self.retry.delay(min(failures, 5)), sleep=pause,
+                              deadline=deadline)
+        except WatchDropped:
+            raise ClusterUnreachable('The watch of %s on %s kept dropping: check the network and the API server '
+                                     'health.' % (object_ref(kind, namespace=namespace), self.host),
+                                     details={'host': self.host, 'cause': 'dropped'})
+
+    def wait_for(self, kind, name, namespace, predicate, timeout, description=None, api_version=None):
         """Wait until ``predicate(obj)`` is true for the named object (``obj`` is None while it does
         not exist); return that object.  Raises WaitTimeout naming the object and ``description``."""
         current = None
-        field = 'metadata.name=%s' % name
-        for event in self.stream(kind, namespace, field_selector=field, timeout=timeout):
+        for event in self.stream(kind, namespace, field_selector='metadata.name=%s' % name, timeout=timeout,
+                                 api_version=api_version):
             if event.type == 'LISTED':
                 current = next((i for i in event.object
                                 if (i.get('metadata') or {}).get('name') == name), None)
@@ -946,6 +1004,43 @@ class ClusterClient:
                              ' to %s' % description if description else ''),
                           details={'kind': kind, 'name': name, 'namespace': namespace,
                                    'timeout': timeout})
+
+
+def follow(list_items, watch_items, resource_version=None, retry_on=(WatchDropped,), max_failures=24,
+           delay=None, sleep=time.sleep, stop=None, deadline=None):
+    """The resumable watch of one collection (ClusterClient.stream's and the rollout engine's watchers').
+
+    ``list_items()`` returns (items, resourceVersion), ``watch_items(rv)`` the (type, object, rv) events of
+    one watch request.  Yields WatchEvents: LISTED (the items) after the list (none when ``resource_version``
+    is given) and after each re-list that a 410 Gone causes, then ADDED, MODIFIED, DELETED.  An ended watch
+    resumes from the last resourceVersion seen (no event lost or repeated); after an error of ``retry_on``
+    ``delay(failures)`` seconds later, until ``max_failures`` in a row (then it is raised).  Ends when
+    ``stop`` (an Event) is set or ``deadline`` (time.monotonic()) has passed.
+    """
+    delay = delay or (lambda failures: min(5.0, 0.1 * 2 ** min(failures - 1, 6)))
+    rv, failures = resource_version, 0
+
+    def over():
+        return (stop is not None and stop.is_set()) or (deadline is not None and time.monotonic() >= deadline)
+    while not over():
+        try:
+            if rv is None:
+                items, rv = list_items()
+                yield WatchEvent('LISTED', items, rv)
+            for etype, obj, event_rv in watch_items(rv):
+                failures = 0
+                rv = event_rv or rv
+                if etype != 'BOOKMARK':
+                    yield WatchEvent(etype, obj, rv)
+                if over():
+                    return
+        except Gone:
+            rv = None   # re-list: the complete current state replaces what was known
+        except retry_on:
+            failures += 1
+            if failures > max_failures:
+                raise
+            sleep(delay(failures))
 
 
 # --- helpers ---------------------------------------------------------------------------------------
@@ -1007,58 +1102,38 @@ def _with_type(obj, res):
     return obj
 
 
-def _what(what, method, path):
-    if what:
-        verb, kind, name, namespace = (list(what) + [None, None, None, None])[:4]
-        return verb, kind, name, namespace
-    return method.lower(), path, None, None
-
-
-def _bypass_proxy(host, no_proxy):
-    if not no_proxy:
-        return False
-    hostname = urlsplit(host or '').hostname or ''
-    for entry in no_proxy.split(','):
-        entry = entry.strip().lstrip('.')
-        if entry == '*' or (entry and (hostname == entry or hostname.endswith('.' + entry))):
-            return True
-    return False
+def _u3(*names):
+    """The urllib3 exception classes of these names that this urllib3 has (NameResolutionError is 2.x)."""
+    return tuple(getattr(u3exc, name) for name in names if HAS_URLLIB3 and hasattr(u3exc, name))
 
 
 def classify_connection_error(exc):
-    """('dns'|'tls'|'connect'|'dropped'|'fatal', human detail) for an exception from urllib3."""
+    """('dns'|'tls'|'connect'|'dropped'|'fatal', human detail) for an exception from urllib3 (1.26 or 2.x)."""
     inner = exc
-    if HAS_URLLIB3 and isinstance(exc, u3exc.MaxRetryError) and exc.reason is not None:
+    if isinstance(exc, _u3('MaxRetryError')) and exc.reason is not None:
         inner = exc.reason
-    if HAS_URLLIB3:
-        if isinstance(inner, u3exc.NameResolutionError):
-            return 'dns', 'cannot resolve the host name'
-        if isinstance(inner, u3exc.SSLError) or isinstance(inner, ssl.SSLError):
-            return 'tls', 'TLS error: %s' % _short(inner)
-        if isinstance(inner, u3exc.ProxyError):
-            return 'connect', 'proxy error: %s' % _short(inner)
-        if isinstance(inner, u3exc.NewConnectionError):
-            text = _short(inner)
-            if 'Name or service not known' in text or 'nodename nor servname' in text or \
-                    'Temporary failure in name resolution' in text:
-                return 'dns', 'cannot resolve the host name'
-            if 'refused' in text.lower():
-                return 'connect', 'connection refused'
-            return 'connect', 'cannot connect (%s)' % text
-        if isinstance(inner, u3exc.ConnectTimeoutError):
-            return 'connect', 'connection timed out'
-        if isinstance(inner, (u3exc.ProtocolError, u3exc.ReadTimeoutError, u3exc.IncompleteRead,
-                              u3exc.DecodeError)):
-            return 'dropped', 'connection dropped (%s)' % type(inner).__name__
-        if isinstance(inner, u3exc.LocationValueError):
-            return 'fatal', 'invalid API server URL'
-    if isinstance(inner, ssl.SSLError):
-        return 'tls', 'TLS error: %s' % _short(inner)
-    if isinstance(inner, socket.gaierror):
+    if isinstance(inner, _u3('NameResolutionError')) or isinstance(inner, socket.gaierror):
         return 'dns', 'cannot resolve the host name'
+    if isinstance(inner, _u3('SSLError') + (ssl.SSLError,)):
+        return 'tls', 'TLS error: %s' % _short(inner)
+    if isinstance(inner, _u3('ProxyError')):
+        return 'connect', 'proxy error: %s' % _short(inner)
+    if isinstance(inner, _u3('NewConnectionError')):
+        text = _short(inner)
+        if 'Name or service not known' in text or 'nodename nor servname' in text or \
+                'Temporary failure in name resolution' in text:
+            return 'dns', 'cannot resolve the host name'
+        if 'refused' in text.lower():
+            return 'connect', 'connection refused'
+        return 'connect', 'cannot connect (%s)' % text
+    if isinstance(inner, _u3('ConnectTimeoutError')):
+        return 'connect', 'connection timed out'
+    if isinstance(inner, _u3('LocationValueError')):
+        return 'fatal', 'invalid API server URL'
     if isinstance(inner, ConnectionRefusedError):
         return 'connect', 'connection refused'
-    if isinstance(inner, (ConnectionError, socket.timeout, TimeoutError)):
+    if isinstance(inner, _u3('ProtocolError', 'ReadTimeoutError', 'IncompleteRead', 'DecodeError') +
+                  (ConnectionError, socket.timeout, TimeoutError)):
         return 'dropped', 'connection dropped (%s)' % type(inner).__name__
     return 'fatal', '%s: %s' % (type(inner).__name__, _short(inner))
 
@@ -1072,8 +1147,5 @@ def _short(exc):
 
 
 def _is_stream_error(exc):
-    if HAS_URLLIB3 and isinstance(exc, (u3exc.ProtocolError, u3exc.ReadTimeoutError,
-                                        u3exc.IncompleteRead, u3exc.DecodeError,
-                                        u3exc.HTTPError)):
-        return True
-    return isinstance(exc, (ConnectionError, socket.timeout, TimeoutError, OSError))
+    return isinstance(exc, _u3('ProtocolError', 'ReadTimeoutError', 'IncompleteRead', 'DecodeError', 'HTTPError') +
+                      (ConnectionError, socket.timeout, TimeoutError, OSError))

@@ -15,19 +15,21 @@ __metaclass__ = type
 
 
 class MeshopsError(Exception):
-    """Base class: ``message`` for people, ``details`` (a dict) for machines."""
+    """Base class: ``message`` for people, ``details`` (a dict) for machines, and ``result``: keys of the
+    module result that stay meaningful on failure (e.g. rollout_restart's per-workload results)."""
 
-    def __init__(self, message, details=None):
+    def __init__(self, message, details=None, result=None):
         super(MeshopsError, self).__init__(message)
         self.message = message
         self.details = dict(details or {})
+        self.result = dict(result or {})
 
     def __str__(self):
         return self.message
 
     def to_result(self):
         """The keyword arguments for ``module.fail_json``."""
-        result = {'msg': self.message, 'error': type(self).__name__}
+        result = dict(self.result, msg=self.message, error=type(self).__name__)
         if self.details:
             result['details'] = self.details
         return result
@@ -93,6 +95,18 @@ class WaitTimeout(MeshopsError):
     """A wait for a condition on the cluster did not finish in time."""
 
 
+class RolloutFailed(MeshopsError):
+    """Workloads failed to restart or roll out; ``result`` holds every workload's outcome."""
+
+
+class PhaseRefused(MeshopsError):
+    """The plan refuses to run a phase of the upgrade (a guard failed); ``result`` holds the plan."""
+
+
+class UpgradeStateError(InvalidInput):
+    """Bad input for the upgrade record (a name that cannot be a ConfigMap key, ...)."""
+
+
 # --- Istio's revision model ------------------------------------------------------------------------
 
 class RevisionNotFound(MeshopsError):
@@ -129,3 +143,38 @@ class IstioctlError(MeshopsError):
 
 class IstioctlNotFound(IstioctlError):
     """The istioctl binary is missing or not executable."""
+
+
+# --- Prometheus (the metric gate) ------------------------------------------------------------------
+
+class PrometheusError(MeshopsError):
+    """Base of every problem talking to Prometheus (never a failed check)."""
+
+    def to_result(self):
+        # not 'unreachable': that key would make Ansible mark the host itself unreachable
+        return dict(super(PrometheusError, self).to_result(),
+                    prometheus_unreachable=isinstance(self, PrometheusUnreachable))
+
+
+class PrometheusUnreachable(PrometheusError):
+    """Prometheus could not be reached or did not answer usefully (connection, DNS, TLS, timeout, 5xx)."""
+
+
+class PrometheusAuthError(PrometheusError):
+    """Prometheus (or the proxy in front of it) refused the credentials: HTTP 401 or 403."""
+
+
+class PrometheusQueryError(PrometheusError):
+    """Prometheus refused or could not run a query (bad PromQL, unknown function, execution error)."""
+
+
+class GateConfigError(MeshopsError):
+    """The gate's own configuration is wrong (thresholds, durations, templates); nothing was queried."""
+
+
+class GateFailed(MeshopsError):
+    """The metric gate did not pass (and fail_on_gate is true); ``result`` holds the verdict."""
+
+    def to_result(self):
+        # a verdict, not an error: ``error`` stays reserved for "the gate could not look"
+        return dict(self.result, msg=self.message)

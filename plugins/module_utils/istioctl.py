@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 
 from ansible_collections.meshops.istio.plugins.module_utils.args import kubeconfig_secrets
-from ansible_collections.meshops.istio.plugins.module_utils.client import _bearer_token, build_configuration
+from ansible_collections.meshops.istio.plugins.module_utils.client import bearer_token, build_configuration
 from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     InvalidInput,
     IstioctlError,
@@ -273,7 +273,7 @@ def tool_kubeconfig(params):
         return
     cfg, _target = build_configuration(params)
     user = {}
-    token = _bearer_token(cfg)
+    token = bearer_token(cfg)
     if token:
         user['token'] = token.split(' ', 1)[1] if token.lower().startswith('bearer ') else token
     if cfg.cert_file:

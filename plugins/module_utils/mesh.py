@@ -63,11 +63,6 @@ def validate_revision_name(name, what='revision'):
     return validate_dns1123_label(name, what)
 
 
-def revision_for_version(version):
-    """``1.15.4`` -> ``1-15-4`` (the naming the upgrade guides use)."""
-    return str(version).replace('.', '-')
-
-
 def istiod_name(revision):
     return 'istiod' if revision in (None, '', DEFAULT) else 'istiod-%s' % revision
 
@@ -107,11 +102,6 @@ def version_of_image(image):
         if tag.endswith(suffix):
             tag = tag[:-len(suffix)]
     return tag
-
-
-def parse_version(version):
-    match = _VERSION_RE.match(version or '')
-    return tuple(int(x) for x in match.groups()) if match else None
 
 
 def _meta(obj):
@@ -461,14 +451,6 @@ class WorkloadProxy:
     def ready(self):
         return self.replicas is not None and self.ready_replicas >= (self.replicas or 0)
 
-    def is_on(self, revision):
-        """Every pod is injected by ``revision`` (None: no pod has a sidecar)."""
-        if revision is None:
-            return all(not p.injected for p in self.pods)
-        if not self.pods:
-            return (self.replicas or 0) == 0
-        return all(p.revision == revision for p in self.pods)
-
     @property
     def needs_restart(self):
         return self.reason is not None
@@ -616,9 +598,12 @@ class MeshState:
     def tag(self, name):
         return self.tags.get(name)
 
-    def _template_selection(self, workload, ns):
-        """Expected revision of a workload: the namespace's choice, unless the namespace selects
-        nothing and the pod template opts in/out (object selectors)."""
+    def expected_revision(self, workload, ns):
+        """(revision or None, how it was chosen) that injects the pods of ``workload`` (a WorkloadProxy)
+        in namespace ``ns`` (a NamespaceInjection or None), with Istio's precedence: a pod template's
+        ``sidecar.istio.io/inject=false`` opts out; a namespace's injection label decides; otherwise the
+        pod template's ``istio.io/rev`` or ``sidecar.istio.io/inject=true`` (object selectors).  The rollout
+        engine (rollout.py) uses it too."""
         tl = workload.template_labels
         ta = workload.template_annotations
         if tl.get(INJECT_LABEL) == 'false' or ta.get(INJECT_LABEL) == 'false':
@@ -639,7 +624,7 @@ class MeshState:
 
     def _judge(self, workload):
         ns = self.namespaces.get(workload.namespace)
-        expected, how = self._template_selection(workload, ns)
+        expected, how = self.expected_revision(workload, ns)
         workload.expected_revision = expected
         workload.selected_by = how
         workload.reason = stale_reason(workload, expected)

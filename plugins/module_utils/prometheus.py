@@ -43,7 +43,12 @@ import time
 from urllib.error import HTTPError, URLError
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from ansible_collections.meshops.istio.plugins.module_utils.errors import MeshopsError
+from ansible_collections.meshops.istio.plugins.module_utils.errors import (
+    GateConfigError,
+    PrometheusAuthError,
+    PrometheusQueryError,
+    PrometheusUnreachable,
+)
 
 DEFAULT_TIMEOUT = 10
 DEFAULT_RETRIES = 2
@@ -58,28 +63,6 @@ INCONCLUSIVE = 'inconclusive'
 # Labels of a result series that name the workload / namespace, most specific first.
 WORKLOAD_LABELS = ('destination_workload', 'workload', 'deployment', 'app')
 NAMESPACE_LABELS = ('destination_workload_namespace', 'namespace', 'destination_service_namespace')
-
-
-# --- errors ----------------------------------------------------------------------------------------
-
-class PrometheusError(MeshopsError):
-    """Base of every problem talking to Prometheus (never a failed check)."""
-
-
-class PrometheusUnreachable(PrometheusError):
-    """Prometheus could not be reached or did not answer usefully (connection, DNS, TLS, timeout, 5xx)."""
-
-
-class PrometheusAuthError(PrometheusError):
-    """Prometheus (or the proxy in front of it) refused the credentials: HTTP 401 or 403."""
-
-
-class PrometheusQueryError(PrometheusError):
-    """Prometheus refused or could not run a query (bad PromQL, unknown function, execution error)."""
-
-
-class GateConfigError(MeshopsError):
-    """The gate's own configuration is wrong (thresholds, durations, templates); nothing was queried."""
 
 
 # --- durations and times ---------------------------------------------------------------------------
@@ -330,10 +313,6 @@ class PrometheusClient:
             params['time'] = '%.3f' % at
         document = self._get('/api/v1/query', params)
         return parse_query_response(document)
-
-    def build_info(self):
-        """``/api/v1/status/buildinfo`` (the server's version), a cheap way to see it is there."""
-        return (self._get('/api/v1/status/buildinfo', {}) or {}).get('data') or {}
 
     def _get(self, path, params):
         url = self.url + path

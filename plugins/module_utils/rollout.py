@@ -33,7 +33,8 @@ waited for, not restarted again; if that rollout brings pods on another revision
 then.  So no workload is restarted twice by one run, and a re-run completes an interrupted wave.
 The restartedAt value is fixed before the PATCH is first sent, so a retried PATCH cannot restart twice.
 
-Entry point for modules and roles: ``run_rollout(client_or_api, **options)`` -> the module result.
+Entry point for modules and roles: ``run_rollout(client, **options)`` -> the module result, where
+``client`` is a client.ClusterClient (tests give a fake with its list_with_version, patch and watch).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -52,20 +53,18 @@ except ImportError:  # pragma: no cover - Python 2 is not supported
     import Queue as queue  # noqa
 
 from ansible_collections.meshops.istio.plugins.module_utils import mesh
+from ansible_collections.meshops.istio.plugins.module_utils.client import WatchDropped, follow
 from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     ClusterUnreachable,
-    Gone,
     InvalidInput,
     MeshopsError,
     NotFound,
+    RolloutFailed,
     TransientApiError,
 )
 
 RESTARTED_AT = 'kubectl.kubernetes.io/restartedAt'
-SIDECAR_STATUS = 'sidecar.istio.io/status'
-SIDECAR_INJECT = 'sidecar.istio.io/inject'
-PROXY_CONTAINER = 'istio-proxy'
-WORKLOAD_KINDS = ('Deployment', 'StatefulSet', 'DaemonSet')
+WORKLOAD_KINDS = mesh.WORKLOAD_KINDS
 
 # More namespaces than this: list and watch cluster-wide once per kind and filter here, instead of
 # once per namespace.
@@ -82,10 +81,6 @@ MAX_PATCH_THREADS = 32
 # Waiting reasons of a new pod's containers that are reported (only CrashLoopBackOff fails at once).
 POD_PROBLEM_REASONS = ('CrashLoopBackOff', 'ImagePullBackOff', 'ErrImagePull', 'CreateContainerError',
                        'CreateContainerConfigError', 'InvalidImageName', 'RunContainerError')
-
-
-class WatchDropped(Exception):
-    """A watch connection ended abnormally; resume from the last resourceVersion."""
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -511,7 +506,7 @@ class WorkloadState:
 class RolloutPlan:
     """Which workloads to restart, and which are current or skipped (and why).
 
-    ``api`` is a RolloutApi (or a fake with the same methods).  The revision expected to inject each
+    ``api`` is a ClusterClient (or a fake with its methods).  The revision expected to inject each
     workload's pods comes from mesh.py's model (namespace labels with Istio's precedence, tags read
     from their webhooks, pod template opt-in/out), or from ``revision`` when given.
     """
@@ -526,10 +521,6 @@ class RolloutPlan:
         self.kinds = kinds
         self.missing_names = list(missing_names)
 
-    @property
-    def scope_namespaces(self):
-        return set(self.namespaces)
-
     @classmethod
     def build(cls, api, namespaces=None, namespace_selector=None, kinds=WORKLOAD_KINDS,
               selector=None, names=None, only_stale=True, revision=None):
@@ -543,7 +534,7 @@ class RolloutPlan:
         # 1. namespaces (one list call; a missing namespace stops everything before any change)
         if namespaces:
             wanted = list(dict.fromkeys(namespaces))
-            found = dict((_meta(ns).get('name'), ns) for ns in api.list('Namespace')[0])
+            found = dict((_meta(ns).get('name'), ns) for ns in api.list_with_version('Namespace')[0])
             missing = [n for n in wanted if n not in found]
             if missing:
                 raise NotFound('namespace%s %s not found: nothing was restarted'
@@ -551,7 +542,7 @@ class RolloutPlan:
                                status=404, reason='NotFound', details={'missing': missing})
             selected = dict((n, found[n]) for n in wanted)
         else:
-            items = api.list('Namespace', label_selector=namespace_selector)[0]
+            items = api.list_with_version('Namespace', label_selector=namespace_selector)[0]
             selected = collections.OrderedDict(sorted((_meta(ns).get('name'), ns) for ns in items))
         ns_names = list(selected)
         if len(ns_names) >= CLUSTER_SCOPE_MIN_NAMESPACES:
@@ -574,7 +565,7 @@ class RolloutPlan:
                     if names_set and meta.get('name') not in names_set:
                         return None
                     return prune_workload(kind, obj)
-                items, rv = api.list(kind, namespace=scope, label_selector=selector, transform=keep)
+                items, rv = api.list_with_version(kind, scope, selector, transform=keep)
                 list_versions[(kind, scope)] = rv
                 for obj in items:
                     found_names.add(_meta(obj).get('name'))
@@ -600,8 +591,8 @@ class RolloutPlan:
                     owner = pod_owner(pod)
                     if owner is None or (meta.get('namespace'),) + owner not in by_key:
                         return None
-                    return PodInfo.from_pod(pod)
-                infos, rv = api.list('Pod', namespace=scope, transform=pod_info)
+                    return PodInfo.from_pod(pod), meta.get('namespace')
+                infos, rv = api.list_with_version('Pod', scope, transform=pod_info)
                 list_versions[('Pod', scope)] = rv
                 for info, ns in infos:
                     by_key[(ns,) + info.owner].pods[info.name] = info
@@ -631,7 +622,7 @@ class RevisionResolver:
 
     @classmethod
     def load(cls, api, namespace_objs, revision=None):
-        mwcs = api.list('MutatingWebhookConfiguration')[0]
+        mwcs = api.list_with_version('MutatingWebhookConfiguration')[0]
         state = mesh.MeshState.from_objects(mutating_webhooks=mwcs, namespaces=namespace_objs)
         override = None
         if revision:
@@ -649,9 +640,7 @@ class RevisionResolver:
         """(revision or None, how it was chosen)."""
         workload = mesh.WorkloadProxy.from_object(obj)
         ns = self.state.namespaces.get(namespace)
-        select = getattr(self.state, 'expected_revision', None) or \
-            getattr(self.state, '_template_selection')
-        expected, how = select(workload, ns)
+        expected, how = self.state.expected_revision(workload, ns)
         if self.override and expected is not None:
             return self.override, 'revision option'
         if ns is not None and ns.dangling and expected is None and ns.selector:
@@ -702,76 +691,18 @@ def _classify(w, only_stale):
         w.reason = 'only_stale is false'
 
 
-# ------------------------------------------------------------------------------- the API adapter
-
-class RolloutApi:
-    """The few calls the engine makes, on top of client.ClusterClient (retries, domain errors).
-
-    Lists are paged and each item goes through ``transform`` (returning None drops it) as soon as it
-    arrives, so a namespace with thousands of pods never sits in memory as objects.
-    """
-
-    PAGE = 500
-
-    def __init__(self, client):
-        self.client = client
-
-    def list(self, kind, namespace=None, label_selector=None, field_selector=None, transform=None):
-        """(items, resourceVersion); items are ``transform(obj)`` results, paired with the object's
-        namespace for pods and events."""
-        from ansible_collections.meshops.istio.plugins.module_utils.client import resource_for
-        res = resource_for(kind)
-        query = {'labelSelector': label_selector or None, 'fieldSelector': field_selector or None,
-                 'limit': self.PAGE}
-        items = []
-        rv = None
-        while True:
-            body = self.client.request('GET', res.path(namespace), query=query,
-                                       what=('list', kind, None, namespace))
-            raw = body.get('items') or []
-            body['items'] = None
-            for obj in raw:
-                kept = transform(obj) if transform else obj
-                if kept is not None:
-                    if kind in ('Pod', 'Event'):
-                        kept = (kept, _meta(obj).get('namespace'))
-                    items.append(kept)
-            del raw
-            meta = body.get('metadata') or {}
-            rv = meta.get('resourceVersion') or rv
-            token = meta.get('continue')
-            if not token:
-                break
-            query['continue'] = token
-        return items, rv
-
-    def restart(self, kind, namespace, name, restarted_at):
-        """The patch of ``kubectl rollout restart`` (strategic merge)."""
-        body = {'spec': {'template': {'metadata': {'annotations': {RESTARTED_AT: restarted_at}}}}}
-        return self.client.patch(kind, name, body, namespace=namespace, patch_type='strategic')
-
-    def watch(self, kind, namespace=None, label_selector=None, field_selector=None,
-              resource_version=None, timeout_seconds=WATCH_SECONDS):
-        """One watch request: yield (type, object, resourceVersion).  Raises Gone (410) or
-        WatchDropped (connection ended abnormally)."""
-        from ansible_collections.meshops.istio.plugins.module_utils import client as client_mod
-        dropped = getattr(client_mod, '_WatchDropped', None) or getattr(client_mod, 'WatchDropped')
-        try:
-            for event in self.client.watch(kind, namespace=namespace, label_selector=label_selector,
-                                           field_selector=field_selector,
-                                           resource_version=resource_version,
-                                           timeout_seconds=timeout_seconds):
-                yield event.type, event.object, event.resource_version
-        except dropped as exc:
-            raise WatchDropped(str(exc))
+def restart_patch(restarted_at):
+    """The strategic-merge patch of ``kubectl rollout restart``."""
+    return {'spec': {'template': {'metadata': {'annotations': {RESTARTED_AT: restarted_at}}}}}
 
 
 # ---------------------------------------------------------------------------------- the watches
 
 class _Watcher(threading.Thread):
-    """Follows one collection (kind and scope) from a resourceVersion and posts what it sees to the
-    runner's queue: ('event', tag, type, item) per event, ('sync', tag, items) after a re-list, or
-    ('watch_failed', tag, error).  Resumes after drops, re-lists on 410 Gone."""
+    """Follows one collection (kind and scope) from a resourceVersion with the client's resumable watch
+    (client.follow) and posts what it sees, each object through ``transform``, to the runner's queue:
+    ('event', tag, type, item) per event, ('sync', tag, items) after a re-list, or ('watch_failed', tag,
+    error)."""
 
     def __init__(self, api, tag, kind, namespace, rv, transform, out, stop, field_selector=None,
                  label_selector=None, sleep=None):
@@ -780,64 +711,32 @@ class _Watcher(threading.Thread):
         self.api = api
         self.tag = tag
         self.kind = kind
-        self.namespace = namespace
         self.rv = rv
         self.transform = transform
         self.out = out
         self.stop = stop
-        self.field_selector = field_selector
-        self.label_selector = label_selector
+        self.selectors = dict(namespace=namespace, label_selector=label_selector, field_selector=field_selector)
         self.sleep = sleep or stop.wait
-        self.reconnects = 0
-        self.relists = 0
-
-    def _wrap(self, kept, obj):
-        if kept is not None and self.kind in ('Pod', 'Event'):
-            return (kept, _meta(obj).get('namespace'))
-        return kept
 
     def run(self):
-        failures = 0
-        while not self.stop.is_set():
-            try:
-                if self.rv is None:
-                    items, self.rv = self.api.list(self.kind, namespace=self.namespace,
-                                                   label_selector=self.label_selector,
-                                                   field_selector=self.field_selector,
-                                                   transform=self.transform)
-                    self.relists += 1
-                    self.out.put(('sync', self.tag, items))
-                for etype, obj, rv in self.api.watch(self.kind, namespace=self.namespace,
-                                                     label_selector=self.label_selector,
-                                                     field_selector=self.field_selector,
-                                                     resource_version=self.rv,
-                                                     timeout_seconds=WATCH_SECONDS):
-                    failures = 0
-                    if rv:
-                        self.rv = rv
-                    if etype == 'BOOKMARK':
-                        continue
-                    if self.stop.is_set():
-                        return
-                    kept = self._wrap(self.transform(obj), obj)
-                    if kept is not None:
-                        self.out.put(('event', self.tag, etype, kept))
-                self.reconnects += 1
-            except Gone:
-                self.rv = None  # re-list: the complete current state replaces what we knew
-            except (WatchDropped, TransientApiError, ClusterUnreachable) as exc:
-                failures += 1
-                self.reconnects += 1
-                if failures > WATCH_MAX_FAILURES:
-                    self.out.put(('watch_failed', self.tag, exc))
+        try:
+            for event in follow(lambda: self.api.list_with_version(self.kind, transform=self.transform,
+                                                                   **self.selectors),
+                                lambda rv: ((item.type, item.object, item.resource_version) for item in
+                                            self.api.watch(self.kind, resource_version=rv,
+                                                           timeout_seconds=WATCH_SECONDS, **self.selectors)),
+                                self.rv, retry_on=(WatchDropped, TransientApiError, ClusterUnreachable),
+                                max_failures=WATCH_MAX_FAILURES, sleep=self.sleep, stop=self.stop):
+                if self.stop.is_set():
                     return
-                self.sleep(min(5.0, 0.1 * (2 ** min(failures - 1, 6))))
-            except MeshopsError as exc:
-                self.out.put(('watch_failed', self.tag, exc))
-                return
-            except Exception as exc:  # pylint: disable=broad-except
-                self.out.put(('watch_failed', self.tag, exc))
-                return
+                if event.type == 'LISTED':
+                    self.out.put(('sync', self.tag, event.object))
+                    continue
+                kept = self.transform(event.object)
+                if kept is not None:
+                    self.out.put(('event', self.tag, event.type, kept))
+        except Exception as exc:  # pylint: disable=broad-except
+            self.out.put(('watch_failed', self.tag, exc))
 
 
 # ------------------------------------------------------------------------------------- the runner
@@ -926,7 +825,7 @@ class RolloutRunner:
         """Send the restart patch (one request; retried by the client only when it failed).  The
         value is fixed before the first try, so a retried patch cannot restart twice."""
         w.target = self._restart_ts(w)
-        return self.api.restart(w.kind, w.namespace, w.name, w.target)
+        return self.api.patch(w.kind, w.name, restart_patch(w.target), namespace=w.namespace, patch_type='strategic')
 
     def _restart_without_waiting(self, todo, resume):
         from concurrent.futures import ThreadPoolExecutor
@@ -968,7 +867,7 @@ class RolloutRunner:
             owner = pod_owner(pod)
             if owner is None or (meta.get('namespace'),) + owner not in keys:
                 return None
-            return PodInfo.from_pod(pod)
+            return PodInfo.from_pod(pod), meta.get('namespace')
 
         def event_transform(event):
             if event.get('reason') != 'FailedCreate':
@@ -982,7 +881,7 @@ class RolloutRunner:
                 return None
             when = event.get('lastTimestamp') or event.get('eventTime') or \
                 event.get('firstTimestamp') or _meta(event).get('creationTimestamp')
-            return (kind, name, event.get('message') or 'FailedCreate', when)
+            return (kind, name, event.get('message') or 'FailedCreate', when), _meta(event).get('namespace')
 
         for scope in scopes:
             for kind in kinds:
@@ -1298,8 +1197,8 @@ class RolloutRunner:
         w.settle_deadline = None
         selector = label_selector_string((_spec(w.obj).get('selector') or {}))
         try:
-            infos = self.api.list('Pod', namespace=w.namespace, label_selector=selector,
-                                  transform=PodInfo.from_pod)[0]
+            infos = self.api.list_with_version('Pod', w.namespace, selector,
+                                               transform=lambda pod: (PodInfo.from_pod(pod), w.namespace))[0]
         except MeshopsError:
             return
         fresh = {}
@@ -1355,12 +1254,11 @@ def failure_message(workloads):
 def run_rollout(api, namespaces=None, namespace_selector=None, kinds=WORKLOAD_KINDS, selector=None,
                 names=None, only_stale=True, revision=None, wait=True, wait_timeout=300,
                 concurrency=10, check_mode=False, diff=False):
-    """Plan and run; return the module result (``failed`` and ``msg`` set when a workload failed).
+    """Plan and run; return the module result.
 
-    ``api`` is a RolloutApi (or a ClusterClient, which is wrapped).  Raises a MeshopsError for
-    problems found before anything was changed (missing namespace, unknown revision...)."""
-    if not hasattr(api, 'restart'):
-        api = RolloutApi(api)
+    ``api`` is a ClusterClient (or a fake with its methods).  Raises a MeshopsError for
+    problems found before anything was changed (missing namespace, unknown revision...), and
+    RolloutFailed, whose ``result`` holds every workload's outcome, when a workload failed."""
     if concurrency is None or concurrency < 0:
         raise InvalidInput('concurrency must be 0 (all at once) or a positive number')
     plan = RolloutPlan.build(api, namespaces=namespaces, namespace_selector=namespace_selector,
@@ -1370,13 +1268,13 @@ def run_rollout(api, namespaces=None, namespace_selector=None, kinds=WORKLOAD_KI
                            check_mode=check_mode)
     runner.run()
     workloads, summary = runner.results()
-    result = {'changed': runner.changed, 'workloads': workloads, 'summary': summary}
+    result = {'changed': runner.changed, 'workloads': workloads, 'summary': summary,
+              'changes': [dict((k, w[k]) for k in ('kind', 'namespace', 'name', 'action'))
+                          for w in workloads if w['action'] == 'restarted']}
     if diff:
         result['diff'] = runner.diff()
     if summary.get('failed'):
-        result['failed'] = True
-        result['msg'] = failure_message(workloads)
-    else:
-        result['msg'] = '%d restarted, %d current, %d skipped' % (
-            summary['restarted'], summary['current'], summary['skipped'])
+        raise RolloutFailed(failure_message(workloads), result=result)
+    result['msg'] = '%d restarted, %d current, %d skipped' % (
+        summary['restarted'], summary['current'], summary['skipped'])
     return result

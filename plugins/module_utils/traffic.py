@@ -23,6 +23,7 @@ import copy
 import json
 import re
 
+from ansible_collections.meshops.istio.plugins.module_utils.args import DNS1123_LABEL
 from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput
 
 GROUP = 'networking.istio.io'
@@ -31,7 +32,6 @@ MANAGED_ANNOTATION = 'meshops.istio/traffic-shift'
 MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by'
 MANAGED_BY_VALUE = 'meshops.istio'
 
-_DNS1123_LABEL = re.compile(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')
 # Kubernetes label keys: optional DNS-1123 subdomain prefix and a name of at most 63 characters.
 _LABEL_NAME = re.compile(r'^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')
 _LABEL_PREFIX = re.compile(r'^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')
@@ -67,7 +67,7 @@ def validate_subsets(subsets):
         if not isinstance(item, dict):
             raise TrafficShiftError('subsets[%d] must be a dict with name and labels, got %r' % (index, item))
         name = item.get('name')
-        if not isinstance(name, str) or not _DNS1123_LABEL.match(name) or len(name) > 63:
+        if not isinstance(name, str) or not DNS1123_LABEL.match(name) or len(name) > 63:
             raise TrafficShiftError(
                 'subsets[%d].name %r is not a valid subset name: Istio requires a DNS-1123 label '
                 '(lower case letters, digits and "-", e.g. v1 or canary)' % (index, name))
@@ -589,3 +589,22 @@ def current_weights(vs, host, namespace, route_name=None):
     if index is None:
         return {}
     return route_weights(http[index], host, namespace)
+
+
+def check_api_version(api_version):
+    if not api_version.startswith(GROUP + '/'):
+        raise TrafficShiftError('api_version must be a version of %s, e.g. %s/v1beta1; got %r'
+                                % (GROUP, GROUP, api_version))
+    return api_version
+
+
+def read_split(client, namespace, host, virtual_service=None, destination_rule=None, route_name=None,
+               api_version=DEFAULT_API_VERSION):
+    """The current split of ``host`` (what istio_traffic_shift_info returns): the weights of its route,
+    both objects, and whether istio_traffic_shift manages either."""
+    check_api_version(api_version)
+    vs = client.get_or_none('VirtualService', virtual_service or short_host(host), namespace, api_version=api_version)
+    dr = client.get_or_none('DestinationRule', destination_rule or short_host(host), namespace,
+                            api_version=api_version)
+    return {'weights': current_weights(vs, host, namespace, route_name), 'virtual_service': comparable(vs),
+            'destination_rule': comparable(dr), 'managed': bool(read_marker(vs) or read_marker(dr))}

@@ -25,17 +25,22 @@ An upgrade in progress (anything beyond precheck done, and neither cleaned up no
 never replaced by a record about another target unless that is asked for (``abandon``); the
 abandoned record is then kept whole under ``abandoned.<n>``.
 
-This file holds the pure model (parse, merge, render); the module talks to the API.
+This file holds the model (parse, merge, render) and the record's reads and writes through a
+ClusterClient (``read_record``, ``write_record``), shared by istio_upgrade_state and its _info module.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import copy
 import datetime
 import json
 import re
+
+from ansible_collections.meshops.istio.plugins.module_utils.client import DELETE
+from ansible_collections.meshops.istio.plugins.module_utils.errors import MeshopsError, UpgradeStateError
 
 STATE_FIELDS = ("tag", "from_revision", "from_version", "to_revision", "to_version")
 WAVE_LIST_FIELDS = ("namespaces", "workloads")
@@ -43,10 +48,10 @@ WAVE_TIME_FIELDS = ("started", "done")
 WAVE_FIELDS = WAVE_LIST_FIELDS + WAVE_TIME_FIELDS
 # ConfigMap keys allow [-._a-zA-Z0-9]; a dot separates key parts, so names may not hold one.
 NAME_RE = re.compile(r"^[A-Za-z0-9][-_A-Za-z0-9]{0,62}$")
-
-
-class UpgradeStateError(ValueError):
-    """Bad input for the upgrade record (a name that cannot be a ConfigMap key, ...)."""
+MANAGED_LABELS = {
+    "app.kubernetes.io/managed-by": "meshops.istio",
+    "app.kubernetes.io/component": "upgrade-state",
+}
 
 
 def utc_now():
@@ -225,3 +230,46 @@ def public(record, exists, name, namespace):
     out["moved_namespaces"] = sorted(moved)
     out["in_progress"] = in_progress(record)
     return out
+
+
+@contextlib.contextmanager
+def about_record(name, namespace):
+    """Errors name the record's ConfigMap; refused input says that nothing was written."""
+    try:
+        yield
+    except MeshopsError as exc:
+        exc.message = "upgrade record configmap %s/%s: %s%s" % (
+            namespace, name, exc.message, "; nothing was written" if isinstance(exc, UpgradeStateError) else "")
+        raise
+
+
+def read_record(client, name, namespace):
+    """The record as the modules return it (``exists`` false when there is none)."""
+    with about_record(name, namespace):
+        current = client.get_or_none("ConfigMap", name, namespace)
+    return public(parse((current or {}).get("data")), current is not None, name, namespace)
+
+
+def write_record(client, name, namespace, absent=False, check_mode=False, **changes):
+    """Merge ``changes`` (see merge) into the record, or delete it; returns (Update, record after).
+
+    The write is conditional on the resourceVersion read: a concurrent writer makes it a 409, and the
+    merge is redone on what it wrote instead of clobbering it."""
+    after = {}
+
+    def change(current):
+        if absent:
+            after["record"] = empty_record()
+            return DELETE
+        before_data = (current or {}).get("data") or {}
+        after["record"] = merge(parse(before_data) if current is not None else empty_record(), **changes)
+        data = render(after["record"])
+        if current is not None and data == before_data:
+            return None
+        metadata = {"name": name, "namespace": namespace, "labels": dict(MANAGED_LABELS)}
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
+
+    with about_record(name, namespace):
+        update = client.update_with_retry("ConfigMap", name, change, namespace, check_mode=check_mode)
+    exists = not absent and (update.before is not None or not check_mode)
+    return update, public(after["record"], exists, name, namespace)

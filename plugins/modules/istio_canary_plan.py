@@ -59,11 +59,6 @@ options:
     description: The revision tag the upgrade moves (C(istio_canary_tag)).
     type: str
     default: default
-  istio_namespace:
-    description: Namespace of the Istio control plane and of the upgrade record.
-    type: str
-    default: istio-system
-    aliases: [namespace]
   record_name:
     description: Name of the upgrade record ConfigMap.
     type: str
@@ -112,6 +107,7 @@ options:
     default: []
 extends_documentation_fragment:
   - meshops.istio.auth
+  - meshops.istio.istio_namespace
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -242,12 +238,9 @@ plan:
       elements: str
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.meshops.istio.plugins.module_utils.args import AUTH_ARG_SPEC
-from ansible_collections.meshops.istio.plugins.module_utils.client import client_from_module
-from ansible_collections.meshops.istio.plugins.module_utils.errors import MeshopsError
+from ansible_collections.meshops.istio.plugins.module_utils.errors import PhaseRefused
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import MeshState
+from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 from ansible_collections.meshops.istio.plugins.module_utils.plan import UpgradePlan, UpgradeRequest, phase_spec
 from ansible_collections.meshops.istio.plugins.module_utils.upgrade_state import parse
 
@@ -261,15 +254,12 @@ def request_from(params):
         migrate_legacy_labels=params['migrate_legacy_labels'], cluster=params.get('cluster'))
 
 
-def run(module, client=None):
+def run(module):
     params = module.params
     request = request_from(params).validate()
     phase_spec(params['phase'])
-    if client is None:
-        with client_from_module(module) as owned:
-            return run(module, owned)
-    state = MeshState.load(client, request.istio_namespace)
-    configmap = client.get_or_none('ConfigMap', request.record_name, request.istio_namespace)
+    state = MeshState.load(module.client, request.istio_namespace)
+    configmap = module.client.get_or_none('ConfigMap', request.record_name, request.istio_namespace)
     record = parse((configmap or {}).get('data'))
     plan = UpgradePlan.build(state, record, request, params['phase'], assume_done=params['assume_done'],
                              check_mode=module.check_mode, stage=params['stage'],
@@ -277,26 +267,22 @@ def run(module, client=None):
     result = {'changed': False, 'plan': plan.to_dict()}
     if plan.simulated and params['stage'] == 'before' and plan.allowed:
         result['changed'] = plan.changed
-        if module._diff:
+        if module.diff:
             result['diff'] = plan.diff()
     if not plan.allowed:
-        result['failed'] = True
-        result['msg'] = plan.refusal
-    else:
-        result['msg'] = '%s may run' % plan.label if params['stage'] == 'before' else '%s: done' % plan.label
+        raise PhaseRefused(plan.refusal, result=result)
+    result['msg'] = '%s may run' % plan.label if params['stage'] == 'before' else '%s: done' % plan.label
     return result
 
 
 def main():
-    argument_spec = dict(
-        AUTH_ARG_SPEC,
+    MeshopsModule(dict(
         phase=dict(type='str', required=True),
         stage=dict(type='str', choices=['before', 'after'], default='before'),
         to_revision=dict(type='str', required=True),
         to_version=dict(type='str', required=True),
         from_revision=dict(type='str'),
         tag=dict(type='str', default='default'),
-        istio_namespace=dict(type='str', default='istio-system', aliases=['namespace']),
         record_name=dict(type='str', default='meshops-istio-upgrade'),
         waves=dict(type='list', elements='raw', default=[]),
         gateways=dict(type='list', elements='raw', default=[]),
@@ -307,15 +293,7 @@ def main():
         migrate_legacy_labels=dict(type='bool', default=False),
         cluster=dict(type='str'),
         assume_done=dict(type='list', elements='str', default=[]),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    try:
-        result = run(module)
-    except MeshopsError as exc:
-        module.fail_json(**exc.to_result())
-    if result.pop('failed', False):
-        module.fail_json(**result)
-    module.exit_json(**result)
+    ), istio_namespace=True).run(run)
 
 
 if __name__ == '__main__':

@@ -427,16 +427,14 @@ error:
 
 import re
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.meshops.istio.plugins.module_utils.errors import MeshopsError
+from ansible_collections.meshops.istio.plugins.module_utils.errors import GateConfigError, GateFailed
+from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 from ansible_collections.meshops.istio.plugins.module_utils.prometheus import (
-    GateConfigError,
-    MetricGate,
     NO_DATA_POLICIES,
+    MetricGate,
     PrometheusClient,
-    PrometheusError,
     baseline_from_result,
     checks_from_params,
     parse_time,
@@ -548,27 +546,21 @@ def build_gate(params, sleep=None, clock=None, opener=None):
         sleep=sleep, clock=clock)
 
 
+def run(module):
+    module.result.update(changed=False, prometheus_url=redact_url(module.params['prometheus_url']))
+    verdict = build_gate(module.params).run()
+    result = verdict.to_dict()
+    if module.params['fail_on_gate'] and not verdict.passed:
+        raise GateFailed(result['msg'], result=result)
+    return result
+
+
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
+    module = MeshopsModule(argument_spec(), cluster=False,
                            mutually_exclusive=[('bearer_token', 'username'), ('bearer_token', 'password')],
                            required_by={'client_key': 'client_cert'})
-    module.no_log_values.update(secret_header_values(module.params.get('headers')))
-    url = redact_url(module.params['prometheus_url'])
-    try:
-        gate = build_gate(module.params)
-        verdict = gate.run()
-    except PrometheusError as exc:
-        failure = exc.to_result()
-        # Not 'unreachable': that key would make Ansible mark the host itself unreachable.
-        module.fail_json(changed=False, prometheus_url=url,
-                         prometheus_unreachable=failure['error'] == 'PrometheusUnreachable', **failure)
-    except MeshopsError as exc:
-        module.fail_json(changed=False, prometheus_url=url, **exc.to_result())
-    result = verdict.to_dict()
-    result.update(changed=False, prometheus_url=url)
-    if module.params['fail_on_gate'] and not verdict.passed:
-        module.fail_json(**result)
-    module.exit_json(**result)
+    module.ansible.no_log_values.update(secret_header_values(module.params.get('headers')))
+    module.run(run)
 
 
 if __name__ == '__main__':

@@ -70,85 +70,57 @@ previous_labels:
   returned: always
   type: dict
   sample: {"istio-injection": "enabled"}
+changes:
+  description: The objects changed (or that would be, in check mode), with the action.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"kind": "Namespace", "name": "legacy-app", "action": "updated"}]
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput
+from ansible_collections.meshops.istio.plugins.module_utils.mesh import INJECTION_LABEL, REV_LABEL
+from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 
-from ansible_collections.meshops.istio.plugins.module_utils.args import (
-    AUTH_ARG_SPEC,
-    check_auth_params,
-    protect_secrets,
-)
-from ansible_collections.meshops.istio.plugins.module_utils.client import (
-    ClusterClient,
-    require_libraries,
-)
-from ansible_collections.meshops.istio.plugins.module_utils.errors import (
-    Conflict,
-    InvalidInput,
-    MeshopsError,
-    NotFound,
+ARGUMENT_SPEC = dict(
+    namespace=dict(type="str", required=True),
+    revision=dict(type="str"),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
 )
 
-LEGACY_LABEL = "istio-injection"
-REV_LABEL = "istio.io/rev"
-RETRIES = 5
+
+def injection_labels(obj):
+    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+    return dict((key, value) for key, value in labels.items() if key in (INJECTION_LABEL, REV_LABEL))
 
 
-def injection_labels(labels):
-    return dict((key, value) for key, value in (labels or {}).items() if key in (LEGACY_LABEL, REV_LABEL))
+def run(module):
+    name, revision = module.params["namespace"], module.params.get("revision")
+    want = {REV_LABEL: revision} if module.params["state"] == "present" else {}
 
-
-def desired_labels(state, revision):
-    return {REV_LABEL: revision} if state == "present" else {}
-
-
-def run(params, client, check_mode=False, diff=False):
-    name, state, revision = params["namespace"], params["state"], params.get("revision")
-    if state == "present" and not revision:
-        raise InvalidInput("revision is required with state=present (for example revision: default)")
-    want = desired_labels(state, revision)
-    for attempt in range(RETRIES):
-        try:
-            current = client.get("Namespace", name)
-        except NotFound:
+    def relabel(namespace):
+        if namespace is None:
             raise InvalidInput("namespace %s does not exist" % name)
-        meta = current.get("metadata") or {}
-        have = injection_labels(meta.get("labels"))
-        changed = have != want
-        if changed and not check_mode:
-            patch = {"metadata": {"labels": {LEGACY_LABEL: None, REV_LABEL: want.get(REV_LABEL)}}}
-            try:
-                client.patch("Namespace", name, patch, patch_type="merge", resource_version=meta.get("resourceVersion"))
-            except Conflict:
-                if attempt < RETRIES - 1:
-                    continue
-                raise
-        result = dict(changed=changed, namespace={"name": name, "labels": want}, previous_labels=have)
-        if diff:
-            header = "namespace %s" % name
-            result["diff"] = dict(before={"labels": have}, after={"labels": want}, before_header=header, after_header=header)
-        return result
-    raise MeshopsError("namespace %s kept changing while it was labelled (409 conflict %d times)" % (name, RETRIES))
+        if injection_labels(namespace) == want:
+            return None
+        labels = namespace.setdefault("metadata", {}).setdefault("labels", {})
+        for key in (INJECTION_LABEL, REV_LABEL):
+            labels.pop(key, None)
+        labels.update(want)
+        return namespace
+
+    update = module.client.update_with_retry("Namespace", name, relabel, check_mode=module.check_mode, patch=True)
+    have = injection_labels(update.before)
+    result = dict(changed=update.changed, namespace={"name": name, "labels": want}, previous_labels=have,
+                  changes=update.changes("Namespace", name))
+    if module.diff:
+        header = "namespace %s" % name
+        result["diff"] = dict(before={"labels": have}, after={"labels": want}, before_header=header, after_header=header)
+    return result
 
 
 def main():
-    spec = dict(AUTH_ARG_SPEC)
-    spec.update(
-        namespace=dict(type="str", required=True),
-        revision=dict(type="str"),
-        state=dict(type="str", choices=["present", "absent"], default="present"),
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True, required_if=[("state", "present", ("revision",))])
-    protect_secrets(module)
-    require_libraries(module)
-    try:
-        check_auth_params(module.params)
-        with ClusterClient.from_params(module.params) as client:
-            result = run(module.params, client, check_mode=module.check_mode, diff=module._diff)
-    except MeshopsError as exc:
-        module.fail_json(**exc.to_result())
-    module.exit_json(**result)
+    MeshopsModule(ARGUMENT_SPEC, required_if=[("state", "present", ("revision",))]).run(run)
 
 
 if __name__ == "__main__":

@@ -41,17 +41,13 @@ options:
   revision:
     description: Passed to C(istioctl x precheck --revision).
     type: str
-  istio_namespace:
-    description: Namespace of the Istio control plane.
-    type: str
-    default: istio-system
-    aliases: [namespace]
   timeout:
     description: Seconds istioctl may run.
     type: int
     default: 300
 extends_documentation_fragment:
   - meshops.istio.auth
+  - meshops.istio.istio_namespace
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -120,26 +116,21 @@ precheck:
       sample: istioctl x precheck
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.meshops.istio.plugins.module_utils.args import (
-    AUTH_ARG_SPEC,
-    check_auth_params,
-    protect_secrets,
-)
-from ansible_collections.meshops.istio.plugins.module_utils.client import require_libraries
-from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput, IstioctlError, MeshopsError
+from ansible_collections.meshops.istio.plugins.module_utils.args import AUTH_PARAM_NAMES
+from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput, IstioctlError
 from ansible_collections.meshops.istio.plugins.module_utils.istioctl import Istioctl
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import validate_revision_name
+from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 
 
-def run(params, tool=None):
+def run(module, tool=None):
     """The module result; raises MeshopsError when istioctl is not the expected version or finds errors."""
+    params = module.params
     if params.get('revision'):
         validate_revision_name(params['revision'])
     if params['timeout'] <= 0:
         raise InvalidInput('timeout must be a positive number of seconds')
-    auth = dict((key, params.get(key)) for key in AUTH_ARG_SPEC)
+    auth = dict((key, params.get(key)) for key in AUTH_PARAM_NAMES)
     tool = tool or Istioctl(params['istioctl_path'], auth, timeout=params['timeout'])
     version = tool.version()
     result = {'changed': False, 'istioctl': {'path': tool.resolve(), 'version': version}}
@@ -166,24 +157,13 @@ def run(params, tool=None):
 
 
 def main():
-    argument_spec = dict(
-        AUTH_ARG_SPEC,
+    MeshopsModule(dict(
         istioctl_path=dict(type='str', default='istioctl'),
         expected_version=dict(type='str'),
         precheck=dict(type='bool', default=True),
         revision=dict(type='str'),
-        istio_namespace=dict(type='str', default='istio-system', aliases=['namespace']),
         timeout=dict(type='int', default=300),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    protect_secrets(module)
-    require_libraries(module)
-    try:
-        check_auth_params(module.params)
-        result = run(module.params)
-    except MeshopsError as exc:
-        module.fail_json(**exc.to_result())
-    module.exit_json(**result)
+    ), istio_namespace=True).run(run)
 
 
 if __name__ == '__main__':

@@ -53,11 +53,6 @@ options:
         dotted keys: V({values: {global: {hub: x}}}) gives C(--set values.global.hub=x)."
       - Do not put C(revision) here, it comes from O(revision).
     type: dict
-  namespace:
-    description:
-      - Namespace of the Istio control plane.
-    type: str
-    default: istio-system
   force:
     description:
       - With O(state=absent), remove the revision even while it is in use. Pods it injected keep running
@@ -66,6 +61,7 @@ options:
     default: false
 extends_documentation_fragment:
   - meshops.istio.auth
+  - meshops.istio.istio_namespace
   - meshops.istio.wait
 attributes:
   check_mode:
@@ -75,7 +71,6 @@ attributes:
     support: full
     description: Shows the revision's presence, version and readiness before and after.
 requirements:
-  - kubernetes >= 24.2.0 (Python library)
   - istioctl of the Istio version to install
 notes:
   - A revision that is installed, ready and at the istioctl's version is left alone, even when
@@ -137,6 +132,15 @@ revision:
       type: list
       elements: dict
       sample: [{kind: tag, name: default}, {kind: namespace, name: foo, label: istio.io/rev}]
+changes:
+  description:
+    - The revision's istiod Deployment and injector webhook when the module installed (created), reinstalled
+      (updated) or removed (deleted) the revision, or would have in check mode.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{kind: Deployment, namespace: istio-system, name: istiod-1-15-4, action: created},
+           {kind: MutatingWebhookConfiguration, name: istio-sidecar-injector-1-15-4, action: created}]
 istioctl:
   description: The istioctl used and the command run (none when nothing had to change).
   returned: when O(state=present) or a command ran
@@ -160,10 +164,9 @@ istioctl:
       type: str
 '''
 
-from ansible.module_utils.basic import AnsibleModule
+import os
 
-from ansible_collections.meshops.istio.plugins.module_utils.args import AUTH_ARG_SPEC, WAIT_ARG_SPEC
-from ansible_collections.meshops.istio.plugins.module_utils.client import client_from_module
+from ansible_collections.meshops.istio.plugins.module_utils.args import AUTH_PARAM_NAMES
 from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     InvalidInput,
     MeshopsError,
@@ -181,6 +184,7 @@ from ansible_collections.meshops.istio.plugins.module_utils.mesh import (
     istiod_name,
     validate_revision_name,
 )
+from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 
 
 def revision_view(state, name):
@@ -319,28 +323,28 @@ def run(module):
                            'default tag at it with meshops.istio.istio_revision_tag')
     if params.get('wait_timeout') is not None and params['wait_timeout'] <= 0:
         raise InvalidInput('wait_timeout must be a positive number of seconds')
-    auth = dict((key, params.get(key)) for key in AUTH_ARG_SPEC)
-    istioctl = Istioctl(params['istioctl_path'], auth)
+    namespace = params['istio_namespace']
+    istioctl = Istioctl(params['istioctl_path'], dict((key, params.get(key)) for key in AUTH_PARAM_NAMES))
     if params['state'] == 'present':
         # refuse bad input before anything touches the cluster
         istioctl.version()
-        istioctl.install_args(name, params.get('operator_file'), params.get('set'), params['namespace'])
-        if params.get('operator_file'):
-            import os
-            if not os.path.isfile(params['operator_file']):
-                raise InvalidInput('operator_file %s does not exist' % params['operator_file'])
-    client = client_from_module(module)
-    manager = RevisionManager(client, istioctl, params['namespace'], module.check_mode,
+        istioctl.install_args(name, params.get('operator_file'), params.get('set'), namespace)
+        if params.get('operator_file') and not os.path.isfile(params['operator_file']):
+            raise InvalidInput('operator_file %s does not exist' % params['operator_file'])
+    manager = RevisionManager(module.client, istioctl, namespace, module.check_mode,
                               params['wait'], params['wait_timeout'])
     if params['state'] == 'present':
         changed, before, after, info = manager.present(name, params.get('operator_file'),
                                                        params.get('set'))
     else:
         changed, before, after, info = manager.absent(name, params['force'])
-    result = {'changed': changed, 'revision': after}
+    action = 'deleted' if params['state'] == 'absent' else 'updated' if before['present'] else 'created'
+    result = {'changed': changed, 'revision': after, 'changes': [
+        {'kind': 'Deployment', 'namespace': namespace, 'name': istiod_name(name), 'action': action},
+        {'kind': 'MutatingWebhookConfiguration', 'name': injector_name(name), 'action': action}] if changed else []}
     if info:
         result['istioctl'] = info
-    if module._diff:
+    if module.diff:
         keys = ('name', 'present', 'version', 'ready')
         result['diff'] = {'before': dict((k, before.get(k)) for k in keys),
                           'after': dict((k, after.get(k)) for k in keys)}
@@ -348,23 +352,13 @@ def run(module):
 
 
 def main():
-    argument_spec = dict(
-        AUTH_ARG_SPEC,
-        revision=dict(type='str', required=True),
-        state=dict(type='str', default='present', choices=['present', 'absent']),
-        istioctl_path=dict(type='str', default='istioctl'),
-        operator_file=dict(type='path'),
-        set=dict(type='dict'),
-        namespace=dict(type='str', default='istio-system'),
-        force=dict(type='bool', default=False),
-        **WAIT_ARG_SPEC
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    try:
-        result = run(module)
-    except MeshopsError as exc:
-        module.fail_json(**exc.to_result())
-    module.exit_json(**result)
+    MeshopsModule(dict(revision=dict(type='str', required=True),
+                       state=dict(type='str', default='present', choices=['present', 'absent']),
+                       istioctl_path=dict(type='str', default='istioctl'),
+                       operator_file=dict(type='path'),
+                       set=dict(type='dict'),
+                       force=dict(type='bool', default=False)),
+                  istio_namespace=True, wait=True).run(run)
 
 
 if __name__ == '__main__':

@@ -23,11 +23,6 @@ description:
 author:
   - meshops.istio developers (@meshops)
 options:
-  namespace:
-    description:
-      - Namespace of the Istio control plane (where the C(istiod) Deployments run).
-    type: str
-    default: istio-system
   namespaces:
     description:
       - Only report these namespaces (and their workloads) in RV(namespaces), RV(workloads),
@@ -42,6 +37,7 @@ options:
     type: str
 extends_documentation_fragment:
   - meshops.istio.auth
+  - meshops.istio.istio_namespace
 attributes:
   check_mode:
     support: full
@@ -50,7 +46,6 @@ attributes:
     support: none
     description: Nothing changes, so there is nothing to diff.
 requirements:
-  - kubernetes >= 24.2.0 (Python library)
   - jmespath (Python library, only for O(query))
 notes:
   - A namespace labelled C(istio-injection) is selected by that label alone (V(enabled) means the
@@ -234,12 +229,9 @@ selected:
   type: raw
 '''
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.meshops.istio.plugins.module_utils.args import AUTH_ARG_SPEC
-from ansible_collections.meshops.istio.plugins.module_utils.client import client_from_module
-from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput, MeshopsError
+from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import MeshState
+from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 
 try:
     import jmespath
@@ -262,8 +254,7 @@ def compile_query(query):
 def run(module):
     params = module.params
     expression = compile_query(params.get('query'))
-    client = client_from_module(module)
-    state = MeshState.load(client, params['namespace'])
+    state = MeshState.load(module.client, params['istio_namespace'])
     wanted = params.get('namespaces')
     if wanted:
         missing = [name for name in wanted if name not in state.namespaces]
@@ -277,20 +268,11 @@ def run(module):
 
 
 def main():
-    argument_spec = dict(
-        AUTH_ARG_SPEC,
-        namespace=dict(type='str', default='istio-system'),
-        namespaces=dict(type='list', elements='str'),
-        query=dict(type='str'),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    if module.params.get('query') and not HAS_JMESPATH:
-        module.fail_json(msg=missing_required_lib('jmespath'))
-    try:
-        result = run(module)
-    except MeshopsError as exc:
-        module.fail_json(**exc.to_result())
-    module.exit_json(changed=False, **result)
+    module = MeshopsModule(dict(namespaces=dict(type='list', elements='str'), query=dict(type='str')),
+                           istio_namespace=True)
+    if module.params.get('query'):
+        module.require('jmespath', HAS_JMESPATH)
+    module.run(run)
 
 
 if __name__ == '__main__':

@@ -43,11 +43,6 @@ options:
     type: str
     choices: [ present, absent ]
     default: present
-  namespace:
-    description:
-      - Namespace of the Istio control plane.
-    type: str
-    default: istio-system
   force:
     description:
       - With O(state=absent), delete the tag even while namespaces select it (their new pods then get
@@ -56,6 +51,7 @@ options:
     default: false
 extends_documentation_fragment:
   - meshops.istio.auth
+  - meshops.istio.istio_namespace
 attributes:
   check_mode:
     support: full
@@ -63,8 +59,6 @@ attributes:
   diff_mode:
     support: full
     description: Shows the fields of the webhook configurations that change.
-requirements:
-  - kubernetes >= 24.2.0 (Python library)
 seealso:
   - module: meshops.istio.istio_revision
   - module: meshops.istio.istio_revision_info
@@ -126,16 +120,10 @@ in_use_by:
   elements: dict
 '''
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.meshops.istio.plugins.module_utils.args import AUTH_ARG_SPEC
-from ansible_collections.meshops.istio.plugins.module_utils.client import client_from_module
+from ansible_collections.meshops.istio.plugins.module_utils.client import DELETE
 from ansible_collections.meshops.istio.plugins.module_utils.errors import (
-    AlreadyExists,
-    Conflict,
     InvalidInput,
     MeshopsError,
-    NotFound,
     RevisionNotFound,
     RevisionNotReady,
     TagInUse,
@@ -155,10 +143,10 @@ from ansible_collections.meshops.istio.plugins.module_utils.mesh import (
     validate_revision_name,
     webhook_fields,
 )
+from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 
 MWC = 'MutatingWebhookConfiguration'
 VWC = 'ValidatingWebhookConfiguration'
-MAX_CONFLICT_RETRIES = 5
 
 
 def covers(desired, actual):
@@ -183,8 +171,7 @@ def merged_webhook_config(existing, desired):
     labels = dict(meta.get('labels') or {})
     labels.update((desired.get('metadata') or {}).get('labels') or {})
     meta['labels'] = labels
-    for key in ('managedFields',):
-        meta.pop(key, None)
+    meta.pop('managedFields', None)
     new['metadata'] = meta
     new['webhooks'] = desired['webhooks']
     return new
@@ -207,6 +194,16 @@ class TagManager:
 
     def load(self):
         return MeshState.load(self.client, self.namespace, workloads=False)
+
+    def write(self, kind, name, mutate, action=None):
+        """One read-modify-write (conditional, re-read on conflicts), recorded for the result."""
+        update = self.client.update_with_retry(kind, name, mutate, check_mode=self.check_mode)
+        for change in update.changes(kind, name, action=action):
+            self.changes.append(change)
+            key = '%s/%s' % (kind, name)
+            self.diff_before[key] = webhook_fields(update.before)
+            self.diff_after[key] = webhook_fields(update.desired)
+        return update
 
     # --- present -------------------------------------------------------------------------------
 
@@ -240,80 +237,31 @@ class TagManager:
                 'meshops.istio.istio_revision' % (revision, injector_name(revision)),
                 details={'revision': revision})
         desired = build_tag_webhook(tag, revision, injector, self.namespace)
-        self.apply(MWC, desired)
+        self.write(MWC, tag_webhook_name(tag), lambda live: self.webhooks(live, desired))
         if tag == DEFAULT:
-            self.apply_validator(revision, injector)
-            self.deactivate_legacy_injector(revision)
+            self.write(VWC, DEFAULT_VALIDATOR, lambda live: self.webhooks(
+                live, build_default_validator(revision, injector, live, self.namespace)))
+            if revision != DEFAULT:
+                self.write(MWC, LEGACY_INJECTOR, self.deactivated, action='deactivated')
         return previous
 
-    def apply(self, kind, desired):
-        """Create or update ``desired`` with resourceVersion preconditions; bounded 409 retries."""
-        name = desired['metadata']['name']
-        for _attempt in range(MAX_CONFLICT_RETRIES):
-            live = self.client.get_or_none(kind, name)
-            if live is not None and covers(wanted_part(desired), live):
-                return False
-            self.record(kind, name, live, desired if live is None else merged_webhook_config(live, desired),
-                        'created' if live is None else 'updated')
-            if self.check_mode:
-                return True
-            try:
-                if live is None:
-                    self.client.create(kind, desired)
-                else:
-                    self.client.replace(kind, merged_webhook_config(live, desired))
-                return True
-            except (Conflict, AlreadyExists):
-                self.changes.pop()
-                continue
-        raise Conflict('%s %s kept changing while being updated (%d conflicts): another process is '
-                       'writing it; run again once it is done' % (kind, name, MAX_CONFLICT_RETRIES),
-                       status=409, reason='Conflict')
+    @staticmethod
+    def webhooks(live, desired):
+        """Create ``desired``, or update the live configuration's labels and webhooks to it."""
+        if live is None:
+            return desired
+        if covers(wanted_part(desired), live):
+            return None
+        return merged_webhook_config(live, desired)
 
-    def apply_validator(self, revision, injector):
-        for _attempt in range(MAX_CONFLICT_RETRIES):
-            live = self.client.get_or_none(VWC, DEFAULT_VALIDATOR)
-            desired = build_default_validator(revision, injector, live, self.namespace)
-            if live is not None and covers(wanted_part(desired), live):
-                return False
-            self.record(VWC, DEFAULT_VALIDATOR, live, desired, 'created' if live is None else 'updated')
-            if self.check_mode:
-                return True
-            try:
-                if live is None:
-                    self.client.create(VWC, desired)
-                else:
-                    self.client.replace(VWC, desired)
-                return True
-            except (Conflict, AlreadyExists):
-                self.changes.pop()
-                continue
-        raise Conflict('%s %s kept changing while being updated: run again' % (VWC, DEFAULT_VALIDATOR),
-                       status=409, reason='Conflict')
-
-    def deactivate_legacy_injector(self, revision):
-        """The revision-less istio-sidecar-injector would also answer istio-injection=enabled:
-        make it never match (istioctl does the same), unless it is the target itself."""
-        if revision == DEFAULT:
-            return False
-        for _attempt in range(MAX_CONFLICT_RETRIES):
-            live = self.client.get_or_none(MWC, LEGACY_INJECTOR)
-            if live is None or not injector_active(live):
-                return False
-            if (live.get('metadata') or {}).get('labels', {}).get(REV_LABEL, DEFAULT) != DEFAULT:
-                return False
-            desired = deactivate_injector(live)
-            self.record(MWC, LEGACY_INJECTOR, live, desired, 'deactivated')
-            if self.check_mode:
-                return True
-            try:
-                self.client.replace(MWC, desired)
-                return True
-            except Conflict:
-                self.changes.pop()
-                continue
-        raise Conflict('%s %s kept changing while being updated: run again' % (MWC, LEGACY_INJECTOR),
-                       status=409, reason='Conflict')
+    @staticmethod
+    def deactivated(live):
+        """The revision-less istio-sidecar-injector would also answer istio-injection=enabled: make it
+        never match (istioctl does the same), unless it is the target itself."""
+        if live is None or not injector_active(live) or \
+                (live.get('metadata') or {}).get('labels', {}).get(REV_LABEL, DEFAULT) != DEFAULT:
+            return None
+        return deactivate_injector(live)
 
     # --- absent --------------------------------------------------------------------------------
 
@@ -329,46 +277,17 @@ class TagManager:
                 'first, or set force=true' % (tag, ', '.join(
                     'namespace %s (label %s)' % (u['name'], u['label']) for u in users)), users)
         name = existing.webhook or tag_webhook_name(tag)
-        for _attempt in range(MAX_CONFLICT_RETRIES):
-            live = self.client.get_or_none(MWC, name)
-            if live is None:
-                return existing.revision, users
-            self.record(MWC, name, live, None, 'deleted')
-            if self.check_mode:
-                return existing.revision, users
-            try:
-                self.client.delete(MWC, name, resource_version=live['metadata'].get('resourceVersion'))
-                if self.client.get_or_none(MWC, name) is not None:
-                    raise MeshopsError('%s %s is still there after deletion' % (MWC, name))
-                return existing.revision, users
-            except Conflict:
-                self.changes.pop()
-                continue
-            except NotFound:
-                return existing.revision, users
-        raise Conflict('%s %s kept changing while being deleted: run again' % (MWC, name),
-                       status=409, reason='Conflict')
-
-    def record(self, kind, name, before, after, action):
-        self.changes.append({'kind': kind, 'name': name, 'action': action})
-        key = '%s/%s' % (kind, name)
-        self.diff_before[key] = webhook_fields(before)
-        self.diff_after[key] = webhook_fields(after)
+        update = self.write(MWC, name, lambda live: DELETE)
+        if update.changed and not self.check_mode and self.client.get_or_none(MWC, name) is not None:
+            raise MeshopsError('%s %s is still there after deletion' % (MWC, name))
+        return existing.revision, users
 
 
 def run(module):
     params = module.params
     tag = validate_revision_name(params['tag'], 'tag')
-    revision = params.get('revision')
-    if params['state'] == 'present':
-        if not revision:
-            raise InvalidInput('revision is required with state=present: the revision the tag should '
-                               'point at, e.g. 1-15-4')
-        revision = validate_revision_name(revision)
-    elif revision:
-        validate_revision_name(revision)
-    client = client_from_module(module)
-    manager = TagManager(client, params['namespace'], module.check_mode)
+    revision = validate_revision_name(params['revision']) if params.get('revision') else None
+    manager = TagManager(module.client, params['istio_namespace'], module.check_mode)
     result = {'tag': tag, 'webhook': tag_webhook_name(tag)}
     if params['state'] == 'present':
         previous = manager.present(tag, revision)
@@ -378,27 +297,16 @@ def run(module):
         result.update(previous_revision=previous, revision=None, in_use_by=users)
     result['changed'] = bool(manager.changes)
     result['changes'] = manager.changes
-    if module._diff:
+    if module.diff:
         result['diff'] = {'before': manager.diff_before, 'after': manager.diff_after}
     return result
 
 
 def main():
-    argument_spec = dict(
-        AUTH_ARG_SPEC,
-        tag=dict(type='str', default='default'),
-        revision=dict(type='str'),
-        state=dict(type='str', default='present', choices=['present', 'absent']),
-        namespace=dict(type='str', default='istio-system'),
-        force=dict(type='bool', default=False),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
-                           required_if=[('state', 'present', ('revision',))])
-    try:
-        result = run(module)
-    except MeshopsError as exc:
-        module.fail_json(**exc.to_result())
-    module.exit_json(**result)
+    MeshopsModule(dict(tag=dict(type='str', default='default'), revision=dict(type='str'),
+                       state=dict(type='str', default='present', choices=['present', 'absent']),
+                       force=dict(type='bool', default=False)),
+                  istio_namespace=True, required_if=[('state', 'present', ('revision',))]).run(run)
 
 
 if __name__ == '__main__':

@@ -41,19 +41,8 @@ author:
   - meshops.istio contributors (@meshops)
 extends_documentation_fragment:
   - meshops.istio.auth
+  - meshops.istio.traffic
 options:
-  namespace:
-    description: Namespace of the Service, the VirtualService and the DestinationRule.
-    type: str
-    required: true
-  service:
-    description:
-      - The host whose traffic is shifted, normally the name of a Service in O(namespace) (for example
-        V(reviews)); the fully qualified name V(reviews.bookinfo.svc.cluster.local) is accepted too.
-      - Used as the DestinationRule's C(host) and as the C(destination.host) of the routes.
-    type: str
-    required: true
-    aliases: [destination_host]
   subsets:
     description:
       - The subsets to ensure in the DestinationRule, each with the pod labels that select it.
@@ -81,19 +70,6 @@ options:
         order and their other fields (port, headers); new ones are appended.
       - Required with O(state=present).
     type: raw
-  virtual_service:
-    description: Name of the VirtualService. Defaults to the short name of O(service).
-    type: str
-  destination_rule:
-    description: Name of the DestinationRule. Defaults to the short name of O(service).
-    type: str
-  route_name:
-    description:
-      - Name of the HTTP route of the VirtualService whose weights are set. Created (appended) when the
-        VirtualService has no route of that name.
-      - Without it the module uses the single default route (without C(match)) for O(service), and fails when
-        there are several.
-    type: str
   hosts:
     description:
       - The C(hosts) of the VirtualService. Defaults to O(service) when the module creates it; an existing
@@ -107,21 +83,13 @@ options:
         (an empty list removes them).
     type: list
     elements: str
-  api_version:
-    description:
-      - API version used for VirtualService and DestinationRule. V(networking.istio.io/v1beta1) is served by
-        every Istio release this collection supports (1.9 and later).
-    type: str
-    default: networking.istio.io/v1beta1
   state:
     description:
       - V(present) ensures the subsets and the weights.
       - V(absent) removes the routes and subsets the module added, and the objects it created when nothing
         else is left in them.
-      - V(query) only reads the current weights and objects; it never changes anything (the release role uses
-        it to resume where a previous run stopped).
     type: str
-    choices: [present, absent, query]
+    choices: [present, absent]
     default: present
 attributes:
   check_mode:
@@ -138,6 +106,7 @@ notes:
     its labels, so the Deployments of both versions need them (for example C(version=v1) and C(version=v2))
     besides the Service selector.
 seealso:
+  - module: meshops.istio.istio_traffic_shift_info
   - name: Istio traffic shifting
     description: The task this module automates.
     link: https://istio.io/latest/docs/tasks/traffic-management/traffic-shifting/
@@ -195,21 +164,6 @@ EXAMPLES = r"""
     kubeconfig: ~/.kube/prod
     context: prod-eu1
 
-- name: Roll back to the stable version only
-  meshops.istio.istio_traffic_shift:
-    namespace: bookinfo
-    service: reviews
-    weights:
-      v1: 100
-      v2: 0
-
-- name: Read the current split
-  meshops.istio.istio_traffic_shift:
-    namespace: bookinfo
-    service: reviews
-    state: query
-  register: reviews_split
-
 - name: Stop managing the traffic split (removes only what the module added)
   meshops.istio.istio_traffic_shift:
     namespace: bookinfo
@@ -222,7 +176,6 @@ weights:
   description:
     - Subset -> weight of the route the module manages, after the change (what check mode would set).
     - Empty after O(state=absent) removed the route.
-    - With O(state=query), the current weights (empty when no route for O(service) exists).
   returned: always
   type: dict
   sample: {"v1": 90, "v2": 10}
@@ -275,11 +228,12 @@ destination_rule:
           labels: {version: v1}
         - name: v2
           labels: {version: v2}
-managed:
-  description: With O(state=query), whether the module manages (added something to) either object.
-  returned: when O(state=query)
-  type: bool
-  sample: true
+changes:
+  description: The objects created, updated or deleted (or that would be, in check mode), with the action.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"kind": "VirtualService", "namespace": "bookinfo", "name": "reviews", "action": "updated"}]
 actions:
   description: What was done (or would be, in check mode) to each object - none, create, update or delete.
   returned: always
@@ -299,195 +253,125 @@ removed_subsets:
   sample: ["v1", "v2"]
 """
 
-import copy
-
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.meshops.istio.plugins.module_utils.args import (
-    AUTH_ARG_SPEC,
-    protect_secrets,
-)
-from ansible_collections.meshops.istio.plugins.module_utils.client import (
-    ClusterClient,
-    register_resource,
-    require_libraries,
-)
-from ansible_collections.meshops.istio.plugins.module_utils.errors import (
-    AlreadyExists,
-    Conflict,
-    MeshopsError,
-    NotFound,
-)
+from ansible_collections.meshops.istio.plugins.module_utils.args import TRAFFIC_TARGET_SPEC
+from ansible_collections.meshops.istio.plugins.module_utils.client import DELETE
+from ansible_collections.meshops.istio.plugins.module_utils.errors import MeshopsError, NotFound
+from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 from ansible_collections.meshops.istio.plugins.module_utils.traffic import (
     GROUP,
     TrafficShiftError,
+    check_api_version,
     comparable,
     current_weights,
     plan_absent,
     plan_present,
-    read_marker,
     short_host,
 )
 
-CONFLICT_RETRIES = 5
 WEBHOOK_HINT = (
     'Istio validates VirtualServices and DestinationRules through its validating webhook '
     '(ValidatingWebhookConfiguration istiod-default-validator); the istiod behind it does not answer, so the '
     'API server refuses every Istio configuration change. Bring istiod back (or point the validator at a '
     'running revision with meshops.istio.istio_revision_tag) and run again.')
+ARGUMENT_SPEC = dict(
+    TRAFFIC_TARGET_SPEC,
+    subsets=dict(type='list', elements='dict', default=[], options=dict(
+        name=dict(type='str', required=True),
+        labels=dict(type='dict', required=True),
+    )),
+    weights=dict(type='raw'),
+    hosts=dict(type='list', elements='str'),
+    gateways=dict(type='list', elements='str'),
+    state=dict(type='str', choices=['present', 'absent'], default='present'),
+)
+ATTRIBUTE = {'DestinationRule': 'destination_rule', 'VirtualService': 'virtual_service'}
 
 
-def register_kinds(api_version):
-    if not api_version.startswith(GROUP + '/'):
-        raise TrafficShiftError('api_version must be a version of %s, e.g. %s/v1beta1; got %r'
-                                % (GROUP, GROUP, api_version))
-    register_resource('VirtualService', api_version, 'virtualservices', True)
-    register_resource('DestinationRule', api_version, 'destinationrules', True)
-
-
-def explain(exc, change=None, done=()):
-    """A MeshopsError with the webhook hint and what was already applied, when it applies."""
+def explain(exc, namespace, api_version, kind=None, name=None, done=()):
+    """The error with what to do about it, and what was already applied."""
     msg = exc.message
-    if 'failed calling webhook' in msg or 'admission webhook' in msg:
+    if isinstance(exc, NotFound):
+        msg = ('%s. Check that namespace %s exists and that Istio\'s CRDs serve %s '
+               '(kubectl api-resources --api-group=%s).' % (msg.rstrip('.'), namespace, api_version, GROUP))
+    elif 'failed calling webhook' in msg or 'admission webhook' in msg:
         msg = '%s. %s' % (msg.rstrip('.'), WEBHOOK_HINT if 'failed calling webhook' in msg
                           else 'Istio\'s validation refused the object.')
     if done:
         msg += ' Already applied before the failure: %s.' % ', '.join(done)
     exc.message = msg
-    if change is not None:
-        exc.details.setdefault('object', '%s %s' % (change.kind, change.name))
+    if kind is not None:
+        exc.details.setdefault('object', '%s %s' % (kind, name))
     return exc
 
 
-def apply(client, plan, namespace, check_mode, done):
-    """Send the plan's changes (dry run in check mode); return the objects as they are afterwards.
-
-    ``done`` collects what was applied (it survives a conflict that makes the caller re-plan)."""
-    result = {}
-    for change in plan.ordered_changes():
-        obj = change.after
-        try:
-            if change.action == 'create':
-                obj = client.create(change.kind, change.after, namespace=namespace, dry_run=check_mode)
-            elif change.action == 'update':
-                obj = client.replace(change.kind, change.after, namespace=namespace, dry_run=check_mode)
-            elif change.action == 'delete':
-                rv = (change.before.get('metadata') or {}).get('resourceVersion')
-                client.delete(change.kind, change.name, namespace=namespace, dry_run=check_mode,
-                              resource_version=rv, missing_ok=False)
-                obj = None
-        except (Conflict, NotFound):
-            raise
-        except MeshopsError as exc:
-            raise explain(exc, change, done)
-        if change.changed:
-            done.append('%s %s %s' % (change.action, change.kind, change.name))
-        result[change.kind] = change.after if check_mode else obj
-    return result
-
-
-def run(module, client):
+def run(module):
     params = module.params
-    namespace = params['namespace']
-    service = params['service']
-    vs_name = params['virtual_service'] or short_host(service)
-    dr_name = params['destination_rule'] or short_host(service)
+    namespace, service, api_version = params['namespace'], params['service'], check_api_version(params['api_version'])
+    names = {'VirtualService': params['virtual_service'] or short_host(service),
+             'DestinationRule': params['destination_rule'] or short_host(service)}
     if params['state'] == 'present' and params['weights'] is None:
         raise TrafficShiftError('weights is required with state=present, e.g. {v1: 90, v2: 10}')
-    register_kinds(params['api_version'])
 
-    if params['state'] == 'query':
-        vs = client.get_or_none('VirtualService', vs_name, namespace)
-        dr = client.get_or_none('DestinationRule', dr_name, namespace)
-        weights = current_weights(vs, service, namespace, params['route_name'])
-        return {
-            'changed': False,
-            'weights': weights,
-            'previous_weights': weights,
-            'virtual_service': comparable(vs),
-            'destination_rule': comparable(dr),
-            'actions': {'destination_rule': 'none', 'virtual_service': 'none'},
-            'managed': bool(read_marker(vs) or read_marker(dr)),
-        }
+    state = dict((kind, module.client.get_or_none(kind, name, namespace, api_version=api_version))
+                 for kind, name in names.items())
 
-    done = []
-    for attempt in range(CONFLICT_RETRIES):
-        vs = client.get_or_none('VirtualService', vs_name, namespace)
-        dr = client.get_or_none('DestinationRule', dr_name, namespace)
-        previous = current_weights(vs, service, namespace, params['route_name'])
-        if params['state'] == 'present':
-            plan = plan_present(vs, dr, namespace, service, params['weights'], subsets=params['subsets'],
-                                virtual_service=vs_name, destination_rule=dr_name,
-                                route_name=params['route_name'], hosts=params['hosts'],
-                                gateways=params['gateways'], api_version=params['api_version'])
-        else:
-            plan = plan_absent(vs, dr, namespace, service, virtual_service=vs_name, destination_rule=dr_name)
+    def plan():
+        if params['state'] == 'absent':
+            return plan_absent(state['VirtualService'], state['DestinationRule'], namespace, service,
+                               virtual_service=names['VirtualService'], destination_rule=names['DestinationRule'])
+        return plan_present(state['VirtualService'], state['DestinationRule'], namespace, service, params['weights'],
+                            subsets=params['subsets'], virtual_service=names['VirtualService'],
+                            destination_rule=names['DestinationRule'], route_name=params['route_name'],
+                            hosts=params['hosts'], gateways=params['gateways'], api_version=api_version)
+
+    first = plan()   # every input error is raised here, before anything is written
+    plans, updates, done = {}, {}, []
+    for change in first.ordered_changes():
+        kind = change.kind
+
+        def mutate(live, kind=kind):
+            state[kind] = live
+            plans[kind] = plan()
+            planned = getattr(plans[kind], ATTRIBUTE[kind])
+            return None if not planned.changed else DELETE if planned.after is None else planned.after
         try:
-            objects = apply(client, plan, namespace, module.check_mode, done) if plan.changed else {}
-            break
-        except (Conflict, AlreadyExists, NotFound) as exc:
-            # someone changed (or created/deleted) an object since we read it: read again and re-plan
-            if attempt == CONFLICT_RETRIES - 1:
-                if isinstance(exc, NotFound):
-                    exc.message = ('%s. Check that namespace %s exists and that Istio\'s CRDs serve %s '
-                                   '(kubectl api-resources --api-group=%s).'
-                                   % (exc.message.rstrip('.'), namespace, params['api_version'], GROUP))
-                raise explain(exc)
-            continue
-
-    vs_after = objects.get('VirtualService', plan.virtual_service.after)
-    dr_after = objects.get('DestinationRule', plan.destination_rule.after)
+            update = module.client.update_with_retry(kind, names[kind], mutate, namespace, api_version=api_version,
+                                                     dry_run=module.check_mode, current=change.before)
+        except MeshopsError as exc:
+            raise explain(exc, namespace, api_version, kind, names[kind], done)
+        updates[kind] = update
+        state[kind] = update.desired if module.check_mode or not update.changed else update.after
+        if update.changed:
+            done.append('%s %s %s' % (update.action, kind, names[kind]))
+    final = plans.get('VirtualService', first)
     result = {
-        # an attempt cut short by a conflict may already have written something the final plan no longer needs
-        'changed': plan.changed or bool(done),
-        'weights': dict(plan.weights) if plan.weights is not None else {},
-        'previous_weights': previous,
-        'virtual_service': comparable(vs_after),
-        'destination_rule': comparable(dr_after),
-        'actions': {'destination_rule': plan.destination_rule.action,
-                    'virtual_service': plan.virtual_service.action},
+        'changed': bool(done),
+        'weights': dict(final.weights) if final.weights is not None else {},
+        'previous_weights': current_weights(first.virtual_service.before, service, namespace, params['route_name']),
+        'virtual_service': comparable(state['VirtualService']),
+        'destination_rule': comparable(state['DestinationRule']),
+        'actions': dict((ATTRIBUTE[kind], update.action) for kind, update in updates.items()),
+        'changes': [entry for kind, update in updates.items() for entry in update.changes(kind, names[kind], namespace)],
     }
     if params['state'] == 'present':
-        http = ((plan.virtual_service.after or {}).get('spec') or {}).get('http') or []
-        route = http[plan.route_index] if plan.route_index is not None and plan.route_index < len(http) else {}
-        result['route'] = {'index': plan.route_index, 'name': route.get('name')}
+        http = (state['VirtualService'] or {}).get('spec', {}).get('http') or []
+        index = final.route_index
+        result['route'] = {'index': index, 'name': http[index].get('name') if index is not None and index < len(http)
+                           else None}
     else:
-        result['removed_routes'] = plan.removed_routes
-        result['removed_subsets'] = plan.removed_subsets
-    if plan.changed and module._diff:
-        result['diff'] = plan.diff()
-    for warning in plan.warnings:
+        result['removed_routes'] = plans.get('VirtualService', first).removed_routes
+        result['removed_subsets'] = plans.get('DestinationRule', first).removed_subsets
+    if done and module.diff:
+        result['diff'] = dict((side, dict((ATTRIBUTE[kind], comparable(getattr(update, attr)))
+                                          for kind, update in updates.items()))
+                              for side, attr in (('before', 'before'), ('after', 'desired')))
+    for warning in plans.get('DestinationRule', first).warnings:
         module.warn(warning)
     return result
 
 
 def main():
-    argument_spec = copy.deepcopy(AUTH_ARG_SPEC)
-    argument_spec.update(
-        namespace=dict(type='str', required=True),
-        service=dict(type='str', required=True, aliases=['destination_host']),
-        subsets=dict(type='list', elements='dict', default=[], options=dict(
-            name=dict(type='str', required=True),
-            labels=dict(type='dict', required=True),
-        )),
-        weights=dict(type='raw'),
-        virtual_service=dict(type='str'),
-        destination_rule=dict(type='str'),
-        route_name=dict(type='str'),
-        hosts=dict(type='list', elements='str'),
-        gateways=dict(type='list', elements='str'),
-        api_version=dict(type='str', default='networking.istio.io/v1beta1'),
-        state=dict(type='str', choices=['present', 'absent', 'query'], default='present'),
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    protect_secrets(module)
-    require_libraries(module)
-    try:
-        with ClusterClient.from_params(module.params) as client:
-            result = run(module, client)
-    except MeshopsError as exc:
-        module.fail_json(**exc.to_result())
-    module.exit_json(**result)
+    MeshopsModule(ARGUMENT_SPEC).run(run)
 
 
 if __name__ == '__main__':

@@ -22,7 +22,7 @@ description:
     recording it again reports no change. A different O(to_revision) than the recorded one
     starts a new record, but an upgrade in progress (anything beyond precheck done, and neither
     cleaned up nor rolled back) is only replaced with O(abandon=true); the abandoned record is then
-    kept whole in the new one (RV(upgrade.abandoned)).
+    kept whole in the new one (C(upgrade.abandoned), see M(meshops.istio.istio_upgrade_state_info)).
   - A record whose old and new revision would be the same is refused, and nothing is written.
   - The ConfigMap is flat (one key per fact, lists comma separated) so that
     C(kubectl get configmap meshops-istio-upgrade -n istio-system -o yaml) reads plainly.
@@ -33,19 +33,14 @@ options:
   state:
     description:
       - V(present) creates or updates the record with the given values.
-      - V(query) only reads it (never changes anything); RV(upgrade.exists) tells whether there is one.
       - V(absent) deletes the record.
     type: str
-    choices: [present, query, absent]
+    choices: [present, absent]
     default: present
   name:
     description: Name of the ConfigMap.
     type: str
     default: meshops-istio-upgrade
-  namespace:
-    description: Namespace of the ConfigMap, normally the Istio control plane namespace.
-    type: str
-    default: istio-system
   tag:
     description: The revision tag the upgrade moves (for example V(default)).
     type: str
@@ -110,6 +105,7 @@ options:
     default: false
 extends_documentation_fragment:
   - meshops.istio.auth
+  - meshops.istio.istio_namespace
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -120,7 +116,7 @@ attributes:
     support: full
     details: The ConfigMap data before and after.
 notes:
-  - The module needs C(get), C(create), C(update) and C(delete) on ConfigMaps in O(namespace).
+  - The module needs C(get), C(create), C(update) and C(delete) on ConfigMaps in O(istio_namespace).
 """
 
 EXAMPLES = r"""
@@ -142,8 +138,7 @@ EXAMPLES = r"""
       status: started
 
 - name: Read the record back (rollback and cleanup do this)
-  meshops.istio.istio_upgrade_state:
-    state: query
+  meshops.istio.istio_upgrade_state_info:
   register: upgrade
 
 - name: After a rollback, forget what was undone
@@ -155,213 +150,73 @@ EXAMPLES = r"""
 
 RETURN = r"""
 upgrade:
-  description: The record after the call (in check mode, as it would be).
+  description:
+    - The record after the call (in check mode, as it would be), as M(meshops.istio.istio_upgrade_state_info)
+      returns it.
   returned: always
   type: dict
-  contains:
-    exists:
-      description: Whether the ConfigMap exists (after the call).
-      type: bool
-      sample: true
-    name:
-      description: Name of the ConfigMap.
-      type: str
-      sample: meshops-istio-upgrade
-    namespace:
-      description: Namespace of the ConfigMap.
-      type: str
-      sample: istio-system
-    tag:
-      description: The revision tag being moved.
-      type: str
-      sample: default
-    from_revision:
-      description: Old revision, or null when not known yet.
-      type: str
-      sample: 1-14-6
-    from_version:
-      description: Old version.
-      type: str
-      sample: 1.14.6
-    to_revision:
-      description: New revision.
-      type: str
-      sample: 1-15-4
-    to_version:
-      description: New version.
-      type: str
-      sample: 1.15.4
-    phases:
-      description: Phase name -> UTC time it was first completed.
-      type: dict
-      sample: {"precheck": "2026-11-21T23:59:01Z", "install": "2026-11-22T00:01:12Z"}
-    waves:
-      description: Wave name -> C(namespaces), C(workloads), C(started), C(done) (null until done).
-      type: dict
-      sample: {"wave1": {"namespaces": ["bar"], "workloads": ["bar/Deployment/bar"],
-               "started": "2026-11-22T00:03:40Z", "done": "2026-11-22T00:04:02Z"}}
-    waves_started:
-      description: Names of the waves that were started (done or not).
-      type: list
-      elements: str
-      sample: [wave1, wave2]
-    waves_done:
-      description: Names of the waves that are done.
-      type: list
-      elements: str
-      sample: [wave1]
-    moved_namespaces:
-      description: Every namespace of a started wave (what a rollback must move back).
-      type: list
-      elements: str
-      sample: [bar, baz, foo]
-    in_progress:
-      description: Something beyond precheck was done for O(to_revision) and the upgrade is neither cleaned up nor rolled back.
-      type: bool
-      sample: true
-    abandoned:
-      description: The records of abandoned upgrades (their ConfigMap data and C(abandoned_at)), oldest first.
-      type: list
-      elements: dict
-      sample: [{"to_revision": "1-15-3", "phase.install": "2026-11-20T10:00:00Z", "abandoned_at": "2026-11-21T09:00:00Z"}]
+  sample: {"exists": true, "name": "meshops-istio-upgrade", "namespace": "istio-system", "tag": "default",
+           "from_revision": "1-14-6", "from_version": "1.14.6", "to_revision": "1-15-4", "to_version": "1.15.4",
+           "phases": {"precheck": "2026-11-21T23:59:01Z"}, "waves": {}, "waves_started": [], "waves_done": [],
+           "moved_namespaces": []}
+changes:
+  description: The ConfigMap created, updated or deleted (or that would be, in check mode), with the action.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"kind": "ConfigMap", "namespace": "istio-system", "name": "meshops-istio-upgrade", "action": "updated"}]
 """
 
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.meshops.istio.plugins.module_utils.args import (
-    AUTH_ARG_SPEC,
-    check_auth_params,
-    protect_secrets,
-)
-from ansible_collections.meshops.istio.plugins.module_utils.client import (
-    ClusterClient,
-    require_libraries,
-)
-from ansible_collections.meshops.istio.plugins.module_utils.errors import (
-    Conflict,
-    MeshopsError,
-)
+from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 from ansible_collections.meshops.istio.plugins.module_utils.upgrade_state import (
     STATE_FIELDS,
-    UpgradeStateError,
-    empty_record,
-    merge,
-    parse,
-    public,
-    render,
+    write_record,
 )
 
-MANAGED_LABELS = {
-    "app.kubernetes.io/managed-by": "meshops.istio",
-    "app.kubernetes.io/component": "upgrade-state",
-}
-RETRIES = 5
-
-
-def body_for(name, namespace, data, resource_version=None):
-    metadata = {"name": name, "namespace": namespace, "labels": dict(MANAGED_LABELS)}
-    if resource_version:
-        metadata["resourceVersion"] = resource_version
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
-
-
-def run(params, client, check_mode=False, diff=False):
-    """Apply the requested change to the record; returns the module result (without failing)."""
-    name, namespace = params["name"], params["namespace"]
-    for attempt in range(RETRIES):
-        current = client.get_or_none("ConfigMap", name, namespace)
-        before_data = dict((current or {}).get("data") or {})
-        before = parse(before_data) if current is not None else empty_record()
-
-        if params["state"] == "query":
-            return dict(changed=False, upgrade=public(before, current is not None, name, namespace))
-
-        if params["state"] == "absent":
-            changed = current is not None
-            if changed and not check_mode:
-                client.delete("ConfigMap", name, namespace)
-            result = dict(changed=changed, upgrade=public(empty_record(), False, name, namespace))
-            if diff:
-                result["diff"] = dict(before=before_data, after={})
-            return result
-
-        fields = dict((key, params.get(key)) for key in STATE_FIELDS)
-        after = merge(
-            before,
-            fields=fields,
-            phase=params.get("phase"),
-            wave=params.get("wave"),
-            forget_phases=params.get("forget_phases"),
-            forget_waves=params.get("forget_waves"),
-            abandon=params.get("abandon"),
-        )
-        after_data = render(after)
-        changed = current is None or after_data != before_data
-        if changed and not check_mode:
-            try:
-                if current is None:
-                    client.create("ConfigMap", body_for(name, namespace, after_data), namespace)
-                else:
-                    # Conditional on the resourceVersion read: a concurrent writer makes this a 409,
-                    # and the merge is redone on what it wrote instead of clobbering it.
-                    rv = (current.get("metadata") or {}).get("resourceVersion")
-                    client.replace("ConfigMap", body_for(name, namespace, after_data, rv), namespace)
-            except Conflict:
-                if attempt < RETRIES - 1:
-                    continue
-                raise
-        result = dict(changed=changed, upgrade=public(after, current is not None or not check_mode, name, namespace))
-        if diff:
-            header = "configmap %s/%s" % (namespace, name)
-            result["diff"] = dict(before=before_data, after=after_data, before_header=header, after_header=header)
-        return result
-    raise MeshopsError("configmap %s/%s kept changing while it was updated (409 conflict %d times)" % (namespace, name, RETRIES))
-
-
-def argument_spec():
-    spec = dict(AUTH_ARG_SPEC)
-    spec.update(
-        state=dict(type="str", choices=["present", "query", "absent"], default="present"),
-        name=dict(type="str", default="meshops-istio-upgrade"),
-        namespace=dict(type="str", default="istio-system"),
-        tag=dict(type="str"),
-        from_revision=dict(type="str"),
-        from_version=dict(type="str"),
-        to_revision=dict(type="str"),
-        to_version=dict(type="str"),
-        phase=dict(type="str"),
-        wave=dict(
-            type="dict",
-            options=dict(
-                name=dict(type="str", required=True),
-                namespaces=dict(type="list", elements="str", default=[]),
-                workloads=dict(type="list", elements="str", default=[]),
-                status=dict(type="str", choices=["started", "done"], default="done"),
-            ),
+ARGUMENT_SPEC = dict(
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    name=dict(type="str", default="meshops-istio-upgrade"),
+    tag=dict(type="str"),
+    from_revision=dict(type="str"),
+    from_version=dict(type="str"),
+    to_revision=dict(type="str"),
+    to_version=dict(type="str"),
+    phase=dict(type="str"),
+    wave=dict(
+        type="dict",
+        options=dict(
+            name=dict(type="str", required=True),
+            namespaces=dict(type="list", elements="str", default=[]),
+            workloads=dict(type="list", elements="str", default=[]),
+            status=dict(type="str", choices=["started", "done"], default="done"),
         ),
-        forget_phases=dict(type="list", elements="str", default=[]),
-        forget_waves=dict(type="bool", default=False),
-        abandon=dict(type="bool", default=False),
-    )
-    return spec
+    ),
+    forget_phases=dict(type="list", elements="str", default=[]),
+    forget_waves=dict(type="bool", default=False),
+    abandon=dict(type="bool", default=False),
+)
+
+
+def run(module):
+    """Apply the requested change to the record."""
+    params = module.params
+    name, namespace = params["name"], params["istio_namespace"]
+    update, record = write_record(
+        module.client, name, namespace, absent=params["state"] == "absent", check_mode=module.check_mode,
+        fields=dict((key, params.get(key)) for key in STATE_FIELDS), phase=params.get("phase"),
+        wave=params.get("wave"), forget_phases=params.get("forget_phases"), forget_waves=params.get("forget_waves"),
+        abandon=params.get("abandon"))
+    result = dict(changed=update.changed, upgrade=record,
+                  changes=update.changes("ConfigMap", name, namespace))
+    if module.diff:
+        header = "configmap %s/%s" % (namespace, name)
+        result["diff"] = dict(before=(update.before or {}).get("data") or {}, after=(update.desired or {}).get("data") or {},
+                              before_header=header, after_header=header)
+    return result
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    protect_secrets(module)
-    require_libraries(module)
-    try:
-        check_auth_params(module.params)
-        with ClusterClient.from_params(module.params) as client:
-            result = run(module.params, client, check_mode=module.check_mode, diff=module._diff)
-    except UpgradeStateError as exc:
-        module.fail_json(msg="upgrade record configmap %s/%s: %s; nothing was written" % (
-            module.params["namespace"], module.params["name"], exc))
-    except MeshopsError as exc:
-        failure = exc.to_result()
-        failure["msg"] = "upgrade record configmap %s/%s: %s" % (module.params["namespace"], module.params["name"], failure["msg"])
-        module.fail_json(**failure)
-    module.exit_json(**result)
+    MeshopsModule(ARGUMENT_SPEC, istio_namespace=True).run(run)
 
 
 if __name__ == "__main__":

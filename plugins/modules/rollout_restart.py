@@ -193,6 +193,12 @@ workloads:
       revision: 1-15-4
       duration: 12.4
       reason: null
+changes:
+  description: The workloads restarted (or that would be, in check mode), with action V(restarted).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"kind": "Deployment", "namespace": "bar", "name": "bar", "action": "restarted"}]
 summary:
   description: How many workloads ended in each action, and the total.
   returned: always
@@ -200,61 +206,33 @@ summary:
   sample: {"restarted": 1, "current": 0, "failed": 0, "skipped": 0, "total": 1}
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
+from ansible_collections.meshops.istio.plugins.module_utils.rollout import WORKLOAD_KINDS, run_rollout
 
-from ansible_collections.meshops.istio.plugins.module_utils.args import (
-    AUTH_ARG_SPEC,
-    WAIT_ARG_SPEC,
-    check_auth_params,
-    protect_secrets,
+ARGUMENT_SPEC = dict(
+    namespaces=dict(type='list', elements='str'),
+    namespace_selector=dict(type='str'),
+    kinds=dict(type='list', elements='str', choices=list(WORKLOAD_KINDS), default=list(WORKLOAD_KINDS)),
+    selector=dict(type='str'),
+    names=dict(type='list', elements='str'),
+    only_stale=dict(type='bool', default=True),
+    revision=dict(type='str'),
+    concurrency=dict(type='int', default=10),
 )
-from ansible_collections.meshops.istio.plugins.module_utils.client import (
-    ClusterClient,
-    require_libraries,
-)
-from ansible_collections.meshops.istio.plugins.module_utils.errors import MeshopsError
-from ansible_collections.meshops.istio.plugins.module_utils.rollout import (
-    WORKLOAD_KINDS,
-    RolloutApi,
-    run_rollout,
-)
+
+
+def run(module):
+    params = module.params
+    return run_rollout(
+        module.client, namespaces=params['namespaces'], namespace_selector=params['namespace_selector'],
+        kinds=params['kinds'], selector=params['selector'], names=params['names'], only_stale=params['only_stale'],
+        revision=params['revision'], wait=params['wait'], wait_timeout=params['wait_timeout'],
+        concurrency=params['concurrency'], check_mode=module.check_mode, diff=module.diff)
 
 
 def main():
-    spec = dict(AUTH_ARG_SPEC)
-    spec.update(WAIT_ARG_SPEC)
-    spec.update(
-        namespaces=dict(type='list', elements='str'),
-        namespace_selector=dict(type='str'),
-        kinds=dict(type='list', elements='str', choices=list(WORKLOAD_KINDS),
-                   default=list(WORKLOAD_KINDS)),
-        selector=dict(type='str'),
-        names=dict(type='list', elements='str'),
-        only_stale=dict(type='bool', default=True),
-        revision=dict(type='str'),
-        concurrency=dict(type='int', default=10),
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True,
-                           mutually_exclusive=[('namespaces', 'namespace_selector')],
-                           required_one_of=[('namespaces', 'namespace_selector')])
-    protect_secrets(module)
-    require_libraries(module)
-    params = module.params
-    try:
-        check_auth_params(params)
-        with ClusterClient.from_params(params) as client:
-            result = run_rollout(
-                RolloutApi(client), namespaces=params['namespaces'],
-                namespace_selector=params['namespace_selector'], kinds=params['kinds'],
-                selector=params['selector'], names=params['names'], only_stale=params['only_stale'],
-                revision=params['revision'], wait=params['wait'], wait_timeout=params['wait_timeout'],
-                concurrency=params['concurrency'], check_mode=module.check_mode, diff=module._diff)
-    except MeshopsError as exc:
-        module.fail_json(**exc.to_result())
-    if result.get('failed'):
-        result.pop('failed')
-        module.fail_json(**result)
-    module.exit_json(**result)
+    MeshopsModule(ARGUMENT_SPEC, wait=True, mutually_exclusive=[('namespaces', 'namespace_selector')],
+                  required_one_of=[('namespaces', 'namespace_selector')]).run(run)
 
 
 if __name__ == '__main__':

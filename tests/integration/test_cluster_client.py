@@ -119,3 +119,45 @@ def test_stopped_server_is_unreachable(kubesim):
     assert sim.url in str(info.value) and 'kubeconfig' in str(info.value)
     assert info.value.details['cause'] == 'connect'
     assert time.monotonic() - started < 60
+
+
+def crd(group, kind, plural, version, scope='Namespaced'):
+    return {'apiVersion': 'apiextensions.k8s.io/v1', 'kind': 'CustomResourceDefinition',
+            'metadata': {'name': '%s.%s' % (plural, group)},
+            'spec': {'group': group, 'scope': scope,
+                     'names': {'kind': kind, 'plural': plural, 'singular': kind.lower(), 'listKind': kind + 'List'},
+                     'versions': [{'name': version, 'served': True, 'storage': True, 'schema': {'openAPIV3Schema': {
+                         'type': 'object', 'x-kubernetes-preserve-unknown-fields': True}}}]}}
+
+
+def test_any_kind_the_server_serves_is_reachable_by_discovery(blog):
+    """No table of kinds: Sail, OpenShift, Argo Rollouts and Gateway API kinds, registered while the client
+    runs, are found by discovery; Istio's and the Gateway API's Gateway need their apiVersion."""
+    c = client(blog)
+    discovery = []
+    c.on_request = lambda method, path, query, status: discovery.append(path) \
+        if path in ('/api/v1', '/apis') or path.count('/') == 3 and path.startswith('/apis/') else None
+    with pytest.raises(errors.NotFound) as info:
+        c.list('Rollout', 'foo')
+    assert 'serves no Rollout' in str(info.value)
+    kinds = [('sailoperator.io', 'Istio', 'istios', 'v1', 'Cluster'),
+             ('apps.openshift.io', 'DeploymentConfig', 'deploymentconfigs', 'v1', 'Namespaced'),
+             ('argoproj.io', 'Rollout', 'rollouts', 'v1alpha1', 'Namespaced'),
+             ('gateway.networking.k8s.io', 'Gateway', 'gateways', 'v1', 'Namespaced')]
+    for group, kind, plural, version, scope in kinds:
+        c.create('CustomResourceDefinition', crd(group, kind, plural, version, scope))
+    for group, kind, plural, version, scope in kinds:
+        c.create(kind, {'apiVersion': '%s/%s' % (group, version), 'metadata': {'name': 'x', 'namespace': 'foo'},
+                        'spec': {'from': 'meshops'}})
+    assert c.get('Istio', 'x')['apiVersion'] == 'sailoperator.io/v1'
+    assert [o['metadata']['name'] for o in c.list('DeploymentConfig', 'foo')] == ['x']
+    assert c.get('Rollout', 'x', 'foo')['spec'] == {'from': 'meshops'}
+    with pytest.raises(errors.InvalidInput) as info:
+        c.get('Gateway', 'x', 'foo')
+    assert 'gateway.networking.k8s.io/v1' in str(info.value) and 'networking.istio.io' in str(info.value)
+    assert c.get('Gateway', 'x', 'foo', api_version='gateway.networking.k8s.io/v1')['spec'] == {'from': 'meshops'}
+    # what the simulated cluster holds, read by its own paths
+    assert blog.get_json('/apis/argoproj.io/v1alpha1/namespaces/foo/rollouts/x')['spec'] == {'from': 'meshops'}
+    assert blog.get_json('/apis/sailoperator.io/v1/istios/x')['metadata']['name'] == 'x'
+    # what discovery cost: the aggregated document, read again after each miss -- never per request
+    assert discovery.count('/apis') <= 3, discovery

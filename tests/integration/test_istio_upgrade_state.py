@@ -39,6 +39,8 @@ def test_record_lifecycle(sim, tmp_path):
 
     made, _run = module(sim, tmp_path, diff=True, **first)
     assert made["changed"] is True
+    assert made["changes"] == [{"kind": "ConfigMap", "namespace": "istio-system", "name": "meshops-istio-upgrade",
+                                "action": "created"}]
     data = us.upgrade_record(sim)
     assert {k: data[k] for k in ("tag", "from_revision", "from_version", "to_revision", "to_version")} == {
         "tag": "default", "from_revision": "1-14-6", "from_version": "1.14.6", "to_revision": "1-15-4", "to_version": "1.15.4"}
@@ -68,7 +70,7 @@ def test_record_lifecycle(sim, tmp_path):
     bad, run = module(sim, tmp_path, phase="wave.1")
     assert bad["status"] == "failed" and "cannot be recorded" in bad["msg"], run
 
-    read, _run = module(sim, tmp_path, state="query")
+    read, _run = module(sim, tmp_path, "istio_upgrade_state_info", istio_namespace="istio-system")
     assert read["changed"] is False and read["upgrade"]["from_revision"] == "1-14-6"
     assert read["upgrade"]["phases"].keys() == {"precheck", "rollback"} and read["upgrade"]["waves"] == {}
 

@@ -154,8 +154,10 @@ def test_bad_canary_fails_the_gate_and_is_rolled_back(kubesim, tmp_path):
         text = run.stdout
         assert 'Rolled back bookinfo/reviews: v1 100%, v2 0%' in text, text[-4000:]
         assert 'The release failed at' in text and 'all traffic was sent back to the stable version' in text
-        gate_failures = [e for e in run.tasks(status='failed') if 'Gate | check' in str(e.get('task', ''))]
+        # the step's gate is the metric_gate role: it fails the step on the verdict, naming the failed check
+        gate_failures = [e for e in run.tasks(status='failed') if 'Metric gate |' in str(e.get('task', ''))]
         assert len(gate_failures) == 1, run.tasks(status='failed')
+        assert "verdict 'fail'" in str(gate_failures[0].get('msg')), gate_failures[0]
         assert 'success_rate' in str(gate_failures[0].get('msg')), gate_failures[0]
         # only step 1 ran: 10% was the last weight before the rollback
         rollback = [e for e in run.events if e.get('event') == 'task'

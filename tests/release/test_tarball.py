@@ -28,6 +28,7 @@ KEPT_BACK = [
     'docs/awx',                 # AWX configuration playbook (needs awx.awx; docs/awx.md ships and points at it)
     'Makefile',
     'requirements-test.txt',
+    'requirements-lowest.txt',  # the lowest dependency versions make test-lowest tests
 ]
 
 

@@ -8,13 +8,19 @@ import copy
 import json
 
 from ansible_collections.meshops.istio.plugins.module_utils import errors
-from ansible_collections.meshops.istio.plugins.module_utils.client import RESOURCES
+from ansible_collections.meshops.istio.plugins.module_utils.client import ReadModifyWrite
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import selector_matches
 
 CA = 'LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCmZha2UKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo='
 
 
-class FakeCluster:
+CLUSTER_SCOPED = ('Namespace', 'MutatingWebhookConfiguration', 'ValidatingWebhookConfiguration',
+                  'CustomResourceDefinition', 'ClusterRole', 'ClusterRoleBinding')
+
+
+class FakeCluster(ReadModifyWrite):
+    """update_with_retry is ClusterClient's own (the ReadModifyWrite mixin) on top of the calls below."""
+
     def __init__(self, objects=()):
         self.objects = {}
         self.rv = 100
@@ -25,7 +31,7 @@ class FakeCluster:
 
     # helpers -----------------------------------------------------------------------------------
     def _key(self, kind, name, namespace=None):
-        if not RESOURCES[kind].namespaced:
+        if kind in CLUSTER_SCOPED:
             namespace = None
         return (kind, namespace, name)
 
@@ -46,17 +52,17 @@ class FakeCluster:
         return copy.deepcopy(obj) if obj else None
 
     # ClusterClient API -------------------------------------------------------------------------
-    def get(self, kind, name, namespace=None):
+    def get(self, kind, name, namespace=None, api_version=None):
         obj = self.find(kind, name, namespace)
         if obj is None:
             raise errors.NotFound('get %s %s failed: not found (HTTP 404)' % (kind, name), status=404,
                                   reason='NotFound')
         return obj
 
-    def get_or_none(self, kind, name, namespace=None):
+    def get_or_none(self, kind, name, namespace=None, api_version=None):
         return self.find(kind, name, namespace)
 
-    def list(self, kind, namespace=None, label_selector=None, field_selector=None):
+    def list(self, kind, namespace=None, label_selector=None, field_selector=None, api_version=None):
         out = []
         for (k, ns, _n), obj in sorted(self.objects.items(), key=lambda kv: str(kv[0])):
             if k != kind or (namespace and ns != namespace):
@@ -68,7 +74,7 @@ class FakeCluster:
             out.append(copy.deepcopy(obj))
         return out
 
-    def list_with_version(self, kind, namespace=None, label_selector=None, field_selector=None):
+    def list_with_version(self, kind, namespace=None, label_selector=None, field_selector=None, api_version=None):
         return self.list(kind, namespace, label_selector, field_selector), str(self.rv)
 
     def _maybe_conflict(self, kind, name):
@@ -108,7 +114,7 @@ class FakeCluster:
         return self.put(dict(obj, kind=kind))
 
     def delete(self, kind, name, namespace=None, propagation='Background', dry_run=False,
-               resource_version=None, missing_ok=True):
+               resource_version=None, missing_ok=True, api_version=None):
         key = self._key(kind, name, namespace)
         if key not in self.objects:
             if missing_ok:
@@ -121,7 +127,7 @@ class FakeCluster:
             del self.objects[key]
         return True
 
-    def wait_for(self, kind, name, namespace, predicate, timeout, description=None):
+    def wait_for(self, kind, name, namespace, predicate, timeout, description=None, api_version=None):
         obj = self.find(kind, name, namespace)
         if predicate(obj):
             return obj

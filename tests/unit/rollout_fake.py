@@ -1,4 +1,4 @@
-"""An in-memory stand-in for the rollout engine's API adapter (RolloutApi), with small controllers.
+"""An in-memory stand-in for the ClusterClient calls the rollout engine makes, with small controllers.
 
 Not a cluster simulator (tests/kubesim is): just enough behaviour to exercise the engine's logic
 deterministically and fast -- lists with a resourceVersion, the restart patch, watches that replay
@@ -14,6 +14,7 @@ import json
 import threading
 import time
 
+from ansible_collections.meshops.istio.plugins.module_utils.client import WatchEvent
 from ansible_collections.meshops.istio.plugins.module_utils.errors import Gone, NotFound
 from ansible_collections.meshops.istio.plugins.module_utils.rollout import (
     RESTARTED_AT,
@@ -143,7 +144,8 @@ class FakeApi:
                     return False
         return True
 
-    def list(self, kind, namespace=None, label_selector=None, field_selector=None, transform=None):
+    def list_with_version(self, kind, namespace=None, label_selector=None, field_selector=None, api_version=None,
+                          transform=None):
         with self.lock:
             self.calls.append(('list', kind, namespace))
             items = []
@@ -153,10 +155,14 @@ class FakeApi:
                 view = self._view(kind, obj)
                 kept = transform(view) if transform else view
                 if kept is not None:
-                    if kind in ('Pod', 'Event'):
-                        kept = (kept, obj['metadata'].get('namespace'))
                     items.append(kept)
             return items, str(self.rv)
+
+    def patch(self, kind, name, patch, namespace=None, patch_type='merge'):
+        """Only the engine's restart patch (strategic merge of the restartedAt annotation)."""
+        assert patch_type == 'strategic', patch_type
+        return self.restart(kind, namespace, name,
+                            patch['spec']['template']['metadata']['annotations'][RESTARTED_AT])
 
     def restart(self, kind, namespace, name, restarted_at):
         with self.lock:
@@ -202,7 +208,7 @@ class FakeApi:
                 if self.drop_watch_after is not None and sent >= self.drop_watch_after:
                     raise WatchDropped('dropped by the fake')
                 sent += 1
-                yield etype, self._view(kind, obj), str(rv)
+                yield WatchEvent(etype, self._view(kind, obj), str(rv))
 
     def _view(self, kind, obj):
         view = copy.deepcopy(obj)

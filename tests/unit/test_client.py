@@ -43,15 +43,50 @@ class FakeResponse:
         pass
 
 
-class FakePool:
-    """Answers requests from a queue of (matcher, response-or-exception)."""
+def resources(group_version, *kinds):
+    """An APIResourceList: (kind, plural, namespaced) triples."""
+    return {'kind': 'APIResourceList', 'groupVersion': group_version,
+            'resources': [{'name': plural, 'kind': kind, 'namespaced': namespaced, 'verbs': ['get']}
+                          for kind, plural, namespaced in kinds]
+            + [{'name': plural + '/status', 'kind': kind, 'namespaced': namespaced} for kind, plural, namespaced in kinds]}
 
-    def __init__(self, responses):
+
+def aggregated(*groups):
+    """An APIGroupDiscoveryList (aggregated discovery v2): (group, [(version, [(kind, plural, namespaced)])])."""
+    return {'kind': 'APIGroupDiscoveryList', 'apiVersion': 'apidiscovery.k8s.io/v2', 'items': [
+        {'metadata': {'name': group}, 'versions': [
+            {'version': version, 'freshness': 'Current', 'resources': [
+                {'resource': plural, 'responseKind': {'group': '', 'version': '', 'kind': kind},
+                 'scope': 'Namespaced' if namespaced else 'Cluster', 'verbs': ['get']}
+                for kind, plural, namespaced in kinds]} for version, kinds in versions]}
+        for group, versions in groups]}
+
+
+CORE = resources('v1', ('Namespace', 'namespaces', False), ('Pod', 'pods', True), ('ConfigMap', 'configmaps', True),
+                 ('Event', 'events', True))
+APIS = aggregated(('apps', [('v1', [('Deployment', 'deployments', True)])]),
+                  ('events.k8s.io', [('v1', [('Event', 'events', True)])]),
+                  ('admissionregistration.k8s.io', [('v1', [('MutatingWebhookConfiguration',
+                                                             'mutatingwebhookconfigurations', False)])]))
+DISCOVERY = {'/api/v1': CORE, '/apis': APIS}
+
+
+class FakePool:
+    """Answers requests from a queue of (matcher, response-or-exception); discovery documents (the
+    ``discovery`` dict, path -> document) are answered aside and recorded in ``discovery_calls``."""
+
+    def __init__(self, responses, discovery=None):
         self.responses = list(responses)
         self.calls = []
+        self.discovery = DISCOVERY if discovery is None else discovery
+        self.discovery_calls = []
 
     def request(self, method, url, body=None, headers=None, preload_content=True, timeout=None,
-                redirect=True):
+                redirect=True, **kwargs):
+        path = url.split('://', 1)[-1].split('/', 1)[-1].split('?')[0]
+        if '/' + path in self.discovery:
+            self.discovery_calls.append({'url': url, 'headers': headers})
+            return FakeResponse(200, self.discovery['/' + path])
         self.calls.append({'method': method, 'url': url, 'body': body, 'headers': headers})
         if not self.responses:
             raise AssertionError('unexpected request %s %s' % (method, url))
@@ -64,11 +99,11 @@ class FakePool:
         pass
 
 
-def make(responses, **kw):
+def make(responses, discovery=None, **kw):
     cfg = cl.k8s_client.Configuration()
     cfg.host = 'https://api.example:6443'
     cfg.api_key = {'authorization': 'Bearer ' + TOKEN}
-    pool = FakePool(responses)
+    pool = FakePool(responses, discovery)
     sleeps = []
     c = cl.ClusterClient(cfg, pool=pool, sleep=sleeps.append, secrets={TOKEN}, **kw)
     return c, pool, sleeps
@@ -201,6 +236,24 @@ def test_list_follows_continue():
     assert 'continue=tok' in pool.calls[1]['url'] and 'labelSelector=a%3Db' in pool.calls[0]['url']
 
 
+def test_list_follows_continue_and_transforms_each_item():
+    """(moved from test_rollout_api.py: the rollout engine pages through the client's list)"""
+    c, pool, _sleeps = make([
+        FakeResponse(200, {'metadata': {'resourceVersion': '10', 'continue': 'tok'},
+                           'items': [{'metadata': {'name': 'a', 'namespace': 'n'}}, {'metadata': {'name': 'b'}}]}),
+        FakeResponse(200, {'metadata': {'resourceVersion': '11'}, 'items': [{'metadata': {'name': 'c', 'namespace': 'n'}}]}),
+    ])
+    seen = []
+
+    def transform(obj):
+        seen.append(obj['kind'])
+        return None if obj['metadata']['name'] == 'b' else obj['metadata']['name']
+    items, rv = c.list_with_version('Pod', namespace='n', label_selector='app=x', transform=transform)
+    assert items == ['a', 'c'] and rv == '11' and seen == ['Pod'] * 3
+    assert pool.calls[0]['url'] == 'https://api.example:6443/api/v1/namespaces/n/pods?labelSelector=app%3Dx&limit=500'
+    assert 'continue=tok' in pool.calls[1]['url']
+
+
 def ev(etype, name, rv, **extra):
     return {'type': etype, 'object': dict({'metadata': {'name': name, 'resourceVersion': rv}}, **extra)}
 
@@ -249,7 +302,7 @@ def test_build_configuration_from_kubeconfig_dict_and_missing_file(tmp_path):
           'contexts': [{'name': 'c1', 'context': {'cluster': 'k', 'user': 'u'}}]}
     cfg, target = cl.build_configuration({'kubeconfig': kc})
     assert cfg.host == 'https://k.example:6443' and target.context == 'c1'
-    assert cl._bearer_token(cfg) == 'Bearer ' + TOKEN
+    assert cl.bearer_token(cfg) == 'Bearer ' + TOKEN
     with pytest.raises(errors.InvalidInput) as info:
         cl.build_configuration({'kubeconfig': kc, 'context': 'nope'})
     assert 'nope' in str(info.value) and TOKEN not in str(info.value)
@@ -338,3 +391,178 @@ def test_401_with_renewable_token_fails_after_one_renewal():
     with pytest.raises(errors.AuthenticationFailed):
         c.get('Namespace', 'x')
     assert len(pool.calls) == 2
+
+
+# --- the kubernetes library underneath -------------------------------------------------------------
+
+def test_requests_go_through_the_kubernetes_api_client_pool():
+    cfg = cl.k8s_client.Configuration()
+    cfg.host = 'https://api.example:6443'
+    c = cl.ClusterClient(cfg)
+    assert isinstance(c.api_client, cl.k8s_client.ApiClient)
+    assert c._pool is c.api_client.rest_client.pool_manager
+    assert cfg.retries is False and cfg.connection_pool_maxsize == 64   # RetryPolicy retries, room for threads
+    c.close()
+
+
+def test_connection_errors_are_classified_without_urllib3_2(monkeypatch):
+    """urllib3 1.26 has no NameResolutionError: DNS failures come as NewConnectionError there."""
+    monkeypatch.delattr(cl.u3exc, 'NameResolutionError', raising=False)
+    dns = u3exc.NewConnectionError(None, 'Failed to establish a new connection: [Errno -2] Name or service not known')
+    assert cl.classify_connection_error(dns)[0] == 'dns'
+    refused = u3exc.MaxRetryError(None, '/', u3exc.NewConnectionError(None, '[Errno 111] Connection refused'))
+    assert cl.classify_connection_error(refused) == ('connect', 'connection refused')
+    assert cl.classify_connection_error(u3exc.ProtocolError('aborted', ConnectionResetError(104, 'x')))[0] == 'dropped'
+    c, pool, _sleeps = make([dns])
+    with pytest.raises(errors.ClusterUnreachable) as info:
+        c.get('Namespace', 'x')
+    assert 'does not resolve' in str(info.value) and len(pool.calls) == 1
+
+
+# --- discovery -------------------------------------------------------------------------------------
+
+def test_discovery_is_lazy_and_done_once_per_client():
+    c, pool, _sleeps = make([FakeResponse(200, {'metadata': {'name': 'x'}}) for _index in range(4)])
+    assert pool.discovery_calls == []                      # nothing before the first call
+    c.get('Namespace', 'x')                                # core: /api/v1 only
+    assert [d['url'].split('6443')[1] for d in pool.discovery_calls] == ['/api/v1']
+    c.get('Deployment', 'x', 'ns')                         # another group: the aggregated document, once
+    c.get('MutatingWebhookConfiguration', 'x')
+    c.get('Pod', 'x', 'ns')
+    assert [d['url'].split('6443')[1] for d in pool.discovery_calls] == ['/api/v1', '/apis']
+    assert 'as=APIGroupDiscoveryList' in pool.discovery_calls[1]['headers']['Accept']
+    assert pool.calls[1]['url'].endswith('/apis/apps/v1/namespaces/ns/deployments/x')
+    assert pool.calls[2]['url'].endswith('/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/x')
+
+
+def test_any_served_kind_is_reachable_and_two_groups_need_the_api_version():
+    apis = aggregated(('sailoperator.io', [('v1', [('Istio', 'istios', False)]), ('v1alpha1', [('Istio', 'istios', False)])]),
+                      ('apps.openshift.io', [('v1', [('DeploymentConfig', 'deploymentconfigs', True)])]),
+                      ('argoproj.io', [('v1alpha1', [('Rollout', 'rollouts', True)])]),
+                      ('networking.istio.io', [('v1', [('Gateway', 'gateways', True)])]),
+                      ('gateway.networking.k8s.io', [('v1', [('Gateway', 'gateways', True)])]))
+    c, pool, _sleeps = make([FakeResponse(200, {'items': [], 'metadata': {}}) for _index in range(5)],
+                            discovery={'/api/v1': CORE, '/apis': apis})
+    c.list('Istio')
+    c.list('DeploymentConfig', 'ns')
+    c.list('Rollout', 'ns')
+    c.list('Gateway', 'ns', api_version='gateway.networking.k8s.io/v1')
+    assert [call['url'].split('6443')[1].split('?')[0] for call in pool.calls] == [
+        '/apis/sailoperator.io/v1/istios', '/apis/apps.openshift.io/v1/namespaces/ns/deploymentconfigs',
+        '/apis/argoproj.io/v1alpha1/namespaces/ns/rollouts', '/apis/gateway.networking.k8s.io/v1/namespaces/ns/gateways']
+    with pytest.raises(errors.InvalidInput) as info:
+        c.list('Gateway', 'ns')
+    assert 'networking.istio.io/v1, gateway.networking.k8s.io/v1' in str(info.value) and 'apiVersion' in str(info.value)
+    assert len(pool.calls) == 4 and len(pool.discovery_calls) == 2
+    assert c.list('Event', 'ns') == [] and pool.calls[-1]['url'].split('6443')[1].startswith('/api/v1/')  # core first
+
+
+def test_classic_discovery_without_the_aggregated_document():
+    discovery = {'/api/v1': CORE,
+                 '/apis': {'kind': 'APIGroupList', 'groups': [
+                     {'name': 'apps', 'versions': [{'groupVersion': 'apps/v1', 'version': 'v1'}],
+                      'preferredVersion': {'groupVersion': 'apps/v1', 'version': 'v1'}},
+                     {'name': 'autoscaling', 'versions': [{'groupVersion': 'autoscaling/v2', 'version': 'v2'},
+                                                          {'groupVersion': 'autoscaling/v1', 'version': 'v1'}],
+                      'preferredVersion': {'groupVersion': 'autoscaling/v2', 'version': 'v2'}}]},
+                 '/apis/apps/v1': resources('apps/v1', ('Deployment', 'deployments', True)),
+                 '/apis/autoscaling/v2': resources('autoscaling/v2', ('HorizontalPodAutoscaler', 'horizontalpodautoscalers', True)),
+                 '/apis/autoscaling/v1': resources('autoscaling/v1', ('HorizontalPodAutoscaler', 'horizontalpodautoscalers', True))}
+    c, pool, _sleeps = make([FakeResponse(200, {'metadata': {'name': 'x'}}) for _index in range(3)], discovery)
+    c.get('HorizontalPodAutoscaler', 'x', 'ns')
+    assert pool.calls[0]['url'].split('6443')[1] == '/apis/autoscaling/v2/namespaces/ns/horizontalpodautoscalers/x'
+    c.get('HorizontalPodAutoscaler', 'x', 'ns', api_version='autoscaling/v1')
+    assert pool.calls[1]['url'].split('6443')[1] == '/apis/autoscaling/v1/namespaces/ns/horizontalpodautoscalers/x'
+    assert [d['url'].split('6443')[1] for d in pool.discovery_calls] == [
+        '/api/v1', '/apis', '/apis/apps/v1', '/apis/autoscaling/v2', '/apis/autoscaling/v1']
+
+
+def test_kind_not_served_is_looked_up_again_once_then_not_found():
+    discovery = {'/api/v1': CORE, '/apis': aggregated()}
+    c, pool, _sleeps = make([FakeResponse(200, {'metadata': {'name': 'r'}})], discovery)
+    with pytest.raises(errors.NotFound) as info:
+        c.list('VirtualService', 'ns')
+    assert 'serves no VirtualService' in str(info.value) and info.value.details['served'] is False
+    assert len(pool.discovery_calls) == 4        # read, then read again (a CRD may have been created)
+    assert c.get_or_none('VirtualService', 'r', 'ns') is None and len(pool.discovery_calls) == 6
+    # a CRD created meanwhile is found by a lookup with its apiVersion (one request: its group version)
+    discovery['/apis/networking.istio.io/v1beta1'] = resources('networking.istio.io/v1beta1',
+                                                               ('VirtualService', 'virtualservices', True))
+    assert c.get('VirtualService', 'r', 'ns', api_version='networking.istio.io/v1beta1')['metadata']['name'] == 'r'
+    assert pool.discovery_calls[-1]['url'].endswith('/apis/networking.istio.io/v1beta1')
+
+
+def test_401_during_discovery_names_the_call_that_needed_it():
+    c, _pool, _sleeps = make([], discovery={})
+    c._pool.request = lambda *a, **k: FakeResponse(401, status_body(401, 'Unauthorized', 'Unauthorized'))
+    with pytest.raises(errors.AuthenticationFailed) as info:
+        c.list('Deployment', 'istio-system')
+    assert 'while trying to list Deployment objects in namespace istio-system' in str(info.value)
+
+
+# --- update_with_retry -----------------------------------------------------------------------------
+
+def cm(rv, data):
+    return {'apiVersion': 'v1', 'kind': 'ConfigMap', 'metadata': {'name': 'a', 'namespace': 'ns', 'resourceVersion': rv},
+            'data': data}
+
+
+def test_update_with_retry_rereads_after_a_conflict_and_writes_conditionally():
+    c, pool, _sleeps = make([
+        FakeResponse(200, cm('1', {'k': 'v'})),
+        FakeResponse(409, status_body(409, 'Conflict', 'the object has been modified')),
+        FakeResponse(200, cm('2', {'k': 'v', 'other': 'writer'})),
+        FakeResponse(200, cm('3', {'k': 'v', 'other': 'writer', 'mine': 'x'})),
+    ])
+    seen = []
+
+    def mutate(obj):
+        seen.append(dict(obj['data']))
+        obj['data']['mine'] = 'x'
+        return obj
+    update = c.update_with_retry('ConfigMap', 'a', mutate, 'ns')
+    assert seen == [{'k': 'v'}, {'k': 'v', 'other': 'writer'}]   # asked again on the fresh object
+    assert update.action == 'update' and update.before['data'] == {'k': 'v', 'other': 'writer'}
+    assert update.after['metadata']['resourceVersion'] == '3'
+    assert [call['method'] for call in pool.calls] == ['GET', 'PUT', 'GET', 'PUT']
+    assert json.loads(pool.calls[3]['body'])['metadata']['resourceVersion'] == '2'
+    assert update.changes('ConfigMap', 'a', 'ns') == [{'kind': 'ConfigMap', 'name': 'a', 'namespace': 'ns',
+                                                      'action': 'updated'}]
+
+
+def test_update_with_retry_creates_deletes_patches_and_leaves_alone():
+    c, pool, _sleeps = make([
+        FakeResponse(404, status_body(404, 'NotFound', 'not found')),
+        FakeResponse(201, cm('1', {'k': 'v'})),
+        FakeResponse(200, cm('1', {'k': 'v'})),
+        FakeResponse(200, cm('1', {'k': 'v'})),
+        FakeResponse(200, cm('2', {'k': 'w'})),
+        FakeResponse(200, cm('2', {'k': 'w'})),
+        FakeResponse(200, {'kind': 'Status', 'status': 'Success'}),
+    ])
+    created = c.update_with_retry('ConfigMap', 'a', lambda obj: cm(None, {'k': 'v'}), 'ns')
+    assert created.action == 'create' and pool.calls[1]['method'] == 'POST'
+    unchanged = c.update_with_retry('ConfigMap', 'a', lambda obj: obj, 'ns')
+    assert unchanged.action == 'none' and not unchanged.changed and len(pool.calls) == 3
+    patched = c.update_with_retry('ConfigMap', 'a', lambda obj: dict(obj, data={'k': 'w'}), 'ns', patch=True)
+    assert patched.action == 'update' and pool.calls[4]['method'] == 'PATCH'
+    assert json.loads(pool.calls[4]['body']) == {'data': {'k': 'w'}, 'metadata': {'resourceVersion': '1'}}
+    deleted = c.update_with_retry('ConfigMap', 'a', lambda obj: cl.DELETE, 'ns')
+    assert deleted.action == 'delete' and deleted.after is None
+    assert json.loads(pool.calls[6]['body'])['preconditions'] == {'resourceVersion': '2'}
+
+
+def test_update_with_retry_in_check_mode_writes_nothing_and_gives_up_on_endless_conflicts():
+    c, pool, _sleeps = make([FakeResponse(200, cm('1', {'k': 'v'}))])
+    would = c.update_with_retry('ConfigMap', 'a', lambda obj: dict(obj, data={}), 'ns', check_mode=True)
+    assert would.action == 'update' and would.after['data'] == {} and len(pool.calls) == 1
+    conflict = FakeResponse(409, status_body(409, 'Conflict', 'modified'))
+    c, pool, _sleeps = make([FakeResponse(200, cm('1', {})), conflict] * c.CONFLICT_ATTEMPTS)
+    with pytest.raises(errors.Conflict) as info:
+        c.update_with_retry('ConfigMap', 'a', lambda obj: dict(obj, data={'x': '1'}), 'ns')
+    assert 'ConfigMap ns/a kept changing while being updated (5 conflicts)' in str(info.value)
+
+
+def test_merge_patch():
+    assert cl.merge_patch({'a': {'b': 1, 'c': 2}, 'l': [1], 'gone': 1}, {'a': {'b': 1, 'c': 3}, 'l': [2], 'new': None}) \
+        == {'a': {'c': 3}, 'l': [2], 'gone': None, 'new': None}

@@ -8,12 +8,11 @@ import fake_cluster as f
 from module_stub import stub_for
 
 
-FakeModule = stub_for({'namespace': 'istio-system', 'namespaces': None, 'query': None})
+FakeModule = stub_for({'istio_namespace': 'istio-system', 'namespaces': None, 'query': None})
 
 
 def run_with(monkeypatch, cluster, **params):
-    monkeypatch.setattr(mod, 'client_from_module', lambda m: cluster)
-    return mod.run(FakeModule(params))
+    return mod.run(FakeModule(params, client=cluster))
 
 
 def test_report(monkeypatch):

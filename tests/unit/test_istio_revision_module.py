@@ -145,11 +145,11 @@ def test_absent_detects_leftovers(binary):
 
 
 FakeModule = stub_for({'state': 'present', 'istioctl_path': 'istioctl', 'operator_file': None, 'set': None,
-                       'namespace': 'istio-system', 'force': False, 'wait': True, 'wait_timeout': 5})
+                       'istio_namespace': 'istio-system', 'force': False, 'wait': True, 'wait_timeout': 5})
 
 
-def test_run_rejects_dotted_revision_before_anything(monkeypatch):
-    monkeypatch.setattr(mod, 'client_from_module', lambda m: pytest.fail('touched the cluster'))
+def test_run_rejects_dotted_revision_before_anything():
+    # FakeModule without a client: asking for one fails the test ('touched the cluster')
     with pytest.raises(errors.InvalidInput) as info:
         mod.run(FakeModule({'revision': '1.15.4'}))
     assert "use '1-15-4'" in str(info.value)
@@ -157,18 +157,20 @@ def test_run_rejects_dotted_revision_before_anything(monkeypatch):
         mod.run(FakeModule({'revision': 'default'}))
 
 
-def test_run_missing_istioctl_before_cluster(monkeypatch):
-    monkeypatch.setattr(mod, 'client_from_module', lambda m: pytest.fail('touched the cluster'))
+def test_run_missing_istioctl_before_cluster():
     with pytest.raises(errors.IstioctlNotFound):
         mod.run(FakeModule({'revision': '1-15-4', 'istioctl_path': '/nonexistent/istioctl'}))
 
 
 def test_run_diff(monkeypatch, binary):
     cluster = f.FakeCluster(f.blog())
-    monkeypatch.setattr(mod, 'client_from_module', lambda m: cluster)
     fake = FakeIstioctl(cluster)
     monkeypatch.setattr(mod, 'Istioctl', lambda path, auth: Istioctl(binary, auth, runner=fake))
-    result = mod.run(FakeModule({'revision': '1-15-4'}, diff=True))
+    result = mod.run(FakeModule({'revision': '1-15-4'}, diff=True, client=cluster))
     assert result['changed'] and result['diff']['before']['present'] is False
     assert result['diff']['after'] == {'name': '1-15-4', 'present': True, 'version': '1.15.4', 'ready': True}
     assert result['istioctl']['version'] == '1.15.4'
+    assert result['changes'] == [
+        {'kind': 'Deployment', 'namespace': 'istio-system', 'name': 'istiod-1-15-4', 'action': 'created'},
+        {'kind': 'MutatingWebhookConfiguration', 'name': 'istio-sidecar-injector-1-15-4', 'action': 'created'}]
+    assert cluster.find('Deployment', 'istiod-1-15-4', 'istio-system') is not None

@@ -148,12 +148,12 @@ def test_covers_ignores_server_defaults():
     assert not mod.covers({'a': 1}, {'a': 2})
 
 
-FakeModule = stub_for({'tag': 'default', 'revision': None, 'state': 'present', 'namespace': 'istio-system',
+FakeModule = stub_for({'tag': 'default', 'revision': None, 'state': 'present', 'istio_namespace': 'istio-system',
                        'force': False})
 
 
-def test_run_validates_before_touching_cluster(monkeypatch):
-    monkeypatch.setattr(mod, 'client_from_module', lambda m: pytest.fail('touched the cluster'))
+def test_run_validates_before_touching_cluster():
+    # FakeModule without a client: asking for one fails the test ('touched the cluster')
     with pytest.raises(errors.InvalidInput) as info:
         mod.run(FakeModule({'revision': '1.15.4'}))
     assert "use '1-15-4'" in str(info.value)
@@ -161,12 +161,11 @@ def test_run_validates_before_touching_cluster(monkeypatch):
         mod.run(FakeModule({'tag': 'Bad_Tag', 'revision': '1-15-4'}))
 
 
-def test_run_result(monkeypatch):
+def test_run_result():
     cluster = canary_cluster()
-    monkeypatch.setattr(mod, 'client_from_module', lambda m: cluster)
-    result = mod.run(FakeModule({'revision': '1-15-4'}, diff=True))
+    result = mod.run(FakeModule({'revision': '1-15-4'}, diff=True, client=cluster))
     assert result['changed'] and result['previous_revision'] == '1-14-6' and result['revision'] == '1-15-4'
     assert set(result['diff']['after']) == {'MutatingWebhookConfiguration/istio-revision-tag-default',
                                             'ValidatingWebhookConfiguration/istiod-default-validator'}
-    again = mod.run(FakeModule({'revision': '1-15-4'}, diff=True))
+    again = mod.run(FakeModule({'revision': '1-15-4'}, diff=True, client=cluster))
     assert not again['changed'] and again['previous_revision'] == '1-15-4'

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import trustme
 
+from ansible_collections.meshops.istio.plugins.module_utils import errors
 from ansible_collections.meshops.istio.plugins.module_utils import prometheus as prom
 
 
@@ -192,7 +193,7 @@ def test_connection_refused_is_unreachable():
         client.query('up')
     assert 'is unreachable' in str(caught.value) and url in str(caught.value)
     assert client.requests == 2
-    assert isinstance(caught.value, prom.PrometheusError)
+    assert isinstance(caught.value, errors.PrometheusError)   # errors.py's hierarchy
 
 
 def test_timeout_is_unreachable():

@@ -1,76 +1,67 @@
-"""RolloutApi: the engine's few calls on top of ClusterClient (paged lists with per-item transform,
-kubectl's restart patch, watches whose abnormal ends become WatchDropped)."""
-import pytest
-
+"""The rollout engine's calls on ClusterClient: kubectl's restart patch, the client's paged lists (with a
+per-item transform, tests/unit/test_client.py) and resumable watches (client.follow), one WatchDropped."""
 from ansible_collections.meshops.istio.plugins.module_utils import client as client_mod
+from ansible_collections.meshops.istio.plugins.module_utils import rollout
 from ansible_collections.meshops.istio.plugins.module_utils.client import WatchEvent
 from ansible_collections.meshops.istio.plugins.module_utils.errors import Gone
 from ansible_collections.meshops.istio.plugins.module_utils.rollout import (
     RESTARTED_AT,
-    RolloutApi,
-    WatchDropped,
-    rfc3339_now,
     parse_rfc3339,
+    rfc3339_now,
 )
 
 
 class StubClient:
-    def __init__(self, pages=(), events=(), end=None):
-        self.pages = list(pages)
-        self.requests = []
-        self.patches = []
-        self.events = list(events)
-        self.end = end
+    """The client calls of one watcher: a list, then watches that end as told."""
 
-    def request(self, method, path, query=None, what=None, **kwargs):
-        self.requests.append((method, path, dict(query or {})))
-        return self.pages.pop(0)
+    def __init__(self, watches):
+        self.watches = list(watches)
+        self.calls = []
 
-    def patch(self, kind, name, patch, namespace=None, patch_type='merge', **kwargs):
-        self.patches.append((kind, name, namespace, patch_type, patch))
-        return {'metadata': {'name': name, 'namespace': namespace}}
+    def list_with_version(self, kind, namespace=None, label_selector=None, field_selector=None, transform=None):
+        self.calls.append(('list', kind, namespace, label_selector, field_selector))
+        items = [transform(obj) for obj in [{'metadata': {'name': 'a', 'namespace': 'n'}}]]
+        return items, '10'
 
-    def watch(self, kind, **kwargs):
-        yield from self.events
-        if self.end is not None:
-            raise self.end
-
-
-def test_list_follows_continue_tokens_and_transforms_each_item():
-    stub = StubClient(pages=[
-        {'metadata': {'resourceVersion': '10', 'continue': 'tok'},
-         'items': [{'metadata': {'name': 'a', 'namespace': 'n'}}, {'metadata': {'name': 'b'}}]},
-        {'metadata': {'resourceVersion': '11'}, 'items': [{'metadata': {'name': 'c', 'namespace': 'n'}}]},
-    ])
-    api = RolloutApi(stub)
-    items, rv = api.list('Pod', namespace='n', label_selector='app=x',
-                         transform=lambda o: None if o['metadata']['name'] == 'b' else o['metadata']['name'])
-    assert items == [('a', 'n'), ('c', 'n')]   # pods come with their namespace
-    assert rv == '11'
-    assert stub.requests[0] == ('GET', '/api/v1/namespaces/n/pods',
-                                {'labelSelector': 'app=x', 'fieldSelector': None, 'limit': 500})
-    assert stub.requests[1][2]['continue'] == 'tok'
+    def watch(self, kind, namespace=None, label_selector=None, field_selector=None, resource_version=None,
+              timeout_seconds=60):
+        self.calls.append(('watch', kind, resource_version))
+        events, end = self.watches.pop(0)
+        yield from events
+        if end is not None:
+            raise end
 
 
 def test_restart_is_kubectls_strategic_merge_patch():
-    stub = StubClient()
-    RolloutApi(stub).restart('StatefulSet', 'db', 'web', '2026-11-22T00:00:00Z')
-    assert stub.patches == [('StatefulSet', 'web', 'db', 'strategic', {
-        'spec': {'template': {'metadata': {'annotations': {RESTARTED_AT: '2026-11-22T00:00:00Z'}}}}})]
+    assert rollout.restart_patch('2026-11-22T00:00:00Z') == {
+        'spec': {'template': {'metadata': {'annotations': {RESTARTED_AT: '2026-11-22T00:00:00Z'}}}}}
 
 
-def test_watch_yields_events_and_reports_drops_and_gone():
-    dropped = getattr(client_mod, '_WatchDropped', None) or getattr(client_mod, 'WatchDropped')
-    obj = {'metadata': {'name': 'a', 'resourceVersion': '5'}}
-    api = RolloutApi(StubClient(events=[WatchEvent('MODIFIED', obj, '5')], end=dropped('reset')))
-    seen = []
-    with pytest.raises(WatchDropped):
-        for event in api.watch('Deployment', namespace='n', resource_version='4'):
-            seen.append(event)
-    assert seen == [('MODIFIED', obj, '5')]
-    api = RolloutApi(StubClient(end=Gone('too old', status=410)))
-    with pytest.raises(Gone):
-        list(api.watch('Pod'))
+def test_watcher_follows_with_the_clients_watch_resuming_and_relisting():
+    assert rollout.WatchDropped is client_mod.WatchDropped   # one WatchDropped, the client's
+    obj = {'metadata': {'name': 'a', 'namespace': 'n', 'resourceVersion': '11'}}
+    stub = StubClient([([WatchEvent('MODIFIED', obj, '11')], client_mod.WatchDropped('reset')),
+                       ([], Gone('too old', status=410)),
+                       ([WatchEvent('DELETED', obj, '13')], None)])
+    out = []
+
+    class Queue:
+        def put(self, item):
+            out.append(item)
+            if len(out) == 4:
+                stop.set()
+
+    import threading
+    stop = threading.Event()
+    watcher = rollout._Watcher(stub, ('pod', 'n'), 'Pod', 'n', None,
+                               lambda pod: (pod['metadata']['name'], pod['metadata']['namespace']), Queue(), stop,
+                               sleep=lambda seconds: None)
+    watcher.run()
+    assert out == [('sync', ('pod', 'n'), [('a', 'n')]), ('event', ('pod', 'n'), 'MODIFIED', ('a', 'n')),
+                   ('sync', ('pod', 'n'), [('a', 'n')]), ('event', ('pod', 'n'), 'DELETED', ('a', 'n'))]
+    # resumed from the last resourceVersion after the drop, re-listed after 410 Gone
+    assert [c for c in stub.calls if c[0] == 'watch'] == [('watch', 'Pod', '10'), ('watch', 'Pod', '11'),
+                                                          ('watch', 'Pod', '10')]
 
 
 def test_restarted_at_format_round_trips():

@@ -10,15 +10,28 @@ from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    RolloutFailed,
 )
 from ansible_collections.meshops.istio.plugins.module_utils.rollout import (
     RESTARTED_AT,
     RolloutPlan,
     RolloutRunner,
-    run_rollout,
 )
+from ansible_collections.meshops.istio.plugins.module_utils.rollout import run_rollout as engine_run_rollout
 
 from rollout_fake import FakeApi
+
+
+def run_rollout(api, **options):
+    """The module's result: a failed workload raises RolloutFailed (the module base turns it into
+    fail_json), which carries every workload's outcome."""
+    try:
+        result = engine_run_rollout(api, **options)
+    except RolloutFailed as exc:
+        assert exc.result['summary']['failed'] and exc.message.startswith('%d workload' % exc.result['summary']['failed'])
+        return dict(exc.to_result(), failed=True)
+    assert not result['summary']['failed'] and 'failed' not in result
+    return result
 
 
 @pytest.fixture

@@ -8,14 +8,18 @@ import copy
 import pytest
 
 from ansible_collections.meshops.istio.plugins.module_utils import errors
+from ansible_collections.meshops.istio.plugins.module_utils.client import ReadModifyWrite
 from ansible_collections.meshops.istio.plugins.module_utils import traffic as t
 from ansible_collections.meshops.istio.plugins.modules import istio_traffic_shift as mod
+from ansible_collections.meshops.istio.plugins.modules import istio_traffic_shift_info as info_mod
 
 NS = 'bookinfo'
 SUBSETS = [{'name': 'v1', 'labels': {'version': 'v1'}}, {'name': 'v2', 'labels': {'version': 'v2'}}]
 
 
-class FakeApi:
+class FakeApi(ReadModifyWrite):
+    """update_with_retry is ClusterClient's own (the ReadModifyWrite mixin) on top of the calls below."""
+
     def __init__(self):
         self.objects = {}
         self.rv = 100
@@ -37,7 +41,7 @@ class FakeApi:
             hook, self.before_write = self.before_write, None
             hook(self)
 
-    def get_or_none(self, kind, name, namespace=None):
+    def get_or_none(self, kind, name, namespace=None, api_version=None):
         self.calls.append(('get', kind, name))
         obj = self.objects.get(self._key(kind, name, namespace))
         return copy.deepcopy(obj)
@@ -70,7 +74,8 @@ class FakeApi:
             self.objects[key] = obj
         return copy.deepcopy(obj)
 
-    def delete(self, kind, name, namespace=None, dry_run=False, resource_version=None, missing_ok=True):
+    def delete(self, kind, name, namespace=None, dry_run=False, resource_version=None, missing_ok=True,
+               api_version=None):
         self.calls.append(('delete', kind, name, dry_run))
         self._hook(dry_run)
         key = self._key(kind, name, namespace)
@@ -88,13 +93,14 @@ class FakeApi:
 
 
 class FakeModule:
-    def __init__(self, check_mode=False, diff=True, **params):
+    def __init__(self, client=None, check_mode=False, diff=True, **params):
         self.params = dict(namespace=NS, service='reviews', subsets=[], weights=None, virtual_service=None,
                            destination_rule=None, route_name=None, hosts=None, gateways=None,
                            api_version=t.DEFAULT_API_VERSION, state='present')
         self.params.update(params)
         self.check_mode = check_mode
-        self._diff = diff
+        self.diff = diff
+        self.client = client
         self.warnings = []
 
     def warn(self, text):
@@ -102,7 +108,7 @@ class FakeModule:
 
 
 def run(api, **params):
-    return mod.run(FakeModule(**params), api)
+    return mod.run(FakeModule(client=api, **params))
 
 
 def test_create_then_rerun_is_unchanged():
@@ -110,6 +116,8 @@ def test_create_then_rerun_is_unchanged():
     result = run(api, subsets=SUBSETS, weights={'v1': 90, 'v2': 10})
     assert result['changed'] is True
     assert result['actions'] == {'destination_rule': 'create', 'virtual_service': 'create'}
+    assert result['changes'] == [{'kind': 'DestinationRule', 'namespace': NS, 'name': 'reviews', 'action': 'created'},
+                                 {'kind': 'VirtualService', 'namespace': NS, 'name': 'reviews', 'action': 'created'}]
     assert result['weights'] == {'v1': 90, 'v2': 10} and result['previous_weights'] == {}
     assert result['route'] == {'index': 0, 'name': 'reviews'}
     # the subsets were written before the route that uses them
@@ -197,11 +205,12 @@ def test_missing_weights_and_bad_api_version_are_input_errors():
 
 def test_query_reads_without_writing():
     api = FakeApi()
-    empty = run(api, state='query')
+    info = FakeModule(client=api)
+    empty = info_mod.run(info)
     assert empty['changed'] is False and empty['weights'] == {} and empty['managed'] is False
     run(api, subsets=SUBSETS, weights={'v1': 75, 'v2': 25})
     api.calls = []
-    result = run(api, state='query')
+    result = info_mod.run(info)
     assert result['changed'] is False and result['weights'] == {'v1': 75, 'v2': 25} and result['managed'] is True
     assert result['virtual_service']['metadata']['name'] == 'reviews'
     assert api.writes() == [] and api.writes(dry_run=True) == []
@@ -237,7 +246,7 @@ def test_change_made_before_a_conflict_is_still_reported():
     result = run(api, subsets=SUBSETS, weights={'v1': 90, 'v2': 10})
     # the DestinationRule was created by this run, the VirtualService by the other one
     assert result['changed'] is True
-    assert result['actions'] == {'destination_rule': 'none', 'virtual_service': 'none'}
+    assert result['actions'] == {'destination_rule': 'create', 'virtual_service': 'none'}
     assert ('create', 'VirtualService', 'reviews', False) in api.writes()
     assert t.route_weights(api.objects[('VirtualService', NS, 'reviews')]['spec']['http'][0], 'reviews', NS) == {
         'v1': 90, 'v2': 10}

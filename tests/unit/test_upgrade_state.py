@@ -6,15 +6,20 @@ import copy
 import pytest
 
 from ansible_collections.meshops.istio.plugins.module_utils import upgrade_state as us
+from ansible_collections.meshops.istio.plugins.module_utils.client import ReadModifyWrite
 from ansible_collections.meshops.istio.plugins.module_utils.errors import AlreadyExists, Conflict
-from ansible_collections.meshops.istio.plugins.modules import istio_upgrade_state as mod
+from ansible_collections.meshops.istio.plugins.modules import istio_upgrade_state as state_mod
+from ansible_collections.meshops.istio.plugins.modules import istio_upgrade_state_info as info_mod
+
+from module_stub import ModuleStub
 
 T1 = "2026-11-22T00:00:01Z"
 T2 = "2026-11-22T00:05:00Z"
 
 
-class Store:
-    """ConfigMaps by (namespace, name); replace is conditional on metadata.resourceVersion."""
+class Store(ReadModifyWrite):
+    """ConfigMaps by (namespace, name); replace is conditional on metadata.resourceVersion (update_with_retry
+    is ClusterClient's own, the ReadModifyWrite mixin)."""
 
     def __init__(self):
         self.objects = {}
@@ -22,7 +27,7 @@ class Store:
         self.writes = 0
         self.interfere = None  # callable run once before the next replace (a concurrent writer)
 
-    def get_or_none(self, kind, name, namespace=None):
+    def get_or_none(self, kind, name, namespace=None, api_version=None):
         assert kind == "ConfigMap"
         obj = self.objects.get((namespace, name))
         return copy.deepcopy(obj)
@@ -31,7 +36,7 @@ class Store:
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
 
-    def create(self, kind, obj, namespace=None):
+    def create(self, kind, obj, namespace=None, dry_run=False):
         key = (namespace, obj["metadata"]["name"])
         if key in self.objects:
             raise AlreadyExists("exists")
@@ -41,7 +46,7 @@ class Store:
         self.writes += 1
         return obj
 
-    def replace(self, kind, obj, namespace=None):
+    def replace(self, kind, obj, namespace=None, dry_run=False):
         if self.interfere:
             hook, self.interfere = self.interfere, None
             hook()
@@ -55,13 +60,13 @@ class Store:
         self.writes += 1
         return obj
 
-    def delete(self, kind, name, namespace=None):
+    def delete(self, kind, name, namespace=None, dry_run=False, api_version=None, resource_version=None):
         self.writes += 1
         return self.objects.pop((namespace, name), None) is not None
 
 
 def params(**kw):
-    base = dict(state="present", name="meshops-istio-upgrade", namespace="istio-system", tag=None,
+    base = dict(state="present", name="meshops-istio-upgrade", istio_namespace="istio-system", tag=None,
                 from_revision=None, from_version=None, to_revision=None, to_version=None, phase=None,
                 wave=None, forget_phases=[], forget_waves=False)
     base.update(kw)
@@ -135,6 +140,21 @@ def test_public_lists_moved_namespaces():
 
 # --- the module against the store ------------------------------------------------------------------
 
+class Modules:
+    """run(params, store, check_mode=False, diff=False) as the module base calls it."""
+
+    def __init__(self, module):
+        self.module = module
+        self.last = None
+
+    def run(self, params, store, check_mode=False, diff=False):
+        self.last = ModuleStub(params, check_mode=check_mode, diff=diff, client=store)
+        return self.module.run(self.last)
+
+
+mod = Modules(state_mod)
+
+
 def test_create_then_idempotent():
     store = Store()
     first = mod.run(params(to_revision="1-15-4", to_version="1.15.4", phase="precheck"), store, diff=True)
@@ -158,12 +178,13 @@ def test_check_mode_never_writes():
     assert result["changed"] and store.objects == before
 
 
-def test_query_reads_and_never_changes():
+def test_info_reads_and_never_changes():
     store = Store()
-    assert mod.run(params(state="query"), store)["upgrade"]["exists"] is False
+    info = Modules(info_mod)
+    assert info.run(params(), store)["upgrade"]["exists"] is False
     mod.run(params(from_revision="1-14-6", to_revision="1-15-4", wave=dict(name="wave1", namespaces=["bar"], workloads=[], status="done")), store)
     writes = store.writes
-    out = mod.run(params(state="query", phase="ignored"), store)
+    out = info.run(params(phase="ignored"), store)
     assert not out["changed"] and store.writes == writes
     assert out["upgrade"]["from_revision"] == "1-14-6" and out["upgrade"]["waves_done"] == ["wave1"]
 

@@ -20,7 +20,7 @@ from ansible.plugins.callback import CallbackBase
 
 KEEP = ("msg", "changed", "failed", "skipped", "skip_reason", "workloads", "summary", "upgrade", "previous_revision",
         "revision", "results", "assertion", "rc", "stdout", "stderr", "diff", "namespace", "previous_labels", "error",
-        "plan", "istioctl", "precheck")
+        "plan", "istioctl", "precheck", "changes")
 
 
 def _plain(value, depth=0):
