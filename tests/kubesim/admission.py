@@ -77,8 +77,11 @@ class WebhookCallError(Exception):
 class Backend:
     """What answers behind a webhook Service: the istiod pods that are ready endpoints."""
 
-    def __init__(self, namespace: str, service: str, version: str, revision: str):
+    def __init__(self, namespace: str, service: str, version: str, revision: str, hub: str = istio.HUB,
+                 env: dict | None = None):
         self.namespace, self.service, self.version, self.revision = namespace, service, version, revision
+        self.hub = hub  # istiod's own registry: its proxies come from there too (global.hub)
+        self.env = dict(env or {})  # the istiod container's plain env values (feature flags)
 
 
 def resolve_backend(store, webhook: dict) -> Backend:
@@ -103,15 +106,20 @@ def resolve_backend(store, webhook: dict) -> Backend:
         pod = _get(store, "pods", ns, pod_name)
         if pod is None:
             continue
-        version = None
+        version, hub = None, istio.HUB
+        env = {}
         for c in (pod.get("spec") or {}).get("containers") or []:
             version = istio.image_version(c.get("image", ""))
+            env = {e.get("name"): e.get("value") for e in c.get("env") or [] if "value" in e}
             if c.get("name") == "discovery" and version:
+                ref = c.get("image", "").split("@", 1)[0]
+                if "/" in ref and ref.rsplit("/", 1)[1].split(":", 1)[0] == "pilot":
+                    hub = ref.rsplit("/", 1)[0]
                 break
         labels = (pod.get("metadata") or {}).get("labels") or {}
         revision = labels.get("istio.io/rev") or istio.DEFAULT_REVISION
         if version:
-            return Backend(ns, name, version, revision)
+            return Backend(ns, name, version, revision, hub, env)
     raise WebhookCallError(f'failed to call webhook: Post "{url}": no endpoints available for service "{name}"')
 
 
@@ -185,9 +193,15 @@ class WebhookAdmission:
                     if (wh.get("failurePolicy") or "Fail") == "Fail":
                         raise _call_failed(wh, e)
                     continue
+                native = istio.native_sidecars(backend.version, backend.env, pod, self._kubelet_versions())
                 pod = istio.inject_pod(pod, version=backend.version, revision=backend.revision,
-                                       istiod=backend.service, istio_namespace=backend.namespace)
+                                       istiod=backend.service, istio_namespace=backend.namespace, hub=backend.hub,
+                                       native=native)
         return pod
+
+    def _kubelet_versions(self) -> dict:
+        return {n["metadata"]["name"]: ((n.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")
+                for n in _list(self.store, "nodes")}
 
     def validate(self, operation, key, obj, namespaced):
         ns = (obj.get("metadata") or {}).get("namespace")
@@ -207,6 +221,10 @@ class WebhookAdmission:
 
 
 def install(store, options=None) -> WebhookAdmission:
+    from . import serviceaccounts
+    # the built-in ServiceAccount plugin runs before the MutatingAdmissionWebhook plugin (kube-apiserver's
+    # admission order), so a missing ServiceAccount is reported even when a webhook would also fail
+    serviceaccounts.install(store, options)
     plugin = WebhookAdmission(store, options)
     store.add_admission(plugin)
     return plugin
