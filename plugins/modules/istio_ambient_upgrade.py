@@ -84,7 +84,19 @@ extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.istio_namespace
   - meshops.istio.wait
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: Reports the Helm command and the batches of nodes it would upgrade; nothing is cordoned, evicted or
+      deleted.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: full
+    details: The version of each node's pod, before and after.
 notes:
+  - Needs C(get), C(list) and C(patch) on nodes, C(list), C(delete) and C(create pods/eviction) on pods, C(list) on
+    daemonsets, namespaces, poddisruptionbudgets and Gateway API gateways.
   - O(wait=false) is not supported for node-by-node upgrades; the module always waits for each node.
 """
 

@@ -39,6 +39,13 @@ extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.istio_namespace
   - meshops.istio.wait
+attributes:
+  check_mode:
+    support: full
+    description: The module only reads; in check mode it reports the gateways without waiting.
+  diff_mode:
+    support: none
+    description: Nothing changes, so there is nothing to diff.
 """
 
 EXAMPLES = r"""
