@@ -107,6 +107,7 @@ def main(argv=None):
     os.environ["KUBESIM_ISTIOCTL_VERSION"] = NEW_VERSION
 
     banner("Starting the simulated cluster (tests/kubesim, scenario ambient, 3 nodes)")
+    (workdir / "sim").mkdir()
     sim = KubeSim("ambient", workdir=str(workdir / "sim"), pod_ready_seconds=0.3, audit=False)
     sim.start()
     failed = False
@@ -128,7 +129,7 @@ def main(argv=None):
         for index, (tag, what) in enumerate(PHASES, 1):
             banner("Phase %d/%d: --tags %s  (%s)" % (index, len(PHASES), tag, what))
             started = time.monotonic()
-            run = us.run_phase(inventory, tag, workdir=workdir / "runs")
+            run = us.run_phase(inventory, tag, workdir=workdir / "runs", env={"KUBESIM_ISTIOCTL_VERSION": NEW_VERSION})
             for summary in run.summaries():
                 for key, value in summary.items():
                     if key in ("phase", "cluster"):
