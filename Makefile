@@ -101,9 +101,8 @@ test: venv collection kubectl prometheus
 	$(MAKE) test-lowest
 	$(MAKE) integration
 
-# make demo SCENARIO=ambient: the ambient mesh's upgrade (istio-cni, ztunnel node by node, istiod's gateways)
 demo: venv collection kubectl
-	$(BIN)/python tests/$(if $(filter ambient,$(SCENARIO)),demo_ambient.py,demo.py)
+	$(BIN)/python tests/demo.py
 
 bench: venv collection kubectl
 	bench/run

@@ -16,11 +16,9 @@ description:
     charts in O(istio_namespace) -- and replaces the pod of every node that does not run the target O(version)
     yet (for ztunnel also the revision it takes its configuration and certificates from), then checks it is
     ready on that version.
-  - "When the DaemonSet does not carry the target yet and O(helm_chart) is given, its Helm release (the one that
-    owns the DaemonSet, C(istio-cni) / C(ztunnel) by default) is upgraded first with C(helm upgrade
-    --reuse-values): for ztunnel with C(revision) and C(updateStrategy.type=OnDelete), so that Kubernetes does not
-    replace every node's pod by itself; for a local chart with C(global.tag) set to O(version). Without
-    O(helm_chart) the DaemonSet must already carry the target."
+  - The DaemonSet must already carry the target pod template (its Helm release upgraded to O(version), for ztunnel
+    with C(revision) and C(updateStrategy.type=OnDelete), so that Kubernetes does not replace every node's pod by
+    itself); otherwise the module fails saying so, before touching anything.
   - O(component=ztunnel) goes node by node, in batches of O(batch_size) nodes, because replacing a node's ztunnel
     resets the long-lived connections of every pod on it. With O(drain=true) each batch is first cordoned and
     drained through the Eviction API, so PodDisruptionBudgets are honoured; a drain that cannot finish within
@@ -61,25 +59,6 @@ options:
     description: Seconds a node's drain may take before the module stops, naming the pod that blocks it.
     type: int
     default: 300
-  helm_chart:
-    description:
-      - The component's chart (Istio's C(cni) or C(ztunnel)) - a local path, an C(oci://) reference or a chart name
-        in O(helm_repo_url) - to upgrade its Helm release with when the DaemonSet is not on the target yet.
-    type: str
-  helm_path:
-    description: Path (or name on E(PATH)) of the helm binary.
-    type: str
-    default: helm
-  helm_repo_url:
-    description: The chart repository of a chart given by name.
-    type: str
-    default: https://istio-release.storage.googleapis.com/charts
-  helm_values:
-    description: Values merged over the release's own for the upgrade.
-    type: dict
-    default: {}
-requirements:
-  - helm 3.8 or later (with O(helm_chart))
 extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.istio_namespace
@@ -88,8 +67,7 @@ attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Reports the Helm command and the batches of nodes it would upgrade; nothing is cordoned, evicted or
-      deleted.
+    details: Reports the batches of nodes it would upgrade; nothing is cordoned, evicted or deleted.
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
@@ -141,10 +119,6 @@ nodes:
   type: list
   elements: dict
   returned: always
-helm:
-  description: The helm command run (or that check mode would run) to upgrade the component's release.
-  type: dict
-  returned: when the release was (or would be) upgraded
 failed_node:
   description: The node the upgrade stopped at.
   type: str
@@ -157,9 +131,7 @@ blocking_pods:
 """
 
 from ansible_collections.meshops.istio.plugins.module_utils import ambient
-from ansible_collections.meshops.istio.plugins.module_utils.args import AUTH_PARAM_NAMES
 from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput
-from ansible_collections.meshops.istio.plugins.module_utils.helm import ChartRef, Helm
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import MeshState, validate_revision_name
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 
@@ -195,11 +167,6 @@ def run(module):
         raise InvalidInput('batch_size must be at least 1, got %s' % params['batch_size'])
     if params['drain_timeout'] < 1 or params['wait_timeout'] < 1:
         raise InvalidInput('drain_timeout and wait_timeout must be positive numbers of seconds')
-    helm = chart = None
-    if params.get('helm_chart'):
-        # refuse bad input before anything touches the cluster
-        helm = Helm(params['helm_path'], dict((k, params.get(k)) for k in AUTH_PARAM_NAMES))
-        chart = ChartRef(params['helm_chart'], params['helm_repo_url'])
     namespace = params['istio_namespace']
     component = _component(module, kind, namespace)
     if component is None:
@@ -209,45 +176,25 @@ def run(module):
     before = component
     configured = component.version == version and (kind != ambient.ZTUNNEL or (
         component.revision == revision and component.strategy == 'OnDelete'))
-    helm_info = None
     if not configured:
-        if chart is None:
-            raise InvalidInput('DaemonSet %s/%s runs %s%s: give helm_chart to upgrade its Helm release, or upgrade '
-                               'it to %s%s first' % (namespace, component.name, component.version,
-                                                     ' (revision %s)' % component.revision if kind == 'ztunnel'
-                                                     else '', version, ' with revision=%s and '
-                                                     'updateStrategy.type=OnDelete' % revision
-                                                     if kind == 'ztunnel' else ''))
-        if not component.release:
-            raise InvalidInput('DaemonSet %s/%s runs %s and no Helm release owns it (no meta.helm.sh/release-name): '
-                               'upgrade it with the installer that made it (e.g. istioctl install) to %s, then run '
-                               'again' % (namespace, component.name, component.version, version))
-        release = component.release
-        values = ambient.release_values(kind, revision, version, chart.local, params['helm_values'])
-        if module.check_mode:
-            helm_info = {'command': helm.display(['upgrade', release] + chart.args(version) +
-                                                 ['-n', namespace, '--reuse-values', '-f', '<values>'])}
-        else:
-            helm_info = helm.upgrade(release, chart, namespace, values=values, version=version, reuse_values=True,
-                                     install=False, wait=False)
-            component = _component(module, kind, namespace)
+        raise InvalidInput('DaemonSet %s/%s runs %s%s: upgrade its Helm release to %s%s first'
+                           % (namespace, component.name, component.version,
+                              ' (revision %s, updateStrategy %s)' % (component.revision, component.strategy)
+                              if kind == ambient.ZTUNNEL else '', version,
+                              ' with revision=%s and updateStrategy.type=OnDelete' % revision
+                              if kind == ambient.ZTUNNEL else ''))
     upgrade = ambient.NodeByNodeUpgrade(
         module.client, component, version, batch_size=params['batch_size'],
         drain=params['drain'] and kind == ambient.ZTUNNEL, drain_timeout=params['drain_timeout'],
         wait_timeout=params['wait_timeout'], check_mode=module.check_mode)
     module.result.update({'present': True, 'daemonset': before.to_dict(), 'batches': [], 'upgraded': [],
                           'nodes': []})
-    if helm_info:
-        module.result['helm'] = helm_info
     if kind == ambient.CNI and component.strategy != 'OnDelete' and not module.check_mode:
         result = ambient.wait_rolled_out(module.client, component, version, params['wait_timeout'])
     else:
         result = upgrade.run()
     result['present'] = True
     result['daemonset'] = before.to_dict()
-    if helm_info:
-        result['helm'] = helm_info
-        result['changed'] = True
     if module.diff and result['changed']:
         result['diff'] = _diff(before, result, version)
     what = 'would upgrade' if module.check_mode else 'upgraded'
@@ -264,10 +211,6 @@ def main():
         batch_size=dict(type='int', default=1),
         drain=dict(type='bool', default=False),
         drain_timeout=dict(type='int', default=300),
-        helm_chart=dict(type='str'),
-        helm_path=dict(type='str', default='helm'),
-        helm_repo_url=dict(type='str', default='https://istio-release.storage.googleapis.com/charts'),
-        helm_values=dict(type='dict', default={}),
     ), istio_namespace=True, wait=True).run(run)
 
 
