@@ -32,15 +32,18 @@ from ansible_collections.meshops.istio.plugins.module_utils.client import (
     ClusterClient,
 )
 from ansible_collections.meshops.istio.plugins.module_utils.errors import MeshopsError
+from ansible_collections.meshops.istio.plugins.module_utils.upgrade_state import LeaseKeeper
 
 
 class MeshopsModule:
     """One run of a module: its options, check and diff mode, its ClusterClient, its result."""
 
-    def __init__(self, argument_spec, cluster=True, istio_namespace=False, wait=False, **kwargs):
+    def __init__(self, argument_spec, cluster=True, istio_namespace=False, wait=False, lease=False, **kwargs):
         spec = dict(AUTH_ARG_SPEC) if cluster else {}
         if istio_namespace:
             spec['istio_namespace'] = dict(ISTIO_NAMESPACE_SPEC)
+        if lease:  # the upgrade record's lease, renewed while the module runs (doc fragment meshops.istio.lease)
+            spec['lease'] = {'type': 'dict'}
         if wait:
             spec.update(WAIT_ARG_SPEC)
         spec.update(argument_spec)
@@ -72,14 +75,31 @@ class MeshopsModule:
 
     def run(self, run):
         """exit_json with ``run(self)``'s result, or fail_json with the MeshopsError it raised."""
+        keeper = self._keep_lease()
         try:
             try:
                 result = run(self)
             finally:
                 if self._client is not None:
                     self._client.close()
+                self._stop_keeping(keeper)
         except MeshopsError as exc:
             self.ansible.fail_json(**dict(self.result, **exc.to_result()))
         result = dict(self.result, **result)
         result.setdefault('changed', False)
         self.ansible.exit_json(**result)
+
+    def _keep_lease(self):
+        """Renew the lease given as option ``lease`` while run() runs (never in check mode)."""
+        lease = self.params.get('lease')
+        if not lease or not lease.get('needed') or self.check_mode:
+            return None
+        return LeaseKeeper(ClusterClient.from_params(self.params), lease).start()
+
+    def _stop_keeping(self, keeper):
+        if keeper is None:
+            return
+        keeper.stop()
+        keeper.client.close()
+        if keeper.lost:
+            self.warn('%s while this task ran: another run may be changing the cluster now' % keeper.lost)
