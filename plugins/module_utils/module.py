@@ -17,6 +17,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+import signal
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.meshops.istio.plugins.module_utils.args import (
@@ -33,6 +36,12 @@ from ansible_collections.meshops.istio.plugins.module_utils.client import (
 )
 from ansible_collections.meshops.istio.plugins.module_utils.errors import MeshopsError
 from ansible_collections.meshops.istio.plugins.module_utils.upgrade_state import LeaseKeeper
+
+
+def _end_orphan():
+    """The ansible-playbook this module runs for is gone (killed): nobody will read the result, and another run
+    may take the lease over once it expires; end now rather than start more changes."""
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class MeshopsModule:
@@ -94,7 +103,7 @@ class MeshopsModule:
         lease = self.params.get('lease')
         if not lease or not lease.get('needed') or self.check_mode:
             return None
-        return LeaseKeeper(ClusterClient.from_params(self.params), lease).start()
+        return LeaseKeeper(ClusterClient.from_params(self.params), lease, on_orphaned=_end_orphan).start()
 
     def _stop_keeping(self, keeper):
         if keeper is None:

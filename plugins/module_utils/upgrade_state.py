@@ -265,6 +265,8 @@ def about_record(name, namespace):
     """Errors name the record's ConfigMap; refused input says that nothing was written."""
     try:
         yield
+    except LeaseHeld:
+        raise  # its message names the record already
     except MeshopsError as exc:
         exc.message = "upgrade record configmap %s/%s: %s%s" % (
             namespace, name, exc.message, "; nothing was written" if isinstance(exc, UpgradeStateError) else "")
@@ -401,12 +403,15 @@ def lease_refusal(lease, holder, ref, now=None):
     """Why ``holder`` may not take ``lease`` (None when it may: free, its own, or expired)."""
     if not lease or lease.get("holder") == holder_id(holder) or lease_expired(lease, now):
         return None
-    return ("The upgrade record %s is leased to another run: %s. Only one run at a time may change a cluster; "
+    gone = ""
+    if lease.get("controller_host") == socket.gethostname() and lease.get("pid") and not pid_alive(lease["pid"]):
+        gone = " (pid %s no longer runs on this controller: that run is gone)" % lease["pid"]
+    return ("The upgrade record %s is leased to another run: %s%s. Only one run at a time may change a cluster; "
             "nothing was changed. Wait for that run to finish (the lease is released at the end of each phase). "
             "If that run is gone (killed, its controller lost), its lease expires at %s (%s seconds after its last "
             "renewal; istio_canary_lease_ttl), or take it over now with -e istio_canary_break_lease=true (the "
             "takeover is logged in the record under lease.log)."
-            % (ref, describe_lease(lease), lease.get("expires") or "?", lease.get("ttl") or "?"))
+            % (ref, describe_lease(lease), gone, lease.get("expires") or "?", lease.get("ttl") or "?"))
 
 
 def _lease_configmap(current, name, namespace, data):
@@ -529,11 +534,13 @@ class LeaseKeeper:
     ``holder``, ``ttl``); nothing is done unless ``needed``.  Renewals run every quarter of the ttl (sooner
     after a failed one, e.g. while the API server is unreachable).  The keeper stops renewing when the lease
     was taken over (``lost``) or when the run it belongs to is gone (``orphaned``: the holder's pid no longer
-    runs on this controller, e.g. ansible-playbook was killed and this module outlived it) -- the lease then
-    expires and another run may take over."""
+    runs on this controller, e.g. ansible-playbook was killed and this module outlived it; ``on_orphaned`` is
+    then called -- the module base ends the module, so that it starts nothing more) -- the lease then expires
+    and another run may take over."""
 
-    def __init__(self, client, lease, clock=None, alive=pid_alive):
+    def __init__(self, client, lease, alive=pid_alive, on_orphaned=None):
         self.client = client
+        self.on_orphaned = on_orphaned
         self.lease = lease or {}
         self.ttl = int(self.lease.get("ttl") or LEASE_TTL)
         self.interval = max(1.0, self.ttl / 4.0)
@@ -565,6 +572,8 @@ class LeaseKeeper:
         while not self._stop.wait(wait):
             if self._holder_gone():
                 self.orphaned = True
+                if self.on_orphaned is not None:
+                    self.on_orphaned()
                 return
             try:
                 renew_lease(self.client, self.lease["name"], self.lease["namespace"], self.lease["holder"], self.ttl)
