@@ -24,6 +24,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import copy
+import datetime
 import json
 import os
 import random
@@ -252,19 +253,40 @@ def bearer_token(cfg):
     return None
 
 
+def token_expiry(cfg):
+    """When the kubeconfig's current token expires (an aware datetime), or None when unknown.
+
+    The kubernetes library's loader keeps it (``expiry``: an exec plugin's ``status.expirationTimestamp``,
+    an OIDC or GCP token's) but not on the Configuration: its refresh hook is a closure over the loader."""
+    hook = getattr(cfg, 'refresh_api_key_hook', None)
+    for cell in getattr(hook, '__closure__', None) or ():
+        try:
+            expiry = getattr(cell.cell_contents, 'expiry', None)
+        except ValueError:  # an empty cell
+            continue
+        if isinstance(expiry, datetime.datetime):
+            return expiry if expiry.tzinfo else expiry.replace(tzinfo=datetime.timezone.utc)
+    return None
+
+
 class _CachedAuth:
-    """The bearer token, looked up again at most every ``ttl`` seconds.
+    """The bearer token, looked up again at most every ``ttl`` seconds, and never kept past its expiry.
 
     Without it a wave of a thousand restarts ran the kubeconfig refresh hook twice per request (two
     thousand times; each one re-sets the host, which re-reads the proxy environment).  A token
-    that an exec plugin or OIDC provider renews is still picked up within ``ttl``; on a 401 the
-    client drops the cached value and asks once more before it gives up.
+    that an exec plugin or OIDC provider renews is looked up again ``EXPIRY_MARGIN`` seconds before it
+    expires (so no request goes out with an expired one), else within ``ttl``; on a 401 the client
+    drops the cached value and asks once more before it gives up.
     """
 
-    def __init__(self, cfg, ttl=10.0, clock=time.monotonic):
+    EXPIRY_MARGIN = 2.0
+
+    def __init__(self, cfg, ttl=10.0, clock=time.monotonic, wall=None, expiry=token_expiry):
         self.cfg = cfg
         self.ttl = ttl
         self.clock = clock
+        self.wall = wall or (lambda: datetime.datetime.now(datetime.timezone.utc))
+        self.expiry = expiry
         self._value = None
         self._until = None
         self._lock = threading.Lock()
@@ -275,6 +297,10 @@ class _CachedAuth:
             if self._until is None or now >= self._until:
                 self._value = bearer_token(self.cfg)
                 self._until = now + self.ttl
+                expires = self.expiry(self.cfg)
+                if expires is not None:
+                    left = (expires - self.wall()).total_seconds() - self.EXPIRY_MARGIN
+                    self._until = min(self._until, now + max(0.0, left))
             return self._value
 
     def invalidate(self):
