@@ -64,8 +64,8 @@ def _large(tmp_path, *args):
 
 
 def _wave(sim, namespaces, **kw):
-    return rs.upgrade_vars(sim, waves=[{"name": "wave1", "namespaces": namespaces}], istio_canary_gateways=[],
-                           istio_canary_concurrency=2, **kw)
+    kw.setdefault("istio_canary_concurrency", 2)
+    return rs.upgrade_vars(sim, waves=[{"name": "wave1", "namespaces": namespaces}], istio_canary_gateways=[], **kw)
 
 
 def test_api_server_outage_mid_wave(tmp_path):
@@ -125,10 +125,9 @@ def test_tokens_expiring_mid_wave_are_renewed_before_they_expire(tmp_path):
         print("tokens issued during the wave: %d, expired tokens sent: %d" % (
             after["tokens_issued"] - before["tokens_issued"], after["expired_tokens"] - before["expired_tokens"]))
         assert after["tokens_issued"] - before["tokens_issued"] >= 2, (before, after)
-        # no request went out with an expired token (the client honours the token's expiry); the PodRecorder's
-        # watch is the test's own and renews on 401
-        mine = [e for e in audit.entries(mark) if str(e.get("code")) == "401" and "meshops" in (e.get("userAgent") or "")]
-        assert not mine, mine[:5]
+        # no request went out with an expired token: the client honours the token's expiry (before, it kept a
+        # token 10 s whatever its expiry, and recovered from the 401s)
+        assert after["expired_tokens"] == before["expired_tokens"], (before, after)
         assert rs.rollouts_complete(sim, namespaces)
         problems = inv.check_all(sim, recorder, [audit.entries(mark)])
         assert not problems, problems
