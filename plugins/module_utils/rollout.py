@@ -1203,9 +1203,9 @@ class RolloutRunner:
             self._fail(w, 'pod creation refused by a LimitRange or quota of namespace %s: %s' % (w.namespace, refusal))
             return
         if refusal and 'exceeded quota' in refusal and quota_blocks_for_good(w.kind, w.obj):
+            named = refusal[refusal.index('exceeded quota'):]
             self._fail(w, 'pod creation refused, %s (the rollout cannot make room: maxUnavailable is 0); raise the '
-                          'quota of namespace %s or lower its use' % (refusal[refusal.index('exceeded quota'):],
-                                                                       w.namespace))
+                          'quota of namespace %s or lower its use' % (named, w.namespace))
             return
         if rejected and observed:
             w.create_failure = rejected

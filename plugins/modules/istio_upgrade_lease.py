@@ -165,8 +165,7 @@ def run(module):
         if out["previous"]:
             module.warn("took over the lease of %s (%s)" % (out["previous"]["holder"], out["how"]))
     else:
-        update, released = release_lease(module.client, name, namespace, params["holder"],
-                                          check_mode=module.check_mode)
+        update, released = release_lease(module.client, name, namespace, params["holder"], check_mode=module.check_mode)
         after = update.after if update.action != "delete" else None
         result = dict(changed=False, action="released" if released else "none", taken_over=None,
                       lease=lease_of((after or {}).get("data")) if released else lease_of((update.before or {}).get("data")))
