@@ -22,9 +22,9 @@ import reliability_support as rs  # noqa: E402
 NAMESPACES, DEPLOYMENTS, REPLICAS = 2, 4, 2
 
 
-def _large(tmp_path, **kw):
-    sim = rs.Sim(tmp_path, scenario="large", pod_ready_seconds=1.5, audit=True,
-                 args=["--namespaces", NAMESPACES, "--deployments", DEPLOYMENTS, "--replicas", REPLICAS], **kw)
+def _large(tmp_path, pod_ready_seconds=1.5):
+    sim = rs.Sim(tmp_path, scenario="large", pod_ready_seconds=pod_ready_seconds, audit=True,
+                 args=["--namespaces", NAMESPACES, "--deployments", DEPLOYMENTS, "--replicas", REPLICAS])
     namespaces = [ns for ns in sim.mesh_namespaces() if ns != "istio-ingress"]
     return sim, namespaces
 
@@ -41,7 +41,7 @@ def _wave_vars(sim, namespaces, **kw):
 
 
 def test_a_second_run_refuses_while_the_first_holds_the_lease(tmp_path):
-    sim, namespaces = _large(tmp_path)
+    sim, namespaces = _large(tmp_path, pod_ready_seconds=3)  # a wave long enough for the second run to meet it
     recorder = None
     try:
         rs.install_and_tag(tmp_path, sim)
