@@ -85,7 +85,7 @@ def test_a_second_run_refuses_while_the_first_holds_the_lease(tmp_path):
 def test_a_killed_run_keeps_its_lease_until_it_expires_then_a_new_run_takes_over(tmp_path):
     sim, namespaces = _large(tmp_path)
     recorder = None
-    ttl = 12
+    ttl = 40
     try:
         rs.install_and_tag(tmp_path, sim)
         recorder = rs.PodRecorder(sim)
