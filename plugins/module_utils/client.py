@@ -314,18 +314,21 @@ class RetryPolicy:
     """Capped exponential backoff with jitter that honours Retry-After.
 
     ``max_attempts`` counts the first try.  Connection refused and connect timeouts get at most
-    ``connect_attempts`` tries (an API server that is down should fail fast with a clear message).
+    ``connect_attempts`` tries (an API server that is down should fail fast with a clear message) -- unless the
+    server answered this client before: then it is restarting (a managed control plane upgrade, an outage), and
+    the client keeps trying for ``outage_seconds`` before it gives up.
     """
 
     RETRY_STATUSES = (429, 500, 502, 503, 504)
 
     def __init__(self, max_attempts=8, base_delay=0.2, max_delay=8.0, max_retry_after=30.0,
-                 connect_attempts=3, jitter=0.2):
+                 connect_attempts=3, jitter=0.2, outage_seconds=90.0):
         self.max_attempts = max_attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.max_retry_after = max_retry_after
         self.connect_attempts = connect_attempts
+        self.outage_seconds = outage_seconds
         self.jitter = jitter
 
     def delay(self, attempt, retry_after=None):
@@ -618,12 +621,14 @@ class ClusterClient(ReadModifyWrite):
     }
 
     def __init__(self, configuration, target=None, retry=None, sleep=time.sleep, pool=None,
-                 on_request=None, request_timeout=60.0, secrets=()):
+                 on_request=None, request_timeout=60.0, secrets=(), clock=time.monotonic):
         self.configuration = configuration
         self.target = target or ClusterTarget(host=(configuration.host or '').rstrip('/'))
         self.host = self.target.host
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
+        self.clock = clock
+        self._answered = False  # the server answered once: later refusals are a restart, not a wrong address
         self.on_request = on_request
         self.request_timeout = request_timeout
         self._secrets = set(s for s in secrets if s)
@@ -705,6 +710,7 @@ class ClusterClient(ReadModifyWrite):
         timeout = timeout if timeout is not None else self.request_timeout
         attempt = 0
         connect_failures = 0
+        outage_since = None
         auth_renewed = False
         while True:
             attempt += 1
@@ -717,6 +723,15 @@ class ClusterClient(ReadModifyWrite):
                 self._note(method, path, query, 0)
                 if kind in ('fatal', 'dns', 'tls'):
                     raise self._unreachable(kind, detail)
+                if kind == 'connect' and self._answered:
+                    # it answered before: an API server restarting; wait for it, within outage_seconds
+                    outage_since = self.clock() if outage_since is None else outage_since
+                    if self.clock() - outage_since >= self.retry.outage_seconds:
+                        raise self._unreachable('outage', detail)
+                    with self._lock:
+                        self.stats['retries'] += 1
+                    self.sleep(min(2.0, self.retry.delay(min(attempt, 4))))
+                    continue
                 if kind == 'connect':
                     connect_failures += 1
                     if connect_failures >= self.retry.connect_attempts:
@@ -756,6 +771,8 @@ class ClusterClient(ReadModifyWrite):
             'connect': 'connection refused or timed out: check that the cluster is running, the '
                        'kubeconfig context and server URL, and the network/proxy between here and it',
             'dropped': 'the connection kept dropping: check the network and the API server health',
+            'outage': 'it answered before and has refused connections for %ds since: the API server is down or '
+                      'restarting for longer than that; run again once it is back' % self.retry.outage_seconds,
             'fatal': 'check the server URL, the kubeconfig context, and proxy settings',
         }
         msg = 'Cannot reach %s: %s; %s.' % (self.target.describe(), _redact(detail, self._secrets),
@@ -818,7 +835,9 @@ class ClusterClient(ReadModifyWrite):
         res = self.resource(kind, api_version, what)
         if method in ('POST', 'PUT'):   # a whole object: its kind and apiVersion as the server serves them
             kw['body'] = dict(kw['body'], apiVersion=res.api_version, kind=res.kind)
-        return _with_type(self.request(method, res.path(namespace, name, subresource), what=what, **kw), res)
+        answer = self.request(method, res.path(namespace, name, subresource), what=what, **kw)
+        self._answered = True
+        return _with_type(answer, res)
 
     def get(self, kind, name, namespace=None, api_version=None):
         """The object, or raise NotFound."""
@@ -845,6 +864,7 @@ class ClusterClient(ReadModifyWrite):
         rv = None
         while True:
             body = self.request('GET', res.path(namespace), query=query, what=what)
+            self._answered = True
             page = body.pop('items', None) or []
             for item in page:
                 item = _with_type(item, res)

@@ -61,3 +61,37 @@ def test_without_a_known_expiry_the_ttl_applies():
     auth.token()
     assert len(calls) == 2
     assert token_expiry(cfg) is None
+
+
+def test_a_server_that_answered_before_is_waited_for_while_it_restarts():
+    """Connection refused from a server that answered this client before: an API server restart (a managed
+    control plane upgrade) -- retried for outage_seconds, not given up after connect_attempts."""
+    from urllib3 import exceptions as u3exc
+
+    from ansible_collections.meshops.istio.plugins.module_utils import errors
+    from ansible_collections.meshops.istio.plugins.module_utils.client import ClusterClient, RetryPolicy
+    from test_client import FakePool, FakeResponse
+
+    refused = u3exc.NewConnectionError(None, 'Failed to establish a new connection: [Errno 111] Connection refused')
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    cfg = k8s_client.Configuration()
+    cfg.host = 'https://api.example:6443'
+    ok = FakeResponse(200, {'kind': 'Namespace', 'metadata': {'name': 'x'}})
+    pool = FakePool([ok] + [refused] * 10 + [ok])
+    client = ClusterClient(cfg, pool=pool, sleep=sleep, clock=lambda: now[0], retry=RetryPolicy(outage_seconds=60))
+    assert client.get('Namespace', 'x')['metadata']['name'] == 'x'
+    assert client.get('Namespace', 'x')['metadata']['name'] == 'x'  # after 10 refusals
+    assert 0 < now[0] < 60
+    pool = FakePool([ok] + [refused] * 200)
+    client = ClusterClient(cfg, pool=pool, sleep=sleep, clock=lambda: now[0], retry=RetryPolicy(outage_seconds=60))
+    client.get('Namespace', 'x')
+    start = now[0]
+    try:
+        client.get('Namespace', 'x')
+        raise AssertionError('an outage longer than outage_seconds must fail')
+    except errors.ClusterUnreachable as exc:
+        assert now[0] - start >= 60 and 'refused connections for 60s' in str(exc)
