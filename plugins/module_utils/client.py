@@ -322,7 +322,7 @@ class RetryPolicy:
     RETRY_STATUSES = (429, 500, 502, 503, 504)
 
     def __init__(self, max_attempts=8, base_delay=0.2, max_delay=8.0, max_retry_after=30.0,
-                 connect_attempts=3, jitter=0.2, outage_seconds=90.0):
+                 connect_attempts=3, jitter=0.2, outage_seconds=30.0):
         self.max_attempts = max_attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -727,7 +727,8 @@ class ClusterClient(ReadModifyWrite):
                     # it answered before: an API server restarting; wait for it, within outage_seconds
                     outage_since = self.clock() if outage_since is None else outage_since
                     if self.clock() - outage_since >= self.retry.outage_seconds:
-                        raise self._unreachable('outage', detail)
+                        raise self._unreachable('connect', '%s (refused for %ds, after it had answered: down or '
+                                                'restarting for longer than that)' % (detail, self.retry.outage_seconds))
                     with self._lock:
                         self.stats['retries'] += 1
                     self.sleep(min(2.0, self.retry.delay(min(attempt, 4))))
@@ -771,8 +772,6 @@ class ClusterClient(ReadModifyWrite):
             'connect': 'connection refused or timed out: check that the cluster is running, the '
                        'kubeconfig context and server URL, and the network/proxy between here and it',
             'dropped': 'the connection kept dropping: check the network and the API server health',
-            'outage': 'it answered before and has refused connections for %ds since: the API server is down or '
-                      'restarting for longer than that; run again once it is back' % self.retry.outage_seconds,
             'fatal': 'check the server URL, the kubeconfig context, and proxy settings',
         }
         msg = 'Cannot reach %s: %s; %s.' % (self.target.describe(), _redact(detail, self._secrets),
