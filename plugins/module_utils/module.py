@@ -77,6 +77,10 @@ class MeshopsModule:
         """The ClusterClient of the cluster options, created on first use and closed by run()."""
         if self._client is None:
             self._client = ClusterClient.from_params(self.params)
+            if (self.params.get('lease') or {}).get('needed'):
+                # a phase under way: this cluster answered its plan, so a refused connection is a restart
+                # of the API server (waited for, RetryPolicy.outage_seconds), not a wrong address
+                self._client._answered = True
         return self._client
 
     def warn(self, warning):
