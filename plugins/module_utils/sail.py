@@ -131,8 +131,8 @@ class SailRevision:
         self.deleting = bool(meta.get('deletionTimestamp'))
 
     def to_dict(self):
-        return dict((k, getattr(self, k)) for k in ('name', 'version', 'namespace', 'istio', 'ready', 'ready_message',
-                                                     'in_use', 'in_use_message', 'deleting'))
+        keys = ('name', 'version', 'namespace', 'istio', 'ready', 'ready_message', 'in_use', 'in_use_message', 'deleting')
+        return dict((k, getattr(self, k)) for k in keys)
 
 
 class SailTag:
@@ -427,9 +427,9 @@ class SailControl:
                                   patch_type='merge', api_version=API_VERSION)
         found = sail.tags.get(tag) if tag else None
         if tag and found is None:
+            known = ', '.join(sorted(sail.tags)) or 'none'
             raise InvalidInput('IstioRevisionTag %s does not exist (IstioRevisionTags: %s): create it with '
-                               'spec.targetRef {kind: Istio, name: %s}' % (tag, ', '.join(sorted(sail.tags)) or 'none',
-                                                                          istio.name))
+                               'spec.targetRef {kind: Istio, name: %s}' % (tag, known, istio.name))
         if found is not None and found.follows and found.target_name != istio.name:
             raise InvalidInput('IstioRevisionTag %s follows Istio %s, not %s' % (tag, found.target_name, istio.name))
         if found is not None and not found.follows and found.target_name != revision:
@@ -518,8 +518,7 @@ class SailControl:
                        gone, timeout)
         except WaitTimeout as exc:
             users = self.users(revision)
-            raise RevisionInUse('%s. Still using it: %s.' % (exc.message, '; '.join(users) or
-                                                              'nothing found now: Sail deletes it after the grace period'),
-                                users, details={'revision': revision})
+            found = '; '.join(users) or 'nothing found now: Sail deletes it after the grace period'
+            raise RevisionInUse('%s. Still using it: %s.' % (exc.message, found), users, details={'revision': revision})
         result['removed'] = True
         return True, result

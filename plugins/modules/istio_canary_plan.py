@@ -161,7 +161,9 @@ plan:
       type: list
       elements: dict
     manager:
-      description: Which control-plane manager installs and removes revisions (V(istioctl); V(sail) on a mesh the Sail operator manages, detected from its C(Istio)).
+      description:
+        - Which control-plane manager installs and removes revisions (V(istioctl)).
+        - V(sail) on a mesh the Sail operator manages, detected from its C(Istio).
       type: str
     upgrade:
       description:

@@ -17,13 +17,13 @@ description:
     the operator to do the rest. It never installs, edits or deletes what Sail renders (istiod, webhooks).
   - O(state=active) sets the C(Istio)'s C(spec.version) so that O(revision) becomes its active revision (with
     C(updateStrategy.type=RevisionBased) Sail names it C(<istio>-v<x>-<y>-<z>) and creates it), and waits for it
-    to be C(Ready) and active. With O(tag), the C(IstioRevisionTag) is made to point at it too: a tag whose
+    to be C(Ready) and active. With O(tag), the C(IstioRevisionTag) is made to point at it too. A tag whose
     C(targetRef) is the C(Istio) follows the active revision by itself (waited for); a tag pinned to an
     C(IstioRevision) has its C(targetRef) moved. Used by the install, tag and rollback phases.
   - O(state=absent) waits for Sail to delete the inactive O(revision), which it does
     C(inactiveRevisionDeletionGracePeriodSeconds) after nothing uses it, and on timeout names what keeps it in
     use by Sail's rules (tags, namespace labels, pods annotated C(istio.io/rev=<revision>) that are not
-    Succeeded: a Failed pod counts). The active revision is refused. Used by the cleanup phase.
+    Succeeded, so a Failed pod counts). The active revision is refused. Used by the cleanup phase.
 author:
   - meshops.istio contributors (@meshops)
 options:

@@ -17,10 +17,10 @@ description:
     C(kubectl.kubernetes.io/restartedAt)), then waits the way C(kubectl rollout status) does and checks
     that every new pod is injected by the expected revision.
   - On OpenShift, DeploymentConfigs (C(apps.openshift.io/v1)) are restarted the way C(oc rollout latest)
-    does it (a C(DeploymentRequest) to their C(instantiate) subresource: a new ReplicationController) and
+    does it (a C(DeploymentRequest) to their C(instantiate) subresource, which makes a new ReplicationController) and
     waited for the way C(oc rollout status) reads them; with Argo Rollouts installed, Rollouts
     (C(argoproj.io/v1alpha1)) are restarted the way C(kubectl argo rollouts restart) does it (a merge patch
-    of C(spec.restartAt): Argo evicts the older pods, its ReplicaSets recreate them) and waited for until
+    of C(spec.restartAt), after which Argo evicts the older pods and its ReplicaSets recreate them) and waited for until
     C(status.restartedAt) caught up and the Rollout is C(Healthy). Both are reported like Deployments.
   - With O(only_stale=true) (the default) only workloads with a pod not injected by the expected
     revision are restarted, so running it again reports no change.
