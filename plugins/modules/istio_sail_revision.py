@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 module: istio_sail_revision
 short_description: Make a Sail-managed Istio revision active, or wait for Sail to remove it (OpenShift Service Mesh 3)
-version_added: 1.1.0
+version_added: 1.0.0
 description:
   - On a mesh whose control plane the Sail operator manages (C(sailoperator.io/v1) C(Istio), C(IstioRevision),
     C(IstioRevisionTag); OpenShift Service Mesh 3), changes only what Sail leaves to its users and waits for
