@@ -48,7 +48,9 @@ def test_activate_check_diff_idempotent_and_what_would_fight_sail_is_refused(kub
     assert any(u.startswith('pod bar/ratings-1-') for u in gone['users']), gone['users']
     assert sim.get_json(SAIL + '/istiorevisions/' + OLD)
 
-    # the istioctl-style modules refuse Sail's objects, writing nothing
+    # the istioctl-style modules refuse Sail's objects, writing nothing (checked below), then cleanup for real:
+    # everything onto the new revision; a namespace label keeps the old one in use (named when waiting times out);
+    # without it Sail deletes the revision after its grace period, which the module waits for
     webhook_rv = rv(sim, TAG_WEBHOOK)
     tag = h.run_module('istio_revision_tag', dict(h.auth(sim), tag='default', revision=OLD))
     assert tag.failed and 'managed by the Sail operator' in tag['msg'] and 'IstioRevisionTag' in tag['msg'], tag
@@ -57,3 +59,23 @@ def test_activate_check_diff_idempotent_and_what_would_fight_sail_is_refused(kub
                                                   istioctl_path=h.ISTIOCTL))
     assert removal.failed and 'managed by the Sail operator' in removal['msg'], removal
     assert h.get(sim, 'Deployment', 'istiod-' + OLD, 'istio-system') is not None
+
+    code, _headers, body = sim.request('PATCH', SAIL + '/istios/default', {'spec': {'updateStrategy': {
+        'inactiveRevisionDeletionGracePeriodSeconds': 45}}}, headers={'Content-Type': 'application/merge-patch+json'})
+    assert code == 200, body[:300]
+    h.create_namespace(sim, 'pinned', {'istio.io/rev': OLD})
+    moved = h.run_module('rollout_restart', dict(h.auth(sim), namespaces=['foo', 'bar', 'baz', 'istio-ingress'],
+                                                 wait_timeout=180))
+    assert not moved.failed and moved['summary']['restarted'] == 6, moved
+    held = h.run_module('istio_sail_revision', dict(h.auth(sim), revision=OLD, state='absent', wait_timeout=5))
+    assert held.failed and 'namespace pinned (istio.io/rev=%s)' % OLD in held['msg'], held
+    assert sim.get_json(SAIL + '/istiorevisions/' + OLD)
+    h.label_namespace(sim, 'pinned', {'istio.io/rev': None})
+    removed = h.run_module('istio_sail_revision', dict(h.auth(sim), revision=OLD, state='absent', wait_timeout=240),
+                           diff=True)
+    assert not removed.failed and removed['changed'] is True and removed['removed'] is True, removed
+    assert h.get(sim, 'Deployment', 'istiod-' + OLD, 'istio-system') is None
+    code, _headers, _body = sim.request('GET', SAIL + '/istiorevisions/' + OLD)
+    assert code == 404
+    again = h.run_module('istio_sail_revision', dict(h.auth(sim), revision=OLD, state='absent'))
+    assert not again.failed and again['changed'] is False, again
