@@ -53,6 +53,12 @@ _VERSION_RE = re.compile(r'^v?(\d+)\.(\d+)\.(\d+)(?:[-+.].*)?$')
 
 # --- names -----------------------------------------------------------------------------------------
 
+def parse_version_text(version):
+    """``1.29.6`` (or ``v1.29.6-distroless``) -> (1, 29, 6); None when it is no Istio version."""
+    match = _VERSION_RE.match(str(version or ''))
+    return tuple(int(x) for x in match.groups()) if match else None
+
+
 def validate_revision_name(name, what='revision'):
     """A revision (or tag) name must be a DNS-1123 label; ``1.15.4`` -> 'use "1-15-4"'."""
     if isinstance(name, str) and _VERSION_RE.match(name) and '.' in name:
@@ -67,12 +73,65 @@ def istiod_name(revision):
     return 'istiod' if revision in (None, '', DEFAULT) else 'istiod-%s' % revision
 
 
-def injector_name(revision):
-    return LEGACY_INJECTOR if revision in (None, '', DEFAULT) else '%s-%s' % (LEGACY_INJECTOR, revision)
+def _ns_suffix(istio_namespace):
+    """Istio's charts (1.2x) suffix cluster-scoped names with the control plane's namespace outside
+    istio-system (``istio-sidecar-injector-<rev>-<ns>``, ``istio-revision-tag-<tag>-<ns>``)."""
+    return '' if istio_namespace in (None, '', ISTIO_NAMESPACE) else '-%s' % istio_namespace
 
 
-def tag_webhook_name(tag):
-    return 'istio-revision-tag-%s' % tag
+def injector_name(revision, istio_namespace=ISTIO_NAMESPACE):
+    if revision in (None, '', DEFAULT):
+        return LEGACY_INJECTOR + _ns_suffix(istio_namespace)
+    return '%s-%s%s' % (LEGACY_INJECTOR, revision, _ns_suffix(istio_namespace))
+
+
+def tag_webhook_name(tag, istio_namespace=ISTIO_NAMESPACE):
+    return 'istio-revision-tag-%s%s' % (tag, _ns_suffix(istio_namespace))
+
+
+def tag_service_name(tag):
+    """The Service a revision tag has from Istio 1.28 (istioctl tag set, the chart's revision-tags-svc.yaml)."""
+    return 'istiod-revision-tag-%s' % tag
+
+
+def helm_release_name(revision):
+    """The Helm release of a revision installed by this collection (Istio's Helm guide names it so)."""
+    return 'istiod' if revision in (None, '', DEFAULT) else 'istiod-%s' % revision
+
+
+HELM_RELEASE_ANNOTATION = 'meta.helm.sh/release-name'
+HELM_NAMESPACE_ANNOTATION = 'meta.helm.sh/release-namespace'
+MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by'
+
+
+def helm_owner(obj):
+    """(release, namespace) of the Helm release that owns ``obj`` (Helm's ownership metadata), or None."""
+    if not obj:
+        return None
+    annotations = _annotations(obj)
+    release = annotations.get(HELM_RELEASE_ANNOTATION)
+    if not release or _labels(obj).get(MANAGED_BY_LABEL) != 'Helm':
+        return None
+    return release, annotations.get(HELM_NAMESPACE_ANNOTATION)
+
+
+def revision_objects(revision, istio_namespace=ISTIO_NAMESPACE):
+    """Every object a revision owns by name, as Istio's istiod chart and istioctl name them: (kind,
+    namespace or None, name).  Cleanup checks that none is left, whichever way the revision was installed."""
+    ns = istio_namespace
+    istiod = istiod_name(revision)
+    suffix = '' if revision in (None, '', DEFAULT) else '-%s' % revision
+    objects = [('Deployment', ns, istiod), ('Service', ns, istiod), ('ServiceAccount', ns, istiod),
+               ('Role', ns, istiod), ('RoleBinding', ns, istiod), ('HorizontalPodAutoscaler', ns, istiod),
+               ('PodDisruptionBudget', ns, istiod), ('NetworkPolicy', ns, istiod),
+               ('ConfigMap', ns, 'istio%s' % suffix), ('ConfigMap', ns, 'istio-sidecar-injector%s' % suffix),
+               ('ConfigMap', ns, 'values%s' % suffix),
+               ('MutatingWebhookConfiguration', None, injector_name(revision, ns)),
+               ('ValidatingWebhookConfiguration', None, revision_validator_name(revision, ns))]
+    for role in ('istiod-clusterrole', 'istiod-gateway-controller', 'istio-reader-clusterrole'):
+        name = '%s%s-%s' % (role, suffix, ns)
+        objects += [('ClusterRole', None, name), ('ClusterRoleBinding', None, name)]
+    return objects
 
 
 def revision_validator_name(revision, istio_namespace=ISTIO_NAMESPACE):
@@ -189,8 +248,9 @@ class Revision:
     """One control plane revision: istiod-<rev> (or istiod for ``default``)."""
 
     def __init__(self, name, namespace, deployment=None, version=None, ready=False,
-                 replicas=0, ready_replicas=0, image=None, injector=None, service=None):
+                 replicas=0, ready_replicas=0, image=None, injector=None, service=None, helm_release=None):
         self.name = name
+        self.helm_release = helm_release
         self.namespace = namespace
         self.deployment = deployment
         self.version = version
@@ -220,12 +280,19 @@ class Revision:
             image = containers[0].get('image')
         version = labels.get(VERSION_LABEL) or version_of_image(image)
         ready, desired, ready_replicas = deployment_ready(deployment)
+        owner = helm_owner(deployment)
         return cls(name, meta.get('namespace'), deployment=meta.get('name'), version=version,
-                   ready=ready, replicas=desired, ready_replicas=ready_replicas, image=image)
+                   ready=ready, replicas=desired, ready_replicas=ready_replicas, image=image,
+                   helm_release=owner[0] if owner else None)
 
     @property
     def in_use(self):
         return bool(self.in_use_by)
+
+    @property
+    def install_method(self):
+        """``helm`` when a Helm release owns istiod, else ``istioctl``."""
+        return 'helm' if self.helm_release else 'istioctl'
 
     def to_dict(self):
         return {
@@ -233,6 +300,7 @@ class Revision:
             'ready': self.ready, 'replicas': self.replicas, 'ready_replicas': self.ready_replicas,
             'deployment': self.deployment, 'injector': self.injector, 'service': self.service,
             'in_use': self.in_use, 'in_use_by': list(self.in_use_by),
+            'install_method': self.install_method, 'helm_release': self.helm_release,
         }
 
 
@@ -257,11 +325,12 @@ def deployment_ready(deployment):
 class RevisionTag:
     """A revision tag: MWC ``istio-revision-tag-<tag>`` labelled istio.io/tag and istio.io/rev."""
 
-    def __init__(self, name, revision, webhook, services=()):
+    def __init__(self, name, revision, webhook, services=(), helm_release=None):
         self.name = name
         self.revision = revision
         self.webhook = webhook
         self.services = sorted(set(services))
+        self.helm_release = helm_release
 
     @classmethod
     def from_webhook(cls, mwc):
@@ -271,11 +340,13 @@ class RevisionTag:
             svc = (hook.get('clientConfig') or {}).get('service') or {}
             if svc.get('name'):
                 services.append(svc['name'])
-        return cls(labels.get(TAG_LABEL), labels.get(REV_LABEL), _meta(mwc).get('name'), services)
+        owner = helm_owner(mwc)
+        return cls(labels.get(TAG_LABEL), labels.get(REV_LABEL), _meta(mwc).get('name'), services,
+                   owner[0] if owner else None)
 
     def to_dict(self):
         return {'name': self.name, 'revision': self.revision, 'webhook': self.webhook,
-                'services': list(self.services)}
+                'services': list(self.services), 'helm_release': self.helm_release}
 
 
 class NamespaceInjection:
@@ -917,7 +988,7 @@ def canonical_injector_webhook(injector):
     return hooks[0]
 
 
-def build_tag_webhook(tag, revision, injector, istio_namespace=ISTIO_NAMESPACE):
+def build_tag_webhook(tag, revision, injector, istio_namespace=ISTIO_NAMESPACE, existing=None):
     """``istio-revision-tag-<tag>`` built from the revision's injector ``istio-sidecar-injector-<rev>``
     the way ``istioctl tag set`` renders it: the same service (istiod-<rev>, its path and port),
     caBundle, rules and policies; labels istio.io/tag and istio.io/rev; the rev.namespace./rev.object.
@@ -952,6 +1023,13 @@ def build_tag_webhook(tag, revision, injector, istio_namespace=ISTIO_NAMESPACE):
             if key in base:
                 hook[key] = base[key]
         webhooks.append(hook)
+    # the chart's auto. webhook (sidecarInjectorWebhook.enableNamespacesByDefault) injects unlabelled
+    # namespaces: kept, calling the new revision
+    for hook in (existing or {}).get('webhooks') or []:
+        if (hook.get('name') or '').startswith('auto.'):
+            kept = copy.deepcopy(hook)
+            kept['clientConfig'] = copy.deepcopy(client_config)
+            webhooks.append(kept)
     labels = {
         'app': 'sidecar-injector',
         TAG_LABEL: tag,
@@ -961,9 +1039,32 @@ def build_tag_webhook(tag, revision, injector, istio_namespace=ISTIO_NAMESPACE):
     return {
         'apiVersion': 'admissionregistration.k8s.io/v1',
         'kind': 'MutatingWebhookConfiguration',
-        'metadata': {'name': tag_webhook_name(tag), 'labels': labels},
+        'metadata': {'name': _meta(existing).get('name') or tag_webhook_name(tag, istio_namespace), 'labels': labels},
         'webhooks': webhooks,
     }
+
+
+def tag_service(tag, revision, existing=None, revision_service=None, istio_namespace=ISTIO_NAMESPACE):
+    """Service ``istiod-revision-tag-<tag>`` selecting istiod of ``revision`` (Istio 1.28+: istioctl tag set
+    and the chart's revision-tags-svc.yaml make it; it tells istiod which tags are its own)."""
+    if existing:
+        svc = copy.deepcopy(existing)
+        svc.pop('status', None)
+    else:
+        ports = copy.deepcopy(((revision_service or {}).get('spec') or {}).get('ports') or [
+            {'name': 'grpc-xds', 'port': 15010, 'protocol': 'TCP'},
+            {'name': 'https-dns', 'port': 15012, 'protocol': 'TCP'},
+            {'name': 'https-webhook', 'port': 443, 'targetPort': 15017, 'protocol': 'TCP'},
+            {'name': 'http-monitoring', 'port': 15014, 'protocol': 'TCP'}])
+        svc = {'apiVersion': 'v1', 'kind': 'Service',
+               'metadata': {'name': tag_service_name(tag), 'namespace': istio_namespace,
+                            'labels': {'app': 'istiod', 'istio': 'pilot', TAG_LABEL: tag}},
+               'spec': {'ports': ports}}
+    meta = svc.setdefault('metadata', {})
+    meta.setdefault('labels', {})[REV_LABEL] = revision
+    spec = svc.setdefault('spec', {})
+    spec['selector'] = {'app': 'istiod', REV_LABEL: revision} if revision != DEFAULT else {'app': 'istiod', 'istio': 'pilot'}
+    return svc
 
 
 VALIDATION_RULES = [{

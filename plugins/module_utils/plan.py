@@ -55,6 +55,7 @@ VARIABLES = {
     'create_tag': 'istio_canary_create_tag',
     'abandon_upgrade': 'istio_canary_abandon_upgrade',
     'rollback': 'istio_canary_rollback',
+    'install_method': 'istio_canary_install_method',
 }
 ROLLBACK_HINT = '--tags rollback -e istio_canary_rollback=true'
 MAX_WAVES = 9
@@ -92,7 +93,7 @@ class UpgradeRequest:
     def __init__(self, to_revision, to_version, from_revision=None, tag=mesh.DEFAULT,
                  istio_namespace=mesh.ISTIO_NAMESPACE, record_name='meshops-istio-upgrade', waves=None,
                  gateways=None, max_minor_skew=2, create_tag=False, abandon_upgrade=False, rollback=False,
-                 migrate_legacy_labels=False, cluster=None):
+                 migrate_legacy_labels=False, cluster=None, install_method=None):
         self.to_revision = to_revision
         self.to_version = str(to_version or '')
         self.from_revision = from_revision or None
@@ -107,6 +108,7 @@ class UpgradeRequest:
         self.rollback = bool(rollback)
         self.migrate_legacy_labels = bool(migrate_legacy_labels)
         self.cluster = cluster
+        self.install_method = install_method or None
 
     @property
     def record_ref(self):
@@ -130,6 +132,9 @@ class UpgradeRequest:
         if self.to_revision == mesh.DEFAULT:
             problems.append('istio_canary_to_revision "default" is the revision-less install and the name of the '
                             'default tag: upgrade to a versioned revision such as 1-15-4')
+        if self.install_method not in (None, 'istioctl', 'helm'):
+            problems.append('istio_canary_install_method must be istioctl or helm (or empty: as the old revision '
+                            'was installed), got %r' % (self.install_method,))
         if not parse_version(self.to_version):
             problems.append('istio_canary_to_version %r is not an Istio version like 1.15.4' % (self.to_version,))
         problems.extend(wave_problems(self.waves))
@@ -641,6 +646,28 @@ def _old_unused(ctx):
         old, ctx.request.on_cluster, ' '.join(bits))
 
 
+@guard('install-method-matches')
+def _install_method(ctx):
+    """A revision is removed by the method that installed it (never mixed), and a Helm release of the old
+    revision renders no tag any more (helm uninstall would delete it)."""
+    upgrade, state = ctx.upgrade, ctx.state
+    rev = state.revisions.get(upgrade.from_revision) if upgrade.from_revision else None
+    if rev is None or upgrade.from_revision == upgrade.to_revision:
+        return None
+    asked = ctx.request.install_method
+    if asked and asked != rev.install_method:
+        return ('Cleanup refuses to remove revision %s with %s: it was installed by %s%s; mixing methods leaves '
+                'part of it behind. Set istio_canary_install_method: %s (or leave it empty). Nothing was changed.'
+                % (rev.name, asked, rev.install_method,
+                   ' (Helm release %s)' % rev.helm_release if rev.helm_release else '', rev.install_method))
+    rendered = sorted(t.name for t in state.tags.values() if rev.helm_release and t.helm_release == rev.helm_release)
+    if rendered:
+        return ('Cleanup refuses to remove revision %s: its Helm release %s still renders revision tag %s, which '
+                'helm uninstall would delete. Run the tag phase (--tags tag) to hand the tag over first.'
+                % (rev.name, rev.helm_release, ', '.join(rendered)))
+    return None
+
+
 @guard('rolled-back')
 def _rolled_back(ctx):
     """After a rollback, everything moved is back on the old revision and version."""
@@ -952,7 +979,7 @@ register_phase(PhaseSpec('rollback', 80, ['rollback-asked', 'one-upgrade-at-a-ti
                          plan=_plan_rollback, project=_project_rollback, record_update=_record_rollback,
                          after_guards=['rolled-back'], label='Rollback'))
 register_phase(PhaseSpec('cleanup', 90, ['one-upgrade-at-a-time', 'old-is-not-new', 'old-revision-known',
-                                         'old-revision-unused'],
+                                         'old-revision-unused', 'install-method-matches'],
                          plan=_plan_cleanup, project=_project_cleanup, label='Cleanup'))
 
 

@@ -95,6 +95,12 @@ options:
     description: Precheck relabels namespaces on C(istio-injection=enabled) (C(istio_canary_migrate_legacy_labels)).
     type: bool
     default: false
+  install_method:
+    description:
+      - How revisions are installed (C(istio_canary_install_method)); empty detects it from the old revision
+        (Helm's ownership metadata on its istiod). The plan's C(manager) is the method the role uses.
+    type: str
+    choices: [ istioctl, helm ]
   cluster:
     description: A name of the cluster for messages (the inventory host).
     type: str
@@ -238,6 +244,7 @@ plan:
       elements: str
 '''
 
+from ansible_collections.meshops.istio.plugins.module_utils import helm  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.meshops.istio.plugins.module_utils.errors import PhaseRefused
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import MeshState
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
@@ -251,7 +258,8 @@ def request_from(params):
         tag=params['tag'], istio_namespace=params['istio_namespace'], record_name=params['record_name'],
         waves=params['waves'], gateways=params['gateways'], max_minor_skew=params['max_minor_skew'],
         create_tag=params['create_tag'], abandon_upgrade=params['abandon_upgrade'], rollback=params['rollback'],
-        migrate_legacy_labels=params['migrate_legacy_labels'], cluster=params.get('cluster'))
+        migrate_legacy_labels=params['migrate_legacy_labels'], cluster=params.get('cluster'),
+        install_method=params.get('install_method'))
 
 
 def run(module):
@@ -292,6 +300,7 @@ def main():
         rollback=dict(type='bool', default=False),
         migrate_legacy_labels=dict(type='bool', default=False),
         cluster=dict(type='str'),
+        install_method=dict(type='str', choices=['istioctl', 'helm']),
         assume_done=dict(type='list', elements='str', default=[]),
     ), istio_namespace=True).run(run)
 
