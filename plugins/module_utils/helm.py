@@ -227,8 +227,8 @@ class Helm:
     def _check(self, args, what, values=None):
         rc, out, err = self._run(args, values=values)
         if rc != 0:
-            raise HelmError('helm failed to %s (exit %s): %s' % (what, rc, _tail(err or out, self._secrets)
-                                                                   or 'no output'),
+            why = _tail(err or out, self._secrets) or 'no output'
+            raise HelmError('helm failed to %s (exit %s): %s' % (what, rc, why),
                             details={'command': self.display(args), 'rc': rc,
                                      'stderr': _tail(err, self._secrets, 4000)})
         return {'command': self.display(args + (['-f', '<values>'] if values else [])), 'rc': rc,

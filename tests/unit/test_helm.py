@@ -19,8 +19,8 @@ def owned(obj, release, namespace='istio-system'):
 
 
 def helm_mesh(tag_on='1-14-6', new=True, tag_release='istiod-1-14-6'):
-    objs = [o for o in f.blog() if o['metadata']['name'] not in ('istio-revision-tag-default', 'istiod-default-validator',
-                                                                  'istiod-1-14-6')]
+    replaced = ('istio-revision-tag-default', 'istiod-default-validator', 'istiod-1-14-6')
+    objs = [o for o in f.blog() if o['metadata']['name'] not in replaced]
     objs += [owned(f.istiod('1-14-6', '1.14.6'), 'istiod-1-14-6'), owned(f.tag('default', tag_on), tag_release),
              owned(f.validator(tag_on), 'istio-base')]
     if new:
