@@ -540,6 +540,41 @@ class WorkloadProxy:
         }
 
 
+class UnmovablePod:
+    """An injected pod no rollout restart replaces: a bare pod, a Job's (or a CronJob's Job's) pod, a pod of an
+    owner the collection does not restart.  Only restarting or deleting it by hand moves it."""
+
+    def __init__(self, namespace, name, owner, revision, version, labels=None, annotations=None):
+        self.namespace = namespace
+        self.name = name
+        self.owner = owner
+        self.revision = revision
+        self.version = version
+        self.template_labels = dict(labels or {})
+        self.template_annotations = dict(annotations or {})
+        self.expected_revision = None
+
+    @classmethod
+    def from_pod(cls, pod, cronjob_of=None):
+        meta = _meta(pod)
+        owner = pod_owner(pod)
+        if owner is None:
+            what = 'bare pod'
+        elif owner[0] == 'Job' and (cronjob_of or {}).get((meta.get('namespace'), owner[1])):
+            what = 'CronJob %s, Job %s' % (cronjob_of[(meta.get('namespace'), owner[1])], owner[1])
+        else:
+            what = '%s %s' % owner
+        return cls(meta.get('namespace'), meta.get('name'), what, pod_revision(pod), pod_proxy_version(pod),
+                   meta.get('labels'), meta.get('annotations'))
+
+    def describe(self):
+        return '%s/%s (%s, proxy %s)' % (self.namespace, self.name, self.owner, self.version or '?')
+
+    def to_dict(self):
+        return {'namespace': self.namespace, 'name': self.name, 'owner': self.owner, 'revision': self.revision,
+                'version': self.version, 'expected_revision': self.expected_revision}
+
+
 class MeshState:
     """Revisions, tags, namespaces and workloads of one cluster, and the relations between them."""
 
@@ -554,13 +589,14 @@ class MeshState:
         self.revision_validators = {}  # revision -> name of its own ValidatingWebhookConfiguration
         self.legacy_injector = None  # revision-less istio-sidecar-injector MWC (dict) or None
         self.pods_by_revision = {}   # revision -> [(namespace, name)] of running injected pods
+        self.unmovable = []          # injected pods no rollout restart replaces (bare, Job/CronJob, ...)
 
     # building ----------------------------------------------------------------------------------
 
     @classmethod
     def from_objects(cls, deployments=(), mutating_webhooks=(), validating_webhooks=(),
                      namespaces=(), workloads=(), pods=(), services=(),
-                     istio_namespace=ISTIO_NAMESPACE):
+                     istio_namespace=ISTIO_NAMESPACE, jobs=()):
         """Build the model from plain objects (what the API lists)."""
         state = cls(istio_namespace)
         service_names = set(_meta(s).get('name') for s in services
@@ -593,6 +629,7 @@ class MeshState:
         for ns in namespaces:
             state._add_namespace(ns)
         pods_by_owner = {}
+        unmovable = []
         for pod in pods:
             if pod_terminated(pod):
                 continue
@@ -604,6 +641,8 @@ class MeshState:
             owner = pod_owner(pod)
             if owner:
                 pods_by_owner.setdefault((meta.get('namespace'),) + owner, []).append(pod)
+            if rev and (owner is None or owner[0] not in WORKLOAD_KINDS):
+                unmovable.append(pod)
         for obj in workloads:
             meta = _meta(obj)
             key = (meta.get('namespace'), obj.get('kind'), meta.get('name'))
@@ -611,6 +650,10 @@ class MeshState:
             state._judge(workload)
             state.workloads.append(workload)
         state.workloads.sort(key=lambda w: w.key)
+        cronjob_of = dict(((_meta(j).get('namespace'), _meta(j).get('name')), ref.get('name'))
+                          for j in jobs for ref in _meta(j).get('ownerReferences') or [] if ref.get('kind') == 'CronJob')
+        for pod in unmovable:
+            state.unmovable.append(UnmovablePod.from_pod(pod, cronjob_of))
         state._compute_usage()
         return state
 
@@ -624,14 +667,16 @@ class MeshState:
         mwcs = client.list('MutatingWebhookConfiguration')
         vwcs = client.list('ValidatingWebhookConfiguration')
         ns_objs = client.list('Namespace')
-        objs, pods = [], []
+        objs, pods, jobs = [], [], []
         scope = [] if not workloads else ([None] if not namespaces else list(namespaces))
         for ns in scope:
             for kind in WORKLOAD_KINDS:
                 objs.extend(client.list(kind, ns))
             pods.extend(client.list('Pod', ns))
+            if any((pod_owner(p) or (None,))[0] == 'Job' for p in pods):
+                jobs.extend(client.list('Job', ns))
         return cls.from_objects(deployments, mwcs, vwcs, ns_objs, objs, pods, services,
-                                istio_namespace)
+                                istio_namespace, jobs)
 
     def _add_namespace(self, ns):
         meta = _meta(ns)
@@ -703,6 +748,14 @@ class MeshState:
     def _compute_usage(self):
         for rev in self.revisions.values():
             rev.in_use_by = self.users_of(rev.name)
+        for pod in self.unmovable:
+            pod.expected_revision, _how = self.expected_revision(pod, self.namespaces.get(pod.namespace))
+
+    def stale_unmovable(self, revision=None):
+        """Unmovable pods not on the revision their namespace (or labels) select now (or, with ``revision``,
+        still on that revision), as ``namespace/pod (what owns it, proxy version)``."""
+        return sorted(p.describe() for p in self.unmovable
+                      if (p.revision == revision if revision else p.revision != p.expected_revision))
 
     def users_of(self, revision):
         """What still needs ``revision``: tags, the default validator, namespace labels, pods."""
@@ -765,6 +818,14 @@ class MeshState:
         for ns in sorted(self.namespaces.values(), key=lambda n: n.name):
             for warning in ns.warnings:
                 found.append({'kind': 'namespace', 'name': ns.name, 'problem': warning})
+        for pod in sorted(self.unmovable, key=lambda p: (p.namespace, p.name)):
+            if pod.revision != pod.expected_revision:
+                found.append({'kind': 'pod', 'name': '%s/%s' % (pod.namespace, pod.name), 'owner': pod.owner,
+                              'revision': pod.revision, 'problem':
+                              'pod %s/%s (%s) runs the proxy of revision %s (%s), not %s, and no rollout restart '
+                              'replaces it: restart or delete it by hand'
+                              % (pod.namespace, pod.name, pod.owner, pod.revision, pod.version or '?',
+                                 pod.expected_revision or 'none (nothing selects injection)')})
         return found
 
     def to_dict(self, namespaces=None):
@@ -782,6 +843,7 @@ class MeshState:
                            if keep(n.name)],
             'workloads': [w.to_dict() for w in self.workloads if keep(w.namespace)],
             'stale': [w.to_dict() for w in self.stale() if keep(w.namespace)],
+            'unmovable': [p.to_dict() for p in self.unmovable if keep(p.namespace)],
             'problems': [p for p in self.problems() if p['kind'] != 'namespace' or keep(p['name'])],
         }
 

@@ -640,6 +640,10 @@ def _old_unused(ctx):
     users = on_revision(state, old)
     if users:
         bits.append('Workloads still on it: %s (run the remaining waves: --tags waves).' % ', '.join(users))
+    unmovable = state.stale_unmovable(old)
+    if unmovable:
+        bits.append('Pods no restart moves are still on it; restart or delete them by hand: %s.'
+                    % ', '.join(unmovable))
     if not bits:
         return None
     return 'Cleanup refuses to remove revision %s%s: it is still in use. %s' % (
@@ -906,7 +910,9 @@ def _plan_verify(ctx):
     checked = sorted(set(workload_id(w.namespace, w.kind, w.name) for w in ctx.state.workloads
                          if w.namespace in scope['namespaces']) | set(scope['ids']))
     return {'verify': {'namespaces': scope['namespaces'], 'workloads': checked,
-                       'waves': sorted(ctx.record.get('waves') or {}), 'gate': gate_scope(ctx)}}
+                       'waves': sorted(ctx.record.get('waves') or {}), 'gate': gate_scope(ctx),
+                       'unmovable': ctx.state.stale_unmovable(),
+                       'far_behind': far_behind(ctx.state, ctx.upgrade.to_version)}}
 
 
 def _plan_rollback(ctx):
@@ -948,9 +954,11 @@ def _record_rollback(ctx, planned):
 
 def _plan_cleanup(ctx):
     upgrade = ctx.upgrade
+    far = far_behind(ctx.state, upgrade.to_version)
     if not upgrade.from_revision or not upgrade.from_installed:
-        return {}
-    return {'objects': ctx.manager.remove_changes(ctx, upgrade.from_revision), 'remove': upgrade.from_revision}
+        return {'far_behind': far}
+    return {'objects': ctx.manager.remove_changes(ctx, upgrade.from_revision), 'remove': upgrade.from_revision,
+            'far_behind': far}
 
 
 def _project_cleanup(ctx, planned):
@@ -1010,6 +1018,23 @@ def off_revision(state, revision, version, namespaces=(), ids=()):
         if why:
             problems.append('%s: %s' % (wid, '; '.join(why)))
     return sorted(problems)
+
+
+def far_behind(state, version, minors=1):
+    """Proxies more than ``minors`` minor versions behind ``version`` (the new control plane; Istio supports
+    a proxy one minor behind istiod), workloads and unmovable pods, as ``namespace/Kind/name (1.27.3)``."""
+    target = parse_version(version)
+    if not target:
+        return []
+
+    def behind(proxy_version):
+        found = parse_version(proxy_version)
+        return bool(found) and (found[0] < target[0] or (found[0] == target[0] and target[1] - found[1] > minors))
+
+    out = ['%s (%s)' % (workload_id(w.namespace, w.kind, w.name), ','.join(w.versions))
+           for w in state.workloads if any(behind(v) for v in w.versions)]
+    out += ['%s/Pod/%s (%s)' % (p.namespace, p.name, p.version) for p in state.unmovable if behind(p.version)]
+    return sorted(out)
 
 
 def on_revision(state, revision):
@@ -1251,6 +1276,7 @@ class UpgradePlan:
             'restarts': planned.get('restarts') or [], 'tag_change': planned.get('tag_change'),
             'remove': planned.get('remove'), 'findings': planned.get('findings') or [],
             'migrate': planned.get('migrate') or [], 'verify': planned.get('verify'),
+            'far_behind': planned.get('far_behind') or (planned.get('verify') or {}).get('far_behind') or [],
             'rollback_namespaces': planned.get('namespaces') or [],
             'record_update': _record_update_args(self.record_update),
         })

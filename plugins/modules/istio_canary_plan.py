@@ -219,8 +219,16 @@ plan:
       type: list
       elements: str
     verify:
-      description: Verify - the C(namespaces), C(workloads) and C(waves) checked and the metric C(gate) scope.
+      description:
+        - Verify - the C(namespaces), C(workloads) and C(waves) checked and the metric C(gate) scope;
+          C(unmovable), the injected pods no restart moves that are not on the revision their namespace selects
+          (bare pods, Job and CronJob pods; restart or delete them by hand) and C(far_behind), proxies more than
+          one minor version behind the new control plane.
       type: dict
+    far_behind:
+      description: Verify and cleanup - proxies more than one minor version behind the new control plane (C(namespace/Kind/name (version))).
+      type: list
+      elements: str
     rollback_namespaces:
       description: Rollback - the namespaces moved back.
       type: list

@@ -132,7 +132,9 @@ def assert_nothing_left_of(sim, revision):
 
 def test_helm_upgrade_phase_by_phase(mesh, tmp_path):
     inv = inventory(tmp_path, mesh)
-    ok(run(inv, "precheck", tmp_path))
+    precheck = ok(run(inv, "precheck", tmp_path))
+    checked = [e for e in precheck.tasks(status="ok") if e.get("action") == "meshops.istio.istio_precheck"][0]
+    assert checked["precheck"]["command"] == "istioctl x precheck --from-version %s -o json" % OLD_VERSION
     # install: release istiod-1-30-3 running 1.30.3 beside the old one; the tag is untouched
     install = ok(run(inv, "install", tmp_path))
     rel = releases(mesh)
@@ -163,14 +165,21 @@ def test_helm_upgrade_phase_by_phase(mesh, tmp_path):
     ok(run(inv, "gateways", tmp_path))
     ok(run(inv, "wave1", tmp_path))
     ok(run(inv, "wave2", tmp_path))
-    ok(run(inv, "verify", tmp_path))
+    verify = ok(run(inv, "verify", tmp_path))
+    summary = [m for m in verify.summaries() if m.get("phase") == "verify"][-1]
+    # the pods no restart moves are named (bare pod, Job pod, the pod of a CronJob's Job)
+    unmovable = " ".join(summary["not_movable_by_restart"])
+    assert "foo/debug (bare pod" in unmovable and "(Job migrate" in unmovable, unmovable
+    assert "(CronJob report, Job report-manual" in unmovable, unmovable
+    assert summary["proxies_more_than_one_minor_behind"] == []
     plane = us.data_plane(mesh)
     for name in ("foo/foo", "bar/bar", "baz/baz", "istio-ingress/istio-ingressgateway"):
         assert plane[name]["versions"] == [NEW_VERSION] and plane[name]["revisions"] == [NEW_REV], (name, plane[name])
 
     # the pods no restart moves (bare pod, Job and CronJob pods) keep cleanup from removing the old revision
     refused = run(inv, "cleanup", tmp_path)
-    assert not refused.ok and "1-29-6" in " ".join(refused.failures())
+    why = " ".join(refused.failures())
+    assert not refused.ok and "restart or delete them by hand: " in why and "foo/debug (bare pod" in why, why
     assert "istiod-" + OLD_REV in releases(mesh)
     for path in ("/api/v1/namespaces/foo/pods/debug", "/apis/batch/v1/namespaces/bar/jobs/migrate",
                  "/apis/batch/v1/namespaces/baz/jobs/report-manual"):
@@ -224,3 +233,19 @@ def test_helm_rollback_hands_the_tag_back(mesh, tmp_path):
     # the new release can now go without taking the tag with it
     helm(mesh, "uninstall", "istiod-" + NEW_REV, "-n", NS)
     assert tag_state(mesh)["rev"] == OLD_REV
+
+
+def test_helm_wave_names_a_crashing_native_sidecar(tmp_path):
+    workdir = tmp_path / "sim"
+    workdir.mkdir()
+    with KubeSim("helm", workdir=str(workdir), pod_ready_seconds=0.2, audit=False,
+                 crash_proxy_version=[NEW_VERSION]) as sim:
+        inv = inventory(tmp_path, sim, istio_canary_wait_timeout=60)
+        ok(run(inv, "precheck,install", tmp_path))
+        ok(run(inv, "tag", tmp_path))
+        wave = run(inv, "wave1", tmp_path)
+        why = " ".join(wave.failures())
+        assert not wave.ok and "native sidecar istio-proxy: Init:CrashLoopBackOff" in why, why
+        pods = [p for p in sim.get_json("/api/v1/namespaces/bar/pods")["items"]
+                if NEW_REV in (p["metadata"].get("annotations") or {}).get("sidecar.istio.io/status", "")]
+        assert pods and all(p["status"]["phase"] == "Pending" for p in pods)

@@ -140,3 +140,39 @@ def test_revision_objects_and_names_outside_istio_system():
     names = set(n for _k, _ns, n in mesh.revision_objects('1-29-6'))
     assert {'istiod-clusterrole-1-29-6-istio-system', 'istio-validator-1-29-6-istio-system', 'values-1-29-6',
             'istio-sidecar-injector-1-29-6'} <= names
+
+
+def test_precheck_json_findings_of_istioctl_1_2x():
+    from ansible_collections.meshops.istio.plugins.module_utils import istioctl
+    out = ('[{"code": "IST0169", "documentationUrl": "https://istio.io/v1.30/docs/reference/config/analysis/ist0169/",'
+           ' "level": "Warning", "message": "tracer changed", "origin": "Service istio-system/zipkin"}]')
+    found = istioctl.parse_precheck_json(out)
+    assert found[0]['code'] == 'IST0169' and found[0]['level'] == 'Warning'
+    assert found[0]['text'] == 'Warning [IST0169] (Service istio-system/zipkin) tracer changed'
+    assert istioctl.parse_precheck_json('no json') is None
+
+
+def _pod(ns, name, revision, version, owner=None):
+    pod = f.pod(ns, 'x', 0, revision, version)
+    pod['metadata']['name'] = name
+    pod['metadata']['ownerReferences'] = [owner] if owner else []
+    pod['metadata']['labels'] = {}
+    return pod
+
+
+def test_unmovable_pods_are_named_with_their_owner_and_far_behind_proxies():
+    job_ref = {'kind': 'Job', 'name': 'report-manual', 'controller': True}
+    job = {'kind': 'Job', 'metadata': {'name': 'report-manual', 'namespace': 'baz',
+                                       'ownerReferences': [{'kind': 'CronJob', 'name': 'report'}]}}
+    state = mesh.MeshState.from_objects(
+        deployments=[f.istiod('1-14-6', '1.14.6'), f.istiod('1-15-4', '1.15.4')],
+        mutating_webhooks=[f.injector('1-14-6'), f.injector('1-15-4'), f.tag('default', '1-15-4')],
+        namespaces=[f.namespace('foo', {'istio.io/rev': 'default'}), f.namespace('baz', {'istio.io/rev': 'default'})],
+        pods=[_pod('foo', 'debug', '1-14-6', '1.12.1'), _pod('baz', 'report-manual-x', '1-14-6', '1.14.6', job_ref)],
+        jobs=[job])
+    assert state.stale_unmovable() == ['baz/report-manual-x (CronJob report, Job report-manual, proxy 1.14.6)',
+                                       'foo/debug (bare pod, proxy 1.12.1)']
+    problems = [pr for pr in state.problems() if pr['kind'] == 'pod']
+    assert [pr['name'] for pr in problems] == ['baz/report-manual-x', 'foo/debug']
+    assert 'restart or delete it by hand' in problems[0]['problem']
+    assert p.far_behind(state, '1.15.4') == ['foo/Pod/debug (1.12.1)']
