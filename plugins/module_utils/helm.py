@@ -387,14 +387,19 @@ class TagHandover:
             self.client.patch(kind, name, {'metadata': {'annotations': {
                 RESOURCE_POLICY: 'keep', mesh.HELM_RELEASE_ANNOTATION: new_release,
                 mesh.HELM_NAMESPACE_ANNOTATION: self.namespace}}}, ns)
-        old_tags = self.helm.values(old_release, self.namespace).get('revisionTags') or []
+        old_values = self.helm.values(old_release, self.namespace)
+        old_tags = old_values.get('revisionTags') or []
         self.helm.upgrade(old_release, self.chart, self.namespace, version=old_version, reuse_values=True,
                           set_json={'revisionTags': [t for t in old_tags if t != tag]}, install=False,
                           timeout=self.wait_timeout)
         new_tags = self.helm.values(new_release, self.namespace).get('revisionTags') or []
+        wanted = {'revisionTags': sorted(set(new_tags) | set([tag]))}
+        # the chart renders the auto. webhook of tag default (unlabelled namespaces injected) from this value:
+        # the tag keeps it when it changes hands
+        if tag == mesh.DEFAULT and ((old_values.get('sidecarInjectorWebhook') or {}).get('enableNamespacesByDefault')):
+            wanted['sidecarInjectorWebhook.enableNamespacesByDefault'] = True
         self.helm.upgrade(new_release, self.chart, self.namespace, version=new_version, reuse_values=True,
-                          set_json={'revisionTags': sorted(set(new_tags) | set([tag]))}, install=False,
-                          timeout=self.wait_timeout)
+                          set_json=wanted, install=False, timeout=self.wait_timeout)
         for kind, ns, name in present:
             if self.client.get_or_none(kind, name, ns) is not None:
                 self.client.patch(kind, name, {'metadata': {'annotations': {RESOURCE_POLICY: None}}}, ns)

@@ -200,6 +200,15 @@ def test_helm_upgrade_phase_by_phase(mesh, tmp_path):
 
 def test_helm_commands_on_the_old_release_cannot_move_or_delete_the_tag(mesh, tmp_path):
     inv = inventory(tmp_path, mesh)
+    # check mode plans the Helm steps and changes nothing (release revisions, resourceVersions)
+    before = dict((name, r["revision"]) for name, r in releases(mesh).items())
+    tag_rv = obj(mesh, MWC + "istio-revision-tag-default")["metadata"]["resourceVersion"]
+    planned = ok(run(inv, "precheck,install,tag", tmp_path, check=True, diff=True))
+    report = " ".join(str(line) for e in planned.tasks(status="ok") for line in (e.get("plan") or {}).get("report") or [])
+    assert "create HelmRelease istio-system/istiod-1-30-3" in report, report
+    assert "update HelmRelease istio-system/istiod-1-29-6 (revisionTags without default)" in report, report
+    assert dict((name, r["revision"]) for name, r in releases(mesh).items()) == before
+    assert obj(mesh, MWC + "istio-revision-tag-default")["metadata"]["resourceVersion"] == tag_rv
     ok(run(inv, "precheck,install", tmp_path))
     ok(run(inv, "tag", tmp_path))
     # the operator's natural helm upgrade of the old release, asking for the tag again: refused by Helm itself
