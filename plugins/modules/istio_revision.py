@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 ---
 module: istio_revision
-short_description: Install or remove one Istio control plane revision with istioctl
+short_description: Install or remove one Istio control plane revision with istioctl or Helm
 version_added: 1.0.0
 description:
   - Makes sure one Istio control plane revision (C(istiod-<revision>) and its webhooks) is installed or
