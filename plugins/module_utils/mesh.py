@@ -32,7 +32,7 @@ import json
 import re
 
 from ansible_collections.meshops.istio.plugins.module_utils.args import validate_dns1123_label
-from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput
+from ansible_collections.meshops.istio.plugins.module_utils.errors import AuthenticationFailed, InvalidInput, NotFound
 
 ISTIO_NAMESPACE = 'istio-system'
 DEFAULT = 'default'
@@ -674,7 +674,10 @@ class MeshState:
                 objs.extend(client.list(kind, ns))
             pods.extend(client.list('Pod', ns))
             if any((pod_owner(p) or (None,))[0] == 'Job' for p in pods):
-                jobs.extend(client.list('Job', ns))
+                try:  # only to name the CronJob behind a Job's pod; a role without it still works
+                    jobs.extend(client.list('Job', ns))
+                except (AuthenticationFailed, NotFound):
+                    pass
         return cls.from_objects(deployments, mwcs, vwcs, ns_objs, objs, pods, services,
                                 istio_namespace, jobs)
 
