@@ -119,6 +119,10 @@ def helm_owner(obj):
     """(release, namespace) of the Helm release that owns ``obj`` (Helm's ownership metadata), or None."""
     if not obj:
         return None
+    # an operator that renders charts with Helm's library (Sail) leaves Helm's metadata on what it owns: those
+    # objects belong to the operator (their ownerReferences), not to a release anyone runs helm on
+    if any(str(ref.get('apiVersion') or '').startswith('sailoperator.io/') for ref in _meta(obj).get('ownerReferences') or []):
+        return None
     annotations = _annotations(obj)
     release = annotations.get(HELM_RELEASE_ANNOTATION)
     if not release or _labels(obj).get(MANAGED_BY_LABEL) != 'Helm':
@@ -679,8 +683,8 @@ class MeshState:
             owner = pod_owner(pod)
             if owner:
                 pods_by_owner.setdefault((meta.get('namespace'),) + owner, []).append(pod)
-            if rev and (owner is None or owner[0] not in WORKLOAD_KINDS):
-                unmovable.append(pod)
+            if rev:
+                unmovable.append((pod, owner))
         for obj in workloads:
             meta = _meta(obj)
             key = (meta.get('namespace'), obj.get('kind'), meta.get('name'))
@@ -690,8 +694,10 @@ class MeshState:
         state.workloads.sort(key=lambda w: w.key)
         cronjob_of = dict(((_meta(j).get('namespace'), _meta(j).get('name')), ref.get('name'))
                           for j in jobs for ref in _meta(j).get('ownerReferences') or [] if ref.get('kind') == 'CronJob')
-        for pod in unmovable:
-            state.unmovable.append(UnmovablePod.from_pod(pod, cronjob_of))
+        restarted = set(w.key for w in state.workloads)  # what rollout_restart restarts (every served kind)
+        for pod, owner in unmovable:
+            if owner is None or (_meta(pod).get('namespace'),) + tuple(owner) not in restarted:
+                state.unmovable.append(UnmovablePod.from_pod(pod, cronjob_of))
         state._compute_usage()
         return state
 
