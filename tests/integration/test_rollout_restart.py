@@ -137,6 +137,12 @@ def test_paused_deployment_is_reported_and_missing_namespace_refused(blog):
         'PATCH', '/apis/apps/v1/namespaces/bar/deployments/bar', {'spec': {'paused': True}},
         headers={'Content-Type': 'application/merge-patch+json'})
     assert code == 200, body
+
+    def pause_observed():
+        conds = (h.get(sim, 'Deployment', 'bar', 'bar').get('status') or {}).get('conditions') or []
+        return any(c.get('reason') == 'DeploymentPaused' for c in conds)
+    # the deployment controller records the pause in the status (a write of its own): wait for it first
+    sim.wait_for(pause_observed, timeout=30, message='DeploymentPaused condition')
     rv = h.get(sim, 'Deployment', 'bar', 'bar')['metadata']['resourceVersion']
     res = h.run_module('rollout_restart', dict(h.auth(sim), namespaces=['bar']))
     assert res.rc == 0 and not res.failed, res

@@ -77,8 +77,9 @@ class WebhookCallError(Exception):
 class Backend:
     """What answers behind a webhook Service: the istiod pods that are ready endpoints."""
 
-    def __init__(self, namespace: str, service: str, version: str, revision: str):
+    def __init__(self, namespace: str, service: str, version: str, revision: str, env: dict | None = None):
         self.namespace, self.service, self.version, self.revision = namespace, service, version, revision
+        self.env = dict(env or {})  # the istiod container's plain env values (feature flags)
 
 
 def resolve_backend(store, webhook: dict) -> Backend:
@@ -104,14 +105,16 @@ def resolve_backend(store, webhook: dict) -> Backend:
         if pod is None:
             continue
         version = None
+        env = {}
         for c in (pod.get("spec") or {}).get("containers") or []:
             version = istio.image_version(c.get("image", ""))
+            env = {e.get("name"): e.get("value") for e in c.get("env") or [] if "value" in e}
             if c.get("name") == "discovery" and version:
                 break
         labels = (pod.get("metadata") or {}).get("labels") or {}
         revision = labels.get("istio.io/rev") or istio.DEFAULT_REVISION
         if version:
-            return Backend(ns, name, version, revision)
+            return Backend(ns, name, version, revision, env)
     raise WebhookCallError(f'failed to call webhook: Post "{url}": no endpoints available for service "{name}"')
 
 
@@ -185,9 +188,14 @@ class WebhookAdmission:
                     if (wh.get("failurePolicy") or "Fail") == "Fail":
                         raise _call_failed(wh, e)
                     continue
+                native = istio.native_sidecars(backend.version, backend.env, pod, self._kubelet_versions())
                 pod = istio.inject_pod(pod, version=backend.version, revision=backend.revision,
-                                       istiod=backend.service, istio_namespace=backend.namespace)
+                                       istiod=backend.service, istio_namespace=backend.namespace, native=native)
         return pod
+
+    def _kubelet_versions(self) -> dict:
+        return {n["metadata"]["name"]: ((n.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", "")
+                for n in _list(self.store, "nodes")}
 
     def validate(self, operation, key, obj, namespaced):
         ns = (obj.get("metadata") or {}).get("namespace")
@@ -207,6 +215,10 @@ class WebhookAdmission:
 
 
 def install(store, options=None) -> WebhookAdmission:
+    from . import serviceaccounts
+    # the built-in ServiceAccount plugin runs before the MutatingAdmissionWebhook plugin (kube-apiserver's
+    # admission order), so a missing ServiceAccount is reported even when a webhook would also fail
+    serviceaccounts.install(store, options)
     plugin = WebhookAdmission(store, options)
     store.add_admission(plugin)
     return plugin

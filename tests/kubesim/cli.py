@@ -14,8 +14,10 @@ import base64
 import importlib
 import os
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 
 import yaml
@@ -97,8 +99,10 @@ def _optional(modname):
         raise
 
 
-def build_cluster(options: SimOptions):
-    """-> (store, controller_manager_or_None).  Usable in-process (tests, benchmarks)."""
+def build_cluster(options: SimOptions, start_controllers: bool = True):
+    """-> (store, controller_manager_or_None).  Usable in-process (tests, benchmarks).  With
+    ``start_controllers=False`` the caller starts them (:func:`start_controllers`) -- after a scenario's Helm
+    releases were installed through the served API."""
     store = Store(options)
     scenarios = _optional("scenarios")
     features = set(getattr(options, "features", None) or [])
@@ -110,6 +114,7 @@ def build_cluster(options: SimOptions):
     for ext in extensions:
         if hasattr(ext, "install_api"):
             ext.install_api(store, options)
+    store.kubesim_extensions = extensions  # their install_controllers run in start_controllers_for
     for ns in DEFAULT_NAMESPACES:
         store.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
                      admission=False)
@@ -125,7 +130,26 @@ def build_cluster(options: SimOptions):
         objs = []
     else:
         raise SystemExit(f"kubesim: scenario {options.scenario!r} needs kubesim.scenarios")
+    deferred = []
+    if not start_controllers:
+        # bare pods are created after the scenario's Helm releases (so istiod injects them): see serve()
+        deferred = [o for o in objs if o.get("kind") == "Pod"]
+        objs = [o for o in objs if o.get("kind") != "Pod"]
+    store.kubesim_deferred_pods = deferred
+    create_scenario_objects(store, objs)
+    cm = start_controllers_for(store, options) if start_controllers else None
+    return store, cm
+
+
+def create_scenario_objects(store, objs):
     for obj in objs:
+        owner = obj.pop("_owner", None)  # scenario objects owned by an earlier one (kubesim.scenarios)
+        if owner:
+            ort = store.registry.by_kind(obj.get("apiVersion", ""), owner["kind"])
+            found = store.get(ort, obj["metadata"].get("namespace"), owner["name"])
+            obj["metadata"]["ownerReferences"] = [{"apiVersion": found["apiVersion"], "kind": owner["kind"],
+                                                   "name": owner["name"], "uid": found["metadata"]["uid"],
+                                                   "controller": True, "blockOwnerDeletion": True}]
         rt = store.registry.by_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
         if rt is None:
             raise SystemExit(f"kubesim: scenario object of unknown kind {obj.get('apiVersion')}/{obj.get('kind')}")
@@ -143,15 +167,20 @@ def build_cluster(options: SimOptions):
                 continue
             raise SystemExit(f"kubesim: scenario object {obj.get('kind')} "
                              f"{obj.get('metadata', {}).get('name')}: {e.message}")
+
+
+def start_controllers_for(store, options, after_settle=None):
     controllers = _optional("controllers")
-    cm = None
-    if controllers is not None:
-        cm = controllers.ControllerManager(store, options)
-        for ext in extensions:
-            if hasattr(ext, "install_controllers"):
-                ext.install_controllers(cm, options)
-        cm.start()
-    return store, cm
+    if controllers is None:
+        if after_settle is not None:
+            after_settle()
+        return None
+    cm = controllers.ControllerManager(store, options)
+    for ext in getattr(store, "kubesim_extensions", []):
+        if hasattr(ext, "install_controllers"):
+            ext.install_controllers(cm, options)
+    cm.start(after_settle=after_settle)
+    return cm
 
 
 def write_kubeconfig(path, url, ca_pem: bytes | None, token, user="kubesim-admin", cluster="kubesim",
@@ -190,7 +219,10 @@ def serve(options: SimOptions, token=None, use_tls=True) -> int:
         user_entry = credentials.exec_user(secret_file)
     else:
         token = token or secrets.token_urlsafe(32)
-    store, cm = build_cluster(options)
+    scenarios = _optional("scenarios")
+    releases = scenarios.helm_releases(options.scenario) if scenarios is not None and options.scenario not in (
+        "", "empty") else []
+    store, cm = build_cluster(options, start_controllers=not releases)
     material = tls.generate(hosts=(options.host, "localhost")) if use_tls else None
     server = KubeSimServer((options.host, options.port), store, options, token, material, credential_secret=secret)
     stop = threading.Event()
@@ -205,6 +237,23 @@ def serve(options: SimOptions, token=None, use_tls=True) -> int:
     if options.kubeconfig:
         write_kubeconfig(options.kubeconfig, url, material.ca_pem if material else None, token, options.user,
                          options.cluster_name, user_entry)
+    if releases:
+        from . import helm_scenario
+        work = tempfile.mkdtemp(prefix="kubesim-helm-")
+        kubeconfig = os.path.join(work, "kubeconfig")
+        write_kubeconfig(kubeconfig, url, material.ca_pem if material else None, token, options.user,
+                         options.cluster_name, user_entry)
+        try:
+            helm_scenario.install_releases(releases, kubeconfig, work)
+        except BaseException:
+            server.stopping = True
+            store.close()
+            server.shutdown()
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        cm = start_controllers_for(store, options,
+                                   after_settle=lambda: create_scenario_objects(store, store.kubesim_deferred_pods))
     sys.stdout.write(f"kubesim ready {url}\n")
     sys.stdout.flush()
     try:

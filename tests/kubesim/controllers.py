@@ -264,11 +264,19 @@ class ControllerManager:
         self._after(delay, key)
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self):
+    def start(self, after_settle=None):
+        """Start; ``after_settle()`` runs once the initial state has settled (istiod ready), and is settled too
+        (scenario pods that need a serving injector)."""
+        from . import batch, istiod_webhooks
+        self.add_controller(batch.BatchControllers())
         self.store.add_admission(self._kubelet_admission)
         self.store.add_listener(self._on_event)
+        istiod_webhooks.install(self.store).sync()
         self._enqueue_all()
         self.settle()
+        if after_settle is not None:
+            after_settle()
+            self.settle()
         self._thread = threading.Thread(target=self._run, name="kubesim-controllers", daemon=True)
         self._thread.start()
         return self
@@ -562,14 +570,24 @@ class ControllerManager:
         return f"10.244.{(n // 250) % 250}.{n % 250 + 2}"
 
     def _container_statuses(self, pod, state: str, crash: dict | None = None) -> tuple[list, list]:
+        """Kubelet container statuses.  Restartable init containers (native sidecars, restartPolicy Always)
+        keep running beside the app; one that crash-loops never passes its startup probe, so the kubelet never
+        starts the app containers (they wait in PodInitializing)."""
         spec = pod.get("spec") or {}
         started = now_iso()
         init, main = [], []
+        sidecar_crashing = False
         for c in spec.get("initContainers") or []:
             st = {"name": c["name"], "image": c.get("image", ""), "imageID": _image_id(c.get("image", "")),
                   "ready": state != "creating", "restartCount": 0, "started": False}
             if state == "creating":
                 st["state"] = {"waiting": {"reason": "PodInitializing"}}
+            elif c.get("restartPolicy") == "Always" and crash and c["name"] in crash:
+                sidecar_crashing = True
+                st.update(ready=False, started=False, **self._crash_loop(pod, c, crash[c["name"]], started))
+            elif c.get("restartPolicy") == "Always":
+                st.update(ready=True, started=True, containerID=_container_id(pod, c),
+                          state={"running": {"startedAt": started}})
             else:
                 st["state"] = {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": started,
                                               "finishedAt": started, "containerID": _container_id(pod, c)}}
@@ -578,33 +596,36 @@ class ControllerManager:
         for c in spec.get("containers") or []:
             st = {"name": c["name"], "image": c.get("image", ""), "imageID": _image_id(c.get("image", "")),
                   "restartCount": 0}
-            if state == "creating":
+            if state == "creating" or sidecar_crashing:
                 st.update(ready=False, started=False,
                           state={"waiting": {"reason": "PodInitializing" if spec.get("initContainers")
                                              else "ContainerCreating"}})
             elif crash and c["name"] in crash:
-                n = crash[c["name"]]
-                st.update(ready=False, started=False, restartCount=n,
-                          state={"waiting": {"reason": "CrashLoopBackOff",
-                                             "message": f"back-off {min(10 * 2 ** max(n - 1, 0), 300)}s restarting "
-                                                        f"failed container={c['name']} pod={pod['metadata']['name']}"
-                                                        f"_{pod['metadata'].get('namespace')}"
-                                                        f"({pod['metadata'].get('uid') or ''})"}},
-                          lastState={"terminated": {"exitCode": 255, "reason": "Error", "startedAt": started,
-                                                    "finishedAt": started,
-                                                    "containerID": _container_id(pod, c)}})
-                st["imageID"] = _image_id(c.get("image", ""))
+                st.update(ready=False, started=False, **self._crash_loop(pod, c, crash[c["name"]], started))
             else:
                 st.update(ready=True, started=True, containerID=_container_id(pod, c),
                           state={"running": {"startedAt": started}})
             main.append(st)
         return init, main
 
+    @staticmethod
+    def _crash_loop(pod, c, n, started) -> dict:
+        return {"restartCount": n,
+                "state": {"waiting": {"reason": "CrashLoopBackOff",
+                                      "message": f"back-off {min(10 * 2 ** max(n - 1, 0), 300)}s restarting "
+                                                 f"failed container={c['name']} pod={pod['metadata']['name']}"
+                                                 f"_{pod['metadata'].get('namespace')}"
+                                                 f"({pod['metadata'].get('uid') or ''})"}},
+                "lastState": {"terminated": {"exitCode": 255, "reason": "Error", "startedAt": started,
+                                             "finishedAt": started, "containerID": _container_id(pod, c)}}}
+
     def _crashing_containers(self, pod) -> list:
+        """istio-proxy containers -- classic or native sidecar -- running a --crash-proxy-version."""
         if not self.crash_versions:
             return []
+        spec = pod.get("spec") or {}
         out = []
-        for c in (pod.get("spec") or {}).get("containers") or []:
+        for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
             if c.get("name") == "istio-proxy" and istio.image_version(c.get("image", "")) in self.crash_versions:
                 out.append(c["name"])
         return out
@@ -646,17 +667,29 @@ class ControllerManager:
         crashing = self._crashing_containers(pod)
         now = now_iso()
         st = dict(status or {})
+        spec = pod.get("spec") or {}
+        native = [c["name"] for c in spec.get("initContainers") or [] if c.get("restartPolicy") == "Always"]
+        sidecar_crash = [c for c in crashing if c in native]
         if crashing:
-            prev = {c["name"]: c.get("restartCount", 0) for c in st.get("containerStatuses") or []}
+            prev = {c["name"]: c.get("restartCount", 0)
+                    for c in (st.get("containerStatuses") or []) + (st.get("initContainerStatuses") or [])}
             counts = {c: prev.get(c, 0) + 1 for c in crashing}
             init, main = self._container_statuses(pod, "running", counts)
             ready_status, reason = "False", "ContainersNotReady"
-            msg = f"containers with unready status: [{' '.join(crashing)}]"
+            # kubelet lists unready restartable init containers first, then the app containers
+            unready = sidecar_crash + ([c["name"] for c in spec.get("containers") or []] if sidecar_crash
+                                       else crashing)
+            msg = f"containers with unready status: [{' '.join(unready)}]"
         else:
             init, main = self._container_statuses(pod, "running")
             ready_status, reason, msg = "True", None, None
         conds = st.get("conditions") or []
-        conds = set_condition(conds, "Initialized", "True", None, None, now, update_time=False)
+        if sidecar_crash:
+            conds = set_condition(conds, "Initialized", "False", "ContainersNotInitialized",
+                                  f"containers with incomplete status: [{' '.join(sidecar_crash)}]", now,
+                                  update_time=False)
+        else:
+            conds = set_condition(conds, "Initialized", "True", None, None, now, update_time=False)
         conds = set_condition(conds, "ContainersReady", ready_status, reason, msg, now, update_time=False)
         conds = set_condition(conds, "Ready", ready_status, reason, msg, now, update_time=False)
         for c in conds:
@@ -666,7 +699,8 @@ class ControllerManager:
                 c.pop("reason", None)
             if c.get("message") is None:
                 c.pop("message", None)
-        st.update(phase="Running", conditions=conds, containerStatuses=main)
+        # a native sidecar that never starts keeps the pod initializing: Pending, as the kubelet reports it
+        st.update(phase="Pending" if sidecar_crash else "Running", conditions=conds, containerStatuses=main)
         if init:
             st["initContainerStatuses"] = init
         return st, crashing
@@ -738,7 +772,9 @@ class ControllerManager:
             self._after(self._crash_delay(pod), ("pod-tick", ns, name, uid))
 
     def _crash_delay(self, pod) -> float:
-        n = max([c.get("restartCount", 0) for c in (pod.get("status") or {}).get("containerStatuses") or []] + [1])
+        st = pod.get("status") or {}
+        n = max([c.get("restartCount", 0) for c in (st.get("containerStatuses") or [])
+                 + (st.get("initContainerStatuses") or [])] + [1])
         base = max(self.pod_ready_seconds, 1.0)
         return min(base * 2 ** (n - 1), 30 * base)
 
@@ -821,7 +857,7 @@ class ControllerManager:
                 return False
             self._event(owner, "Warning", "FailedCreate", f"Error creating: {e.message}",
                         {"ReplicaSet": "replicaset-controller", "StatefulSet": "statefulset-controller",
-                         "DaemonSet": "daemonset-controller",
+                         "DaemonSet": "daemonset-controller", "Job": "job-controller",
                          "ReplicationController": "replication-controller"}.get(kind, "controller-manager"))
             self._last_create_error[key] = e.message
             self._after(delay, key)
@@ -1180,7 +1216,8 @@ class ControllerManager:
         else:
             conds = remove_condition(conds, "ReplicaFailure")
         st["conditions"] = conds
-        st = {k: v for k, v in st.items() if v or k in ("observedGeneration", "replicas", "conditions")}
+        # DeploymentStatus has only omitempty fields: zero counts are absent (k8s.io/api apps/v1 types.go)
+        st = {k: v for k, v in st.items() if v or k == "conditions"}
         if st != old:
             d = dict(d)
             d["status"] = st

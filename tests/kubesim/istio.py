@@ -400,12 +400,60 @@ def is_injected(pod: dict) -> bool:
     return "sidecar.istio.io/status" in ((pod.get("metadata") or {}).get("annotations") or {})
 
 
-def pod_proxy_version(pod: dict) -> str | None:
-    """Version of the pod's istio-proxy container (its image tag), if it has one."""
-    for c in (pod.get("spec") or {}).get("containers") or []:
+def proxy_container(pod: dict) -> dict | None:
+    """The pod's istio-proxy: a container, or (native sidecar) an init container with restartPolicy Always."""
+    spec = pod.get("spec") or {}
+    for c in spec.get("containers") or []:
         if c.get("name") == "istio-proxy":
-            return image_version(c.get("image", ""))
+            return c
+    for c in spec.get("initContainers") or []:
+        if c.get("name") == "istio-proxy" and c.get("restartPolicy") == "Always":
+            return c
     return None
+
+
+def is_native_sidecar(container: dict) -> bool:
+    return container.get("restartPolicy") == "Always"
+
+
+def pod_proxy_version(pod: dict) -> str | None:
+    """Version of the pod's istio-proxy (its image tag), classic or native sidecar, if it has one."""
+    c = proxy_container(pod)
+    return image_version(c.get("image", "")) if c else None
+
+
+def _version_tuple(version: str | None) -> tuple:
+    out = []
+    for part in (version or "").split("-")[0].split(".")[:3]:
+        out.append(int(part) if part.isdigit() else 0)
+    return tuple(out + [0] * (3 - len(out)))
+
+
+def native_sidecars(istiod_version: str, istiod_env: dict, pod: dict, kubelet_versions: dict) -> bool:
+    """Whether istiod injects istio-proxy as a native sidecar (istio/istio pkg/kube/inject webhook.go
+    DetectNativeSidecar, pilot/pkg/features ENABLE_NATIVE_SIDECARS).
+
+    From Istio 1.27 ``ENABLE_NATIVE_SIDECARS`` is ``auto`` by default: native when the pod's node -- or, for a
+    pod not yet scheduled, every node -- runs a kubelet of Kubernetes 1.33 or later; ``true``/``false`` force
+    it.  Before 1.27 it was a boolean, off by default.  The pod annotation ``sidecar.istio.io/nativeSidecar``
+    overrides both (inject.go)."""
+    ann = ((pod.get("metadata") or {}).get("annotations") or {}).get("sidecar.istio.io/nativeSidecar")
+    if ann in ("true", "false"):
+        return ann == "true"
+    mode = str(istiod_env.get("ENABLE_NATIVE_SIDECARS", "auto" if _version_tuple(istiod_version) >= (1, 27, 0)
+                              else "false")).lower()
+    if mode == "true":
+        return True
+    if mode != "auto" or _version_tuple(istiod_version) < (1, 27, 0):
+        return False
+
+    def ok(v):
+        return _version_tuple(str(v or "").lstrip("v"))[:2] >= (1, 33)
+
+    node = (pod.get("spec") or {}).get("nodeName")
+    if node and node in kubelet_versions:
+        return ok(kubelet_versions[node])
+    return bool(kubelet_versions) and all(ok(v) for v in kubelet_versions.values())
 
 
 def pod_revision(pod: dict) -> str | None:
@@ -506,12 +554,14 @@ _VOLUMES_JSON = json.dumps(_VOLUMES)
 
 
 def inject_pod(pod: dict, *, version: str, revision: str, istiod: str,
-               istio_namespace: str = ISTIO_NAMESPACE, hub: str = HUB) -> dict:
+               istio_namespace: str = ISTIO_NAMESPACE, hub: str = HUB, native: bool = False) -> dict:
     """Return ``pod`` mutated the way istiod's injector (sidecar or gateway template) mutates it.
 
     ``revision`` is the injecting istiod's revision (``default`` for a revision-less istiod), ``istiod``
-    the name of its Service.  A pod that already carries ``sidecar.istio.io/status`` is returned
-    unchanged (Istio's own double-injection guard).
+    the name of its Service.  ``native`` (see :func:`native_sidecars`): the sidecar template puts istio-proxy
+    in ``initContainers`` with ``restartPolicy: Always`` and a startup probe, ordered istio-init, istio-proxy,
+    then the pod's own init containers (inject.go reorderPod); the gateway template is never native.  A pod
+    that already carries ``sidecar.istio.io/status`` is returned unchanged (Istio's double-injection guard).
     """
     if is_injected(pod):
         return pod
@@ -566,7 +616,13 @@ def inject_pod(pod: dict, *, version: str, revision: str, istiod: str,
         }
         if proxy is not None:
             containers.remove(proxy)
-        containers.append(sidecar)
+        if native:
+            sidecar["restartPolicy"] = "Always"
+            sidecar["startupProbe"] = {"httpGet": {"path": "/healthz/ready", "port": 15021},
+                                       "initialDelaySeconds": 0, "periodSeconds": 1, "timeoutSeconds": 3,
+                                       "failureThreshold": 600}
+        else:
+            containers.append(sidecar)
         init = {
             "name": "istio-init",
             "image": image,
@@ -580,9 +636,13 @@ def inject_pod(pod: dict, *, version: str, revision: str, istiod: str,
                                 "privileged": False, "readOnlyRootFilesystem": False,
                                 "runAsGroup": 0, "runAsNonRoot": False, "runAsUser": 0},
         }
-        spec["initContainers"] = [init] + [c for c in spec.get("initContainers") or []
-                                           if c.get("name") != "istio-init"]
-        init_names = ["istio-init"]
+        own_inits = [c for c in spec.get("initContainers") or [] if c.get("name") not in ("istio-init", "istio-proxy")]
+        if native:
+            spec["initContainers"] = [init, sidecar] + own_inits
+            init_names = ["istio-init", "istio-proxy"]
+        else:
+            spec["initContainers"] = [init] + own_inits
+            init_names = ["istio-init"]
         first_app = next((c.get("name") for c in containers if c.get("name") != "istio-proxy"), None)
         if first_app:
             ann.setdefault("kubectl.kubernetes.io/default-container", first_app)
@@ -593,7 +653,7 @@ def inject_pod(pod: dict, *, version: str, revision: str, istiod: str,
     volumes.extend(v for v in json.loads(_VOLUMES_JSON) if v["name"] not in have)
     status = {
         "initContainers": init_names or None,
-        "containers": ["istio-proxy"],
+        "containers": None if native and not gateway else ["istio-proxy"],
         "volumes": [v["name"] for v in _VOLUMES],
         "imagePullSecrets": None,
         "revision": revision,

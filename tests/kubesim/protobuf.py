@@ -370,7 +370,8 @@ def decode(body: bytes) -> dict:
     if not sch:
         raise ProtoError("no protobuf schema available (kubectl binary not found)")
     tname = None
-    for pkg in _package_for(api_version):
+    # options kinds (DeleteOptions, ...) are registered in every group version but are meta/v1 messages
+    for pkg in _package_for(api_version) + [".k8s.io.apimachinery.pkg.apis.meta.v1"]:
         if f"{pkg}.{kind}" in sch:
             tname = f"{pkg}.{kind}"
             break

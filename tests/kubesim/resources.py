@@ -104,10 +104,18 @@ def builtin_types() -> list:
         _b("apps", "v1", "daemonsets", "DaemonSet", True, ["ds"], ["status"], gen=True, cats=["all"]),
         _b("apps", "v1", "controllerrevisions", "ControllerRevision", True),
         _b("batch", "v1", "jobs", "Job", True, [], ["status"], gen=True, cats=["all"]),
+        _b("batch", "v1", "cronjobs", "CronJob", True, ["cj"], ["status"], gen=True, cats=["all"]),
+        _b("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True, ["hpa"], ["status"],
+           cats=["all"]),
+        _b("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ["netpol"], gen=True),
         _b("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations",
            "MutatingWebhookConfiguration", False, [], gen=True, cats=["api-extensions"]),
         _b("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
            "ValidatingWebhookConfiguration", False, [], gen=True, cats=["api-extensions"]),
+        _b("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies", "ValidatingAdmissionPolicy", False,
+           [], ["status"], gen=True, cats=["api-extensions"]),
+        _b("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings",
+           "ValidatingAdmissionPolicyBinding", False, [], gen=True, cats=["api-extensions"]),
         _b("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ["pdb"], ["status"], gen=True),
         _b("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
            ["crd", "crds"], ["status"], gen=True, cats=["api-extensions"]),
@@ -124,8 +132,9 @@ def builtin_types() -> list:
 
 
 # Preferred order of groups in discovery (roughly the real server's).
-GROUP_ORDER = ["", "apps", "events.k8s.io", "authorization.k8s.io", "batch", "policy",
-               "rbac.authorization.k8s.io", "admissionregistration.k8s.io", "apiextensions.k8s.io",
+GROUP_ORDER = ["", "apps", "events.k8s.io", "authorization.k8s.io", "autoscaling", "batch",
+               "networking.k8s.io", "policy", "rbac.authorization.k8s.io", "admissionregistration.k8s.io",
+               "apiextensions.k8s.io",
                "coordination.k8s.io"]
 
 

@@ -155,6 +155,45 @@ def gateway_objects(namespace: str, name: str = "istio-ingressgateway", replicas
     ]
 
 
+def _worker_pod_spec(name: str, image: str, command: list) -> dict:
+    return {"restartPolicy": "Never", "containers": [{"name": name, "image": image, "command": list(command)}]}
+
+
+def batch_objects(sc: dict) -> list[dict]:
+    """Workloads no rollout restart can move: bare pods, a Job's pods, a CronJob's Job's pods.  Their command
+    decides how long they run (kubesim.batch): ``sleep infinity`` keeps them running, ``sleep N`` ends them.
+    A Job listed under a CronJob's ``instantiate`` is owned by it (as ``kubectl create job --from=cronjob/...``
+    makes it); ``_owner`` is resolved by kubesim.cli.build_cluster when the object is created."""
+    out = []
+    for p in sc.get("pods") or []:
+        out.append({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": p["name"], "namespace": p["namespace"],
+                                 "labels": {"app": p["name"], **(p.get("labels") or {})}},
+                    "spec": {**_worker_pod_spec(p["name"], p.get("image", "docker.io/library/busybox:1.36"),
+                                                p.get("command") or ["sleep", "infinity"]),
+                             "restartPolicy": p.get("restart_policy", "Always")}})
+    for j in sc.get("jobs") or []:
+        out.append({"apiVersion": "batch/v1", "kind": "Job",
+                    "metadata": {"name": j["name"], "namespace": j["namespace"]},
+                    "spec": {"backoffLimit": 6, "template": {
+                        "metadata": {"labels": {"app": j["name"]}},
+                        "spec": _worker_pod_spec(j["name"], j.get("image", "docker.io/library/busybox:1.36"),
+                                                 j.get("command") or ["sleep", "infinity"])}}})
+    for c in sc.get("cronjobs") or []:
+        job_spec = {"template": {"metadata": {"labels": {"app": c["name"]}},
+                                 "spec": _worker_pod_spec(c["name"], c.get("image", "docker.io/library/busybox:1.36"),
+                                                          c.get("command") or ["sleep", "infinity"])}}
+        out.append({"apiVersion": "batch/v1", "kind": "CronJob",
+                    "metadata": {"name": c["name"], "namespace": c["namespace"]},
+                    "spec": {"schedule": c.get("schedule", "0 3 * * *"), "jobTemplate": {"spec": job_spec}}})
+        if c.get("instantiate"):
+            out.append({"apiVersion": "batch/v1", "kind": "Job", "_owner": {"kind": "CronJob", "name": c["name"]},
+                        "metadata": {"name": c["instantiate"], "namespace": c["namespace"],
+                                     "annotations": {"cronjob.kubernetes.io/instantiate": "manual"}},
+                        "spec": copy.deepcopy(job_spec)})
+    return out
+
+
 def istio_objects(spec: dict) -> list[dict]:
     rev = str(spec.get("revision") or "")
     version = str(spec["version"])
@@ -164,6 +203,11 @@ def istio_objects(spec: dict) -> list[dict]:
     if spec.get("default_tag") or spec.get("default_validator") or not rev:
         objs.append(istio.default_validator(rev))
     return objs
+
+
+def helm_releases(name: str) -> list[dict]:
+    """The scenario's ``helm:`` releases, installed by real Helm once the API serves (kubesim.helm_scenario)."""
+    return list(_read(name).get("helm") or [])
 
 
 def load_scenario(name: str, options=None) -> list[dict]:
@@ -191,7 +235,14 @@ def load_scenario(name: str, options=None) -> list[dict]:
     if gen:
         for i in range(n_ns):
             add_ns(gen["namespace_format"].format(i=i + 1), gen.get("namespace_labels"))
-    objs += node_objects(base.get("nodes") or {})
+    nodes = dict(base.get("nodes") or {})
+    nodes.update(sc.get("nodes") or {})
+    if sc.get("kubernetes_version"):
+        # the API server and every kubelet at that version (Istio's native-sidecar detection reads the kubelets)
+        nodes["kubelet_version"] = str(sc["kubernetes_version"])
+        if options is not None:
+            options.kubernetes_version = str(sc["kubernetes_version"])
+    objs += node_objects(nodes)
     for spec in sc.get("istio") or []:
         objs += istio_objects(spec)
     for app in sc.get("apps") or []:
@@ -203,6 +254,7 @@ def load_scenario(name: str, options=None) -> list[dict]:
                 objs.append(obj)
     for gw in sc.get("gateways") or []:
         objs += gateway_objects(gw["namespace"], gw.get("name", "istio-ingressgateway"), int(gw.get("replicas", 1)))
+    objs += batch_objects(sc)
     if gen:
         for i in range(n_ns):
             ns = gen["namespace_format"].format(i=i + 1)

@@ -676,24 +676,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
         return {"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
                 "metadata": {}, "items": items}
 
-    # -- openapi -----------------------------------------------------------------------------
+    # -- openapi (documents built by kubesim.openapi) ---------------------------------------
     def _openapi(self, path, query):
+        from . import openapi
         reg = self.server.store.registry
-        acc = self.headers.get("Accept", "")
+        acc = self.headers.get("Accept", "") or "*/*"
+        version = getattr(self.server.options, "kubernetes_version", "v1.32.0")
+        wanted = [a.split(";")[0].strip() for a in acc.split(",")]
         if path.rstrip("/") == "/openapi/v2" or path == "/swagger.json":
-            if "json" not in acc and acc and "*/*" not in acc:
-                return self._send(406, b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
-                                       b'"message":"only application/json is served","reason":"NotAcceptable",'
-                                       b'"code":406}', JSON)
-            return self._send_json(200, self._openapi_v2(reg))
+            doc = openapi.v2_document(reg, version)
+            etag = '"%s"' % hashlib.sha512(json.dumps(sorted(doc["definitions"])).encode()).hexdigest()[:64].upper()
+            for w in wanted:
+                if w in (openapi.V2_PROTO, openapi.V2_PROTO_CONTENT_TYPE):
+                    # kube-openapi answers both Accept forms with the parseable media type (Go's mime parser
+                    # rejects the "@" of the legacy one)
+                    return self._send(200, openapi.v2_protobuf(doc), openapi.V2_PROTO_CONTENT_TYPE,
+                                      {"Etag": etag})
+                if w in ("application/json", "*/*", "application/*"):
+                    return self._send_json(200, doc, {"Etag": etag})
+            return self._not_acceptable()
+        if not any(w in ("application/json", "*/*", "application/*") for w in wanted):
+            return self._not_acceptable()
         if path.rstrip("/") == "/openapi/v3":
-            paths = {}
-            for g, vs in reg.groups().items():
-                for v in vs:
-                    p = f"api/{v}" if not g else f"apis/{g}/{v}"
-                    h = self._gv_hash(g, v)
-                    paths[p] = {"serverRelativeURL": f"/openapi/v3/{p}?hash={h}"}
-            return self._send_json(200, {"paths": paths})
+            return self._send_json(200, openapi.v3_index(reg, self._gv_hash))
         if path.startswith("/openapi/v3/"):
             rest = path[len("/openapi/v3/"):].strip("/").split("/")
             if rest[0] == "api" and len(rest) == 2:
@@ -705,59 +710,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             rts = reg.in_group_version(g, v)
             if not rts:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
-            return self._send_json(200, self._openapi_v3_gv(g, v, rts), {"Etag": f'"{self._gv_hash(g, v)}"'})
+            return self._send_json(200, openapi.v3_group_version(reg, g, v, rts, version),
+                                   {"Etag": f'"{self._gv_hash(g, v)}"'})
         raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
+
+    def _not_acceptable(self):
+        return self._send(406, b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+                               b'"message":"the server was unable to respond with a content type that the client '
+                               b'supports","reason":"NotAcceptable","code":406}', JSON)
 
     def _gv_hash(self, g, v):
         reg = self.server.store.registry
         names = sorted(f"{rt.plural}:{rt.kind}:{','.join(rt.subresources)}" for rt in reg.in_group_version(g, v))
         return hashlib.sha512(("|".join(names)).encode()).hexdigest()[:64].upper()
-
-    @staticmethod
-    def _schema_name(rt):
-        group = rt.group or "core"
-        rev = ".".join(reversed(group.split("."))) if rt.group else "io.k8s.api.core"
-        return f"{rev}.{rt.version}.{rt.kind}"
-
-    def _openapi_v3_gv(self, g, v, rts):
-        params = [{"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": True}},
-                  {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": True}},
-                  {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": True}}]
-        paths = {}
-        schemas = {}
-        prefix = f"/api/{v}" if not g else f"/apis/{g}/{v}"
-        for rt in rts:
-            gvk = {"group": g, "version": v, "kind": rt.kind}
-            ref = {"$ref": f"#/components/schemas/{self._schema_name(rt)}"}
-            ok = {"200": {"description": "OK", "content": {"application/json": {"schema": ref}}}}
-            item_path = (f"{prefix}/namespaces/{{namespace}}/{rt.plural}/{{name}}" if rt.namespaced
-                         else f"{prefix}/{rt.plural}/{{name}}")
-            coll_path = (f"{prefix}/namespaces/{{namespace}}/{rt.plural}" if rt.namespaced
-                         else f"{prefix}/{rt.plural}")
-            op = lambda verb, action: {"operationId": f"{verb}{rt.kind}", "parameters": list(params),
-                                       "responses": ok, "x-kubernetes-action": action,
-                                       "x-kubernetes-group-version-kind": gvk}
-            paths[coll_path] = {"post": op("create", "post"), "get": op("list", "list")}
-            paths[item_path] = {"get": op("read", "get"), "put": op("replace", "put"),
-                                "patch": op("patch", "patch"), "delete": op("delete", "delete"),
-                                "parameters": list(params)}
-            schemas[self._schema_name(rt)] = {
-                "type": "object", "description": f"{rt.kind} (kubesim minimal schema)",
-                "x-kubernetes-group-version-kind": [gvk],
-                "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
-                               "metadata": {"type": "object"}},
-                "x-kubernetes-preserve-unknown-fields": True}
-        return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "paths": paths,
-                "components": {"schemas": schemas}}
-
-    def _openapi_v2(self, reg):
-        defs = {}
-        for rt in reg.all():
-            defs[self._schema_name(rt)] = {
-                "type": "object",
-                "x-kubernetes-group-version-kind": [{"group": rt.group, "version": rt.version, "kind": rt.kind}]}
-        return {"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "paths": {},
-                "definitions": defs}
 
     # -- resources ---------------------------------------------------------------------------
     def _table_wanted(self):

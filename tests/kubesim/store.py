@@ -508,6 +508,7 @@ class Store:
         if self._rec(rt, meta.get("namespace", ""), name) is not None:
             raise ApiError.already_exists(rt, name)
         meta["uid"] = str(uuid.uuid4())
+        strategy.prepare_with_uid(rt, obj)
         meta["creationTimestamp"] = now_iso()
         if rt.generation:
             meta["generation"] = 1

@@ -186,6 +186,8 @@ def apply_defaults(rt, obj: dict):
                 us.setdefault("rollingUpdate", {}).setdefault("partition", 0)
             spec.setdefault("revisionHistoryLimit", 10)
             spec.setdefault("persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"})
+        elif key == "jobs.batch":
+            _default_job_spec(spec)
         elif key == "daemonsets.apps":
             us = spec.setdefault("updateStrategy", {})
             us.setdefault("type", "RollingUpdate")
@@ -206,6 +208,17 @@ def apply_defaults(rt, obj: dict):
                 p.setdefault("protocol", "TCP")
                 if "port" in p:
                     p.setdefault("targetPort", p["port"])
+    elif key == "cronjobs.batch" and isinstance(spec, dict):
+        # k8s.io/kubernetes pkg/apis/batch/v1/defaults.go SetDefaults_CronJob
+        spec.setdefault("concurrencyPolicy", "Allow")
+        spec.setdefault("suspend", False)
+        spec.setdefault("successfulJobsHistoryLimit", 3)
+        spec.setdefault("failedJobsHistoryLimit", 1)
+        jspec = (spec.setdefault("jobTemplate", {})).setdefault("spec", {})
+        tmpl = jspec.get("template")
+        if isinstance(tmpl, dict):
+            tmpl.setdefault("metadata", {})
+            default_pod_spec(tmpl.setdefault("spec", {}))
     elif key == "secrets":
         obj.setdefault("type", "Opaque")
     elif key in ("mutatingwebhookconfigurations.admissionregistration.k8s.io",
@@ -233,6 +246,38 @@ def apply_defaults(rt, obj: dict):
             names.setdefault("listKind", names["kind"] + "List")
         spec.setdefault("scope", "Namespaced")
         spec.setdefault("conversion", {"strategy": "None"})
+
+
+def _default_job_spec(spec: dict):
+    """SetDefaults_Job (pkg/apis/batch/v1/defaults.go)."""
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+        spec["parallelism"] = 1
+    spec.setdefault("parallelism", 1)
+    spec.setdefault("backoffLimit", 6)
+    spec.setdefault("completionMode", "NonIndexed")
+    spec.setdefault("suspend", False)
+    spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+    spec.setdefault("manualSelector", None)
+    if spec.get("manualSelector") is None:
+        spec.pop("manualSelector")
+
+
+def prepare_with_uid(rt, obj: dict):
+    """Create preparation that needs the new object's uid: a Job's generated selector and pod-template labels
+    (pkg/registry/batch/job/strategy.go generateSelector)."""
+    if rt.key != "jobs.batch":
+        return
+    spec = obj.get("spec")
+    if not isinstance(spec, dict) or spec.get("manualSelector"):
+        return
+    meta = obj["metadata"]
+    uid, name = meta["uid"], meta.get("name", "")
+    labels = spec.setdefault("template", {}).setdefault("metadata", {}).setdefault("labels", {})
+    for k, v in (("batch.kubernetes.io/controller-uid", uid), ("batch.kubernetes.io/job-name", name),
+                 ("controller-uid", uid), ("job-name", name)):
+        labels.setdefault(k, v)
+    spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
 
 
 def crd_status(obj: dict):

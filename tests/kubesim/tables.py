@@ -102,15 +102,36 @@ def _ds(o):
 
 
 def _pod_status(o):
+    """STATUS, ready count and RESTARTS as kubectl's pod printer computes them (kubernetes
+    pkg/printers/internalversion/printers.go printPod), restartable init containers (native sidecars) included."""
     meta, spec, st = o.get("metadata") or {}, o.get("spec") or {}, o.get("status") or {}
     reason = st.get("reason") or st.get("phase") or "Unknown"
     init_statuses = st.get("initContainerStatuses") or []
+    init_specs = {c.get("name"): c for c in spec.get("initContainers") or []}
     n_init = len(spec.get("initContainers") or [])
+    restartable = lambda name: (init_specs.get(name) or {}).get("restartPolicy") == "Always"  # noqa: E731
     initializing = False
+    ready = 0
+    restarts = 0
+    sidecar_restarts = 0
+    last_restart = None
+    sidecar_last_restart = None
     for i, cs in enumerate(init_statuses):
+        restarts += cs.get("restartCount", 0)
+        lt = _parse_ts(((cs.get("lastState") or {}).get("terminated") or {}).get("finishedAt"))
+        if lt and (last_restart is None or lt > last_restart):
+            last_restart = lt
+        if restartable(cs.get("name")):
+            sidecar_restarts += cs.get("restartCount", 0)
+            if lt and (sidecar_last_restart is None or lt > sidecar_last_restart):
+                sidecar_last_restart = lt
         state = cs.get("state") or {}
         term = state.get("terminated")
         if term and term.get("exitCode", 0) == 0:
+            continue
+        if restartable(cs.get("name")) and cs.get("started"):
+            if cs.get("ready"):
+                ready += 1
             continue
         if term:
             reason = "Init:" + (term.get("reason") or f"ExitCode:{term.get('exitCode')}")
@@ -120,10 +141,10 @@ def _pod_status(o):
             reason = f"Init:{i}/{n_init}"
         initializing = True
         break
-    ready = 0
-    restarts = 0
-    last_restart = None
-    if not initializing:
+    initialized = any(c.get("type") == "Initialized" and c.get("status") == "True" for c in st.get("conditions") or [])
+    if not initializing or initialized:
+        restarts = sidecar_restarts
+        last_restart = sidecar_last_restart
         has_running = False
         for cs in reversed(st.get("containerStatuses") or []):
             restarts += cs.get("restartCount", 0)
@@ -147,9 +168,6 @@ def _pod_status(o):
                 has_running = True
         if reason == "Completed" and has_running:
             reason = "Running"
-    else:
-        for cs in st.get("containerStatuses") or []:
-            restarts += cs.get("restartCount", 0)
     if meta.get("deletionTimestamp"):
         reason = "Terminating"
     rtext = str(restarts)
@@ -168,7 +186,9 @@ def _pod(o):
         gtext = f"{sum(1 for g in gates if conds.get(g.get('conditionType')) == 'True')}/{len(gates)}"
     else:
         gtext = "<none>"
-    return [o["metadata"]["name"], f"{ready}/{len(spec.get('containers') or [])}", reason, restarts, age(o),
+    total = len(spec.get("containers") or []) + sum(1 for c in spec.get("initContainers") or []
+                                                   if c.get("restartPolicy") == "Always")
+    return [o["metadata"]["name"], f"{ready}/{total}", reason, restarts, age(o),
             st.get("podIP") or "<none>", spec.get("nodeName") or "<none>", st.get("nominatedNodeName") or "<none>",
             gtext]
 
@@ -231,6 +251,59 @@ def _node(o):
     return [o["metadata"]["name"], status, ",".join(roles) or "<none>", age(o), info.get("kubeletVersion", ""),
             addrs.get("InternalIP", "<none>"), addrs.get("ExternalIP", "<none>"), info.get("osImage", ""),
             info.get("kernelVersion", ""), info.get("containerRuntimeVersion", "")]
+
+
+def _job(o):
+    """printJob (pkg/printers/internalversion/printers.go)."""
+    spec, st = o.get("spec") or {}, o.get("status") or {}
+    conds = {c.get("type"): c.get("status") for c in st.get("conditions") or []}
+    status = "Running"
+    for ctype in ("Complete", "Failed", "FailureTarget", "SuccessCriteriaMet", "Suspended"):
+        if conds.get(ctype) == "True":
+            status = ctype
+            break
+    comp = spec.get("completions")
+    completions = (f"{st.get('succeeded', 0)}/{comp}" if comp is not None
+                   else f"{st.get('succeeded', 0)}/1 of {spec.get('parallelism', 1)}")
+    start, end = _parse_ts(st.get("startTime")), _parse_ts(st.get("completionTime"))
+    if start is None:
+        duration = ""
+    else:
+        stop = end or datetime.datetime.now(datetime.timezone.utc)
+        duration = human_duration((stop - start).total_seconds())
+    tspec = (spec.get("template") or {}).get("spec") or {}
+    return [o["metadata"]["name"], status, completions, duration, age(o),
+            ",".join(c.get("name", "") for c in tspec.get("containers") or []),
+            ",".join(c.get("image", "") for c in tspec.get("containers") or []),
+            selector_to_string(spec.get("selector"))]
+
+
+def _cronjob(o):
+    spec, st = o.get("spec") or {}, o.get("status") or {}
+    last = _parse_ts(st.get("lastScheduleTime"))
+    last_s = human_duration((datetime.datetime.now(datetime.timezone.utc) - last).total_seconds()) if last \
+        else "<none>"
+    tspec = (((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}).get("spec") or {}
+    return [o["metadata"]["name"], spec.get("schedule", ""), spec.get("timeZone") or "<none>",
+            "True" if spec.get("suspend") else "False", len(st.get("active") or []), last_s, age(o),
+            ",".join(c.get("name", "") for c in tspec.get("containers") or []),
+            ",".join(c.get("image", "") for c in tspec.get("containers") or []), "<none>"]
+
+
+def _hpa(o):
+    spec, st = o.get("spec") or {}, o.get("status") or {}
+    ref = spec.get("scaleTargetRef") or {}
+    targets = []
+    for m in spec.get("metrics") or []:
+        res = (m.get("resource") or {})
+        tgt = res.get("target") or {}
+        if m.get("type") == "Resource" and tgt.get("averageUtilization") is not None:
+            targets.append(f"{res.get('name')}: <unknown>/{tgt['averageUtilization']}%")
+        else:
+            targets.append("<unknown>")
+    return [o["metadata"]["name"], f"{ref.get('kind', '')}/{ref.get('name', '')}",
+            ", ".join(targets) or "<none>", spec.get("minReplicas", 1), spec.get("maxReplicas", 0),
+            st.get("currentReplicas", 0), age(o)]
 
 
 def _pdb(o):
@@ -322,6 +395,15 @@ TABLES = {
     "nodes": ([NAME_COL, _col("Status"), _col("Roles"), AGE_COL, _col("Version"), _col("Internal-IP", priority=1),
                _col("External-IP", priority=1), _col("OS-Image", priority=1), _col("Kernel-Version", priority=1),
                _col("Container-Runtime", priority=1)], _node),
+    "jobs.batch": ([NAME_COL, _col("Status"), _col("Completions"), _col("Duration"), AGE_COL,
+                    _col("Containers", priority=1), _col("Images", priority=1), _col("Selector", priority=1)], _job),
+    "cronjobs.batch": ([NAME_COL, _col("Schedule"), _col("Timezone"), _col("Suspend", "boolean"),
+                        _col("Active", "integer"), _col("Last Schedule", "date"), AGE_COL,
+                        _col("Containers", priority=1), _col("Images", priority=1), _col("Selector", priority=1)],
+                       _cronjob),
+    "horizontalpodautoscalers.autoscaling": ([NAME_COL, _col("Reference"), _col("Targets"),
+                                              _col("MinPods", "integer"), _col("MaxPods", "integer"),
+                                              _col("Replicas", "integer"), AGE_COL], _hpa),
     "poddisruptionbudgets.policy": ([NAME_COL, _col("Min Available"), _col("Max Unavailable"),
                                      _col("Allowed Disruptions", "integer"), AGE_COL], _pdb),
     "controllerrevisions.apps": ([NAME_COL, _col("Controller"), _col("Revision", "integer"), AGE_COL], _cr_rev),
