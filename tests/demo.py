@@ -133,8 +133,8 @@ def main(argv=None):
         say()
         say(us.version_table(before))
 
-        phases = list(PHASES) + ([(phase[0], "second run: must change nothing") for phase in PHASES
-                                         if phase[0] != "report"] if args.rerun else [])
+        again = [(phase[0], "second run: must change nothing") for phase in PHASES if phase[0] != "report"]
+        phases = list(PHASES) + (again if args.rerun else [])
         for index, (tag, what) in enumerate(phases, 1):
             banner("Phase %d/%d: --tags %s  (%s)" % (index, len(phases), tag, what))
             started = time.monotonic()

@@ -29,8 +29,8 @@ options:
     required: true
   event:
     description:
-      - V(started) opens a new entry for the phase (a re-run keeps the end of the earlier one as C(previous)):
-        every start is a run of the phase, so it always reports a change. The role journals only the runs of a
+      - V(started) opens a new entry for the phase (a re-run keeps the end of the earlier one as C(previous)).
+        Every start is a run of the phase, so it always reports a change. The role journals only the runs of a
         phase that change something, so a re-run that changes nothing stays C(changed=false).
       - V(done) or V(failed) closes it; closing an entry already closed the same way changes nothing.
     type: str
@@ -40,7 +40,7 @@ options:
     description: The upgrade's target revision; entries of another target are not continued.
     type: str
     required: true
-  message:
+  reason:
     description: Why the phase failed (kept with a V(failed) event).
     type: str
   baseline:
@@ -105,7 +105,7 @@ EXAMPLES = r"""
     phase: wave1
     event: failed
     to_revision: 1-15-4
-    message: "bar/Deployment/bar: CrashLoopBackOff"
+    reason: "bar/Deployment/bar: CrashLoopBackOff"
 """
 
 RETURN = r"""
@@ -145,7 +145,7 @@ ARGUMENT_SPEC = dict(
     phase=dict(type='str', required=True),
     event=dict(type='str', required=True, choices=list(EVENTS)),
     to_revision=dict(type='str', required=True),
-    message=dict(type='str'),
+    reason=dict(type='str'),
     baseline=dict(type='bool', default=False),
     gateways=dict(type='list', elements='dict', default=[]),
     configmap=dict(type='str', default=PROGRESS_CONFIGMAP),
@@ -161,7 +161,7 @@ def run(module):
     base, journal, _progress = read_journal(module.client, params['configmap'], namespace)
     changes = {}
     entry = journal_update(journal, phase, params['event'], params['to_revision'], by=who,
-                           message=params['message'])
+                           message=params['reason'])
     if entry is not None:
         changes[JOURNAL_PREFIX + phase] = entry
     kept = False

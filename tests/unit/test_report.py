@@ -151,8 +151,8 @@ def test_chart_draws_before_and_after_bars_in_proportion():
                              'after': {'bar': {'1.15.4': 2, '1.14.6': 2}, 'foo': {'1.14.6': 1, NO_SIDECAR: 1}}}}
     laid = chart(report, width=600, label_width=100)
     assert [item['version'] for item in laid['legend']] == ['1.14.6', '1.15.4', NO_SIDECAR]
-    bar = dict((r['namespace'], r) for r in laid['rows'])['bar']
-    before, after = bar['bars']
+    row = dict((r['namespace'], r) for r in laid['rows'])['bar']
+    before, after = row['bars']
     assert [s['version'] for s in after['segments']] == ['1.14.6', '1.15.4']
     assert before['segments'][0]['width'] == pytest.approx(sum(s['width'] for s in after['segments']))
     colours = dict((i['version'], i['colour']) for i in laid['legend'])
@@ -178,7 +178,7 @@ from ansible_collections.meshops.istio.plugins.modules import istio_upgrade_repo
 
 from module_stub import stub_for  # noqa: E402
 
-JournalModule = stub_for({'istio_namespace': 'istio-system', 'message': None, 'baseline': False, 'gateways': [],
+JournalModule = stub_for({'istio_namespace': 'istio-system', 'reason': None, 'baseline': False, 'gateways': [],
                           'configmap': 'meshops-istio-upgrade-progress', 'job': None})
 ReportModule = stub_for({'istio_namespace': 'istio-system', 'record': 'meshops-istio-upgrade',
                          'configmap': 'meshops-istio-upgrade-progress', 'waves': [], 'gateways': []})
