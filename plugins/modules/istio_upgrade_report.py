@@ -52,9 +52,11 @@ extends_documentation_fragment:
   - meshops.istio.istio_namespace
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
+    description: The module only reads; it behaves the same in check mode.
     support: full
-    details: Read-only; the same in check mode.
+  diff_mode:
+    description: Nothing changes, so there is nothing to diff.
+    support: none
 notes:
   - Needs C(get) on ConfigMaps in O(istio_namespace) and what M(meshops.istio.istio_revision_info) reads.
 seealso:
