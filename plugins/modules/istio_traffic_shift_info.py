@@ -23,8 +23,11 @@ extends_documentation_fragment:
   - meshops.istio.traffic
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
+    description: The module only reads; it behaves the same in check mode.
     support: full
+  diff_mode:
+    description: Nothing changes, so there is nothing to diff.
+    support: none
 seealso:
   - module: meshops.istio.istio_traffic_shift
 """

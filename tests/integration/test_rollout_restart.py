@@ -139,11 +139,12 @@ def test_paused_deployment_is_reported_and_missing_namespace_refused(blog):
     assert code == 200, body
 
     def pause_observed():
-        conds = (h.get(sim, 'Deployment', 'bar', 'bar').get('status') or {}).get('conditions') or []
-        return any(c.get('reason') == 'DeploymentPaused' for c in conds)
-    # the deployment controller records the pause in the status (a write of its own): wait for it first
-    sim.wait_for(pause_observed, timeout=30, message='DeploymentPaused condition')
-    rv = h.get(sim, 'Deployment', 'bar', 'bar')['metadata']['resourceVersion']
+        # the deployment controller records the pause in the status (Progressing DeploymentPaused) on its own
+        # time: read the resourceVersion after that write, not before it
+        d = h.get(sim, 'Deployment', 'bar', 'bar')
+        conds = {c['type']: c for c in d.get('status', {}).get('conditions', [])}
+        return conds.get('Progressing', {}).get('reason') == 'DeploymentPaused' and d
+    rv = sim.wait_for(pause_observed, timeout=60, message='pause observed')['metadata']['resourceVersion']
     res = h.run_module('rollout_restart', dict(h.auth(sim), namespaces=['bar']))
     assert res.rc == 0 and not res.failed, res
     got_bar = workloads(res)['bar/Deployment/bar']

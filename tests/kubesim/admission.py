@@ -77,8 +77,10 @@ class WebhookCallError(Exception):
 class Backend:
     """What answers behind a webhook Service: the istiod pods that are ready endpoints."""
 
-    def __init__(self, namespace: str, service: str, version: str, revision: str, env: dict | None = None):
+    def __init__(self, namespace: str, service: str, version: str, revision: str, hub: str = istio.HUB,
+                 env: dict | None = None):
         self.namespace, self.service, self.version, self.revision = namespace, service, version, revision
+        self.hub = hub  # istiod's own registry: its proxies come from there too (global.hub)
         self.env = dict(env or {})  # the istiod container's plain env values (feature flags)
 
 
@@ -104,17 +106,20 @@ def resolve_backend(store, webhook: dict) -> Backend:
         pod = _get(store, "pods", ns, pod_name)
         if pod is None:
             continue
-        version = None
+        version, hub = None, istio.HUB
         env = {}
         for c in (pod.get("spec") or {}).get("containers") or []:
             version = istio.image_version(c.get("image", ""))
             env = {e.get("name"): e.get("value") for e in c.get("env") or [] if "value" in e}
             if c.get("name") == "discovery" and version:
+                ref = c.get("image", "").split("@", 1)[0]
+                if "/" in ref and ref.rsplit("/", 1)[1].split(":", 1)[0] == "pilot":
+                    hub = ref.rsplit("/", 1)[0]
                 break
         labels = (pod.get("metadata") or {}).get("labels") or {}
         revision = labels.get("istio.io/rev") or istio.DEFAULT_REVISION
         if version:
-            return Backend(ns, name, version, revision, env)
+            return Backend(ns, name, version, revision, hub, env)
     raise WebhookCallError(f'failed to call webhook: Post "{url}": no endpoints available for service "{name}"')
 
 
@@ -190,7 +195,8 @@ class WebhookAdmission:
                     continue
                 native = istio.native_sidecars(backend.version, backend.env, pod, self._kubelet_versions())
                 pod = istio.inject_pod(pod, version=backend.version, revision=backend.revision,
-                                       istiod=backend.service, istio_namespace=backend.namespace, native=native)
+                                       istiod=backend.service, istio_namespace=backend.namespace, hub=backend.hub,
+                                       native=native)
         return pod
 
     def _kubelet_versions(self) -> dict:

@@ -124,20 +124,28 @@ def build_cluster(options: SimOptions, start_controllers: bool = True):
     quota = _optional("quota")
     if quota is not None:
         quota.install(store, options)  # LimitRanger and ResourceQuota admission, the quota controller
+    objs, later = [], []
+    for ext in extensions:  # what installing the platform part creates (CRDs, its controller's Deployment...)
+        if hasattr(ext, "objects"):
+            objs += ext.objects(options)
     if scenarios is not None:
-        objs = scenarios.load_scenario(options.scenario, options)
+        first, later = scenarios.load_scenario_phases(options.scenario, options)
+        objs += first
     elif options.scenario in ("empty", ""):
-        objs = []
+        pass
     else:
         raise SystemExit(f"kubesim: scenario {options.scenario!r} needs kubesim.scenarios")
-    deferred = []
+    deferred = list(later)  # workloads of a control plane an operator installs: created once it is up
     if not start_controllers:
         # bare pods are created after the scenario's Helm releases (so istiod injects them): see serve()
-        deferred = [o for o in objs if o.get("kind") == "Pod"]
+        deferred = [o for o in objs if o.get("kind") == "Pod"] + deferred
         objs = [o for o in objs if o.get("kind") != "Pod"]
-    store.kubesim_deferred_pods = deferred
+    store.kubesim_deferred = deferred
     create_scenario_objects(store, objs)
-    cm = start_controllers_for(store, options) if start_controllers else None
+    cm = None
+    if start_controllers:
+        cm = start_controllers_for(
+            store, options, after_settle=(lambda: create_scenario_objects(store, deferred)) if deferred else None)
     return store, cm
 
 
@@ -253,7 +261,7 @@ def serve(options: SimOptions, token=None, use_tls=True) -> int:
         finally:
             shutil.rmtree(work, ignore_errors=True)
         cm = start_controllers_for(store, options,
-                                   after_settle=lambda: create_scenario_objects(store, store.kubesim_deferred_pods))
+                                   after_settle=lambda: create_scenario_objects(store, store.kubesim_deferred))
     sys.stdout.write(f"kubesim ready {url}\n")
     sys.stdout.flush()
     try:

@@ -659,6 +659,7 @@ def inject_pod(pod: dict, *, version: str, revision: str, istiod: str,
         "revision": revision,
     }
     ann["sidecar.istio.io/status"] = json.dumps(status, separators=(",", ":"))
+    ann["istio.io/rev"] = revision  # the injection templates annotate the injecting revision
     ann.setdefault("prometheus.io/path", "/stats/prometheus")
     ann.setdefault("prometheus.io/port", "15020")
     ann.setdefault("prometheus.io/scrape", "true")

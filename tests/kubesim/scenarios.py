@@ -7,6 +7,12 @@ nodes, the Istio control plane (built by :mod:`kubesim.istio`, exactly what the 
 through admission, so their injection is real.
 
 ``large`` generates ``options.namespaces`` x ``options.deployments`` x ``options.replicas``.
+
+A scenario may name ``features`` (``openshift``, ``argo-rollouts``, ``sail-operator``: see
+:mod:`kubesim.cli`), list apps of ``kind`` ``DeploymentConfig`` or ``Rollout`` besides Deployments, and give a
+``sail`` section (``istio``, ``istiocni``, ``tags``): the Sail operator's custom resources.  Their control plane
+is then installed by the simulated operator, so :func:`load_scenario_phases` puts the workloads in a second
+phase, created once the operator has brought istiod and the tag webhook up (as on a running cluster).
 """
 
 from __future__ import annotations
@@ -98,21 +104,50 @@ def node_objects(spec: dict) -> list[dict]:
     return out
 
 
+def scenario_features(name: str) -> list[str]:
+    """The optional platform parts a scenario needs (``features:``)."""
+    return list(_read(name).get("features") or [])
+
+
+def sail_objects(spec: dict) -> list[dict]:
+    """The Sail operator's custom resources a scenario starts with."""
+    out = []
+    istio = spec.get("istio")
+    if istio:
+        istio = dict(istio)
+        out.append({"apiVersion": "sailoperator.io/v1", "kind": "Istio",
+                     "metadata": {"name": istio.pop("name", "default")}, "spec": istio})
+    if spec.get("istiocni"):
+        out.append({"apiVersion": "sailoperator.io/v1", "kind": "IstioCNI", "metadata": {"name": "default"},
+                    "spec": dict(spec["istiocni"])})
+    if spec.get("ztunnel"):
+        out.append({"apiVersion": "sailoperator.io/v1", "kind": "ZTunnel", "metadata": {"name": "default"},
+                    "spec": dict(spec["ztunnel"])})
+    for tag in spec.get("tags") or []:
+        out.append({"apiVersion": "sailoperator.io/v1", "kind": "IstioRevisionTag",
+                    "metadata": {"name": tag["name"]}, "spec": {"targetRef": dict(tag["targetRef"])}})
+    return out
+
+
 def namespace_object(name: str, labels: dict | None = None) -> dict:
     return {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": name, "labels": dict(labels or {})}}
 
 
 def app_objects(namespace: str, name: str, replicas: int = 2, image: str = APP_IMAGE,
-                version: str = "v1", app: str | None = None, pod_labels: dict | None = None) -> list[dict]:
+                version: str = "v1", app: str | None = None, pod_labels: dict | None = None,
+                kind: str = "Deployment") -> list[dict]:
     """An app the articles' way: Deployment + Service, labels app/version.
 
     ``app`` (default ``name``) names the Service and its ``app`` label, so several versions of one app
     (``reviews-v1``, ``reviews-v2`` with ``app: reviews``) share one Service (load_scenario dedups it).
-    ``pod_labels`` are added to the pod template (e.g. ``istio.io/rev`` to pick a revision per workload)."""
+    ``pod_labels`` are added to the pod template (e.g. ``istio.io/rev`` to pick a revision per workload).
+    ``kind`` ``DeploymentConfig`` (OpenShift; its deployer pods labelled ``sidecar.istio.io/inject: "false"``
+    through ``spec.strategy.labels``, as users do: an injected deployer pod never completes with a classic
+    sidecar) or ``Rollout`` (Argo Rollouts, canary) instead of a Deployment."""
     app = app or name
     labels = {"app": app, "version": version}
-    return [
+    objs = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": app, "namespace": namespace}},
         {"apiVersion": "v1", "kind": "Service",
          "metadata": {"name": app, "namespace": namespace, "labels": {"app": app, "service": app}},
@@ -129,6 +164,18 @@ def app_objects(namespace: str, name: str, replicas: int = 2, image: str = APP_I
                                                         "imagePullPolicy": "IfNotPresent",
                                                         "ports": [{"containerPort": 80, "name": "http"}]}]}}}},
     ]
+    workload = objs[-1]
+    if kind == "DeploymentConfig":
+        workload.update(apiVersion="apps.openshift.io/v1", kind="DeploymentConfig")
+        workload["spec"]["selector"] = dict(labels)
+        workload["spec"]["strategy"] = {"type": "Rolling", "labels": {"sidecar.istio.io/inject": "false"}}
+        workload["spec"]["triggers"] = [{"type": "ConfigChange"}]
+    elif kind == "Rollout":
+        workload.update(apiVersion="argoproj.io/v1alpha1", kind="Rollout")
+        workload["spec"]["strategy"] = {"canary": {"maxSurge": "25%", "maxUnavailable": 0}}
+    elif kind != "Deployment":
+        raise ValueError(f"unknown app kind {kind!r}")
+    return objs
 
 
 def gateway_objects(namespace: str, name: str = "istio-ingressgateway", replicas: int = 1) -> list[dict]:
@@ -212,6 +259,13 @@ def helm_releases(name: str) -> list[dict]:
 
 def load_scenario(name: str, options=None) -> list[dict]:
     """Objects to create, in order, for scenario ``name``."""
+    first, second = load_scenario_phases(name, options)
+    return first + second
+
+
+def load_scenario_phases(name: str, options=None) -> tuple[list[dict], list[dict]]:
+    """(objects to create before the controllers start, objects to create once they have settled).  The second
+    list is empty unless an operator (``sail``) installs the control plane the workloads need."""
     sc = _read(name)
     base = _read("base")
     objs: list[dict] = []
@@ -245,10 +299,13 @@ def load_scenario(name: str, options=None) -> list[dict]:
     objs += node_objects(nodes)
     for spec in sc.get("istio") or []:
         objs += istio_objects(spec)
+    if sc.get("sail"):
+        objs += sail_objects(sc["sail"])
+    split = len(objs) if sc.get("sail") else None
     for app in sc.get("apps") or []:
         for obj in app_objects(app["namespace"], app["name"], int(app.get("replicas", 2)),
                                version=str(app.get("version", "v1")), app=app.get("app"),
-                               pod_labels=app.get("pod_labels")):
+                               pod_labels=app.get("pod_labels"), kind=app.get("kind", "Deployment")):
             ref = (obj["kind"], obj["metadata"].get("namespace"), obj["metadata"]["name"])
             if not any((o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) == ref for o in objs):
                 objs.append(obj)
@@ -260,4 +317,7 @@ def load_scenario(name: str, options=None) -> list[dict]:
             ns = gen["namespace_format"].format(i=i + 1)
             for j in range(n_dep):
                 objs += app_objects(ns, gen["deployment_format"].format(j=j + 1), n_rep)
-    return [copy.deepcopy(o) for o in objs]
+    objs = [copy.deepcopy(o) for o in objs]
+    if split is None:
+        return objs, []
+    return objs[:split], objs[split:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 
 from .selectors import selector_to_string
 
@@ -418,7 +419,7 @@ def _jsonpath(obj, path: str):
     path = (path or "").strip()
     if path.startswith("{") and path.endswith("}"):
         path = path[1:-1]
-    for part in path.lstrip(".").split("."):
+    for part in re.split(r"\.(?![^\[]*\])", path.lstrip(".")):  # dots outside [...] filters
         if not part:
             continue
         if "[" in part:
@@ -428,7 +429,11 @@ def _jsonpath(obj, path: str):
             if isinstance(cur, list) and idx.lstrip("-").isdigit() and -len(cur) <= int(idx) < len(cur):
                 cur = cur[int(idx)]
             elif isinstance(cur, list) and idx.startswith("?"):
-                return None
+                # a filter such as ?(@.type=="Ready") (CRD printer columns use them)
+                m = re.match(r'^\?\(@\.([A-Za-z0-9_]+)\s*==\s*["\']([^"\']*)["\']\)$', idx)
+                if not m:
+                    return None
+                cur = next((x for x in cur if isinstance(x, dict) and str(x.get(m.group(1))) == m.group(2)), None)
             else:
                 return None
         else:

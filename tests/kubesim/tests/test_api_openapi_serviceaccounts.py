@@ -88,7 +88,7 @@ def test_validating_admission_policy_and_binding_are_served(shared_sim):
 
 def test_helm_sdk_installs_a_chart_with_the_new_kinds(shared_sim, ns, tmp_path):
     """Real Helm validates every object (Strict field validation) before it applies them."""
-    helm = pytest.importorskip("helm_python")
+    import helm_python as helm  # make venv installs it: a missing SDK must fail, not skip
     chart = tmp_path / "kinds"
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: kinds\nversion: 0.1.0\nappVersion: 1.0.0\n")

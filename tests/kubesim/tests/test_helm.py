@@ -14,11 +14,10 @@ import subprocess
 
 import pytest
 import yaml
+import helm_python  # noqa: F401  (make venv installs it: a missing SDK must fail, not skip)
 
 from kubesim.helm_scenario import CHARTS_DIR, HELM_BIN
 from kubesim.testing import KubeSim
-
-pytest.importorskip("helm_python")
 
 CHARTS = str(CHARTS_DIR)
 

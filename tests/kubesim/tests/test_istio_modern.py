@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 
+import helm_python  # noqa: F401  (make venv installs it: a missing SDK must fail, not skip)
 import pytest
 
 from kubesim import istio
 from kubesim.helm_scenario import CHARTS_DIR, HELM_BIN
 from kubesim.testing import BIN_DIR, KubeSim
-
-pytest.importorskip("helm_python")
 
 
 def kjson(sim, *args):
