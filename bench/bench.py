@@ -495,7 +495,7 @@ def describe(r: dict) -> str:
     s = f"done in {r['done_s']:.1f} s"
     if r.get("module_s") is not None:
         s += (f" (module process {r['module_s']:.1f} s, {r.get('module_cpu_s') or 0:.1f} s CPU, "
-              f"ansible-playbook {r['wall_s']:.1f} s")
+              f"ansible-playbook {r['wall_s']:.1f} s, {r.get('ansible_cpu_s') or 0:.1f} s CPU in all")
         if r.get("slowest_workload_s") is not None:
             s += f", slowest workload restart-to-verified {r['slowest_workload_s']:.1f} s"
         s += ")"

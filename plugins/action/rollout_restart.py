@@ -15,6 +15,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import sys
 import threading
 import time
 import uuid
@@ -68,16 +69,39 @@ class ProgressPrinter(threading.Thread):
             display.display(line)
 
     def run(self):
-        while not self.stop.wait(POLL_SECONDS):
-            self.poll()
+        try:
+            while not self.stop.wait(POLL_SECONDS):
+                self.poll()
+            self.poll()  # the closing line the module wrote before it returned
+        finally:
+            self.release()
 
-    def finish(self):
-        self.stop.set()
-        self.join(POLL_SECONDS * 10)
-        self.poll()  # the closing line the module wrote before it returned
+    def release(self):
+        """Close the client and remove the credential files the kubernetes library wrote for it."""
         try:
             if self.client is not None:
                 self.client.close()
+        except Exception:  # pylint: disable=broad-except
+            pass
+        forget_credential_files()
+
+    def finish(self):
+        self.stop.set()
+        self.join(POLL_SECONDS * 30)
+        if self.is_alive():
+            # an API that does not answer: the task's result goes on without the closing line
+            forget_credential_files()
+
+
+def forget_credential_files():
+    """The kubernetes library writes a kubeconfig's inline client certificate and key (and CA) to temporary
+    files that it removes only at interpreter exit; an Ansible worker process ends with os._exit, so they would
+    stay behind. Remove them now (this worker read only this task's kubeconfig)."""
+    kube_config = sys.modules.get('kubernetes.config.kube_config')
+    cleanup = getattr(kube_config, '_cleanup_temp_files', None)
+    if cleanup is not None:
+        try:
+            cleanup()
         except Exception:  # pylint: disable=broad-except
             pass
 
