@@ -111,7 +111,7 @@ def read_journal(client, name, namespace):
     return base, journal, progress
 
 
-def journal_update(journal, phase, event, to_revision, by=None, message=None, now=None):
+def journal_update(journal, phase, event, to_revision, by=None, message=None, now=None, started=None):
     """The phase's journal entry after ``event``; None when it would not change (a re-run's 'done').
 
     A phase started again (a re-run, another job) starts a new entry; the earlier one's end is kept as
@@ -128,7 +128,8 @@ def journal_update(journal, phase, event, to_revision, by=None, message=None, no
                                  'state': current.get('state')}
         return entry
     if current is None:
-        current = {'phase': phase, 'to_revision': to_revision, 'started': None, 'by': by, 'runs': 1}
+        # journaled at its end only (precheck: nothing is written before its checks passed)
+        current = {'phase': phase, 'to_revision': to_revision, 'started': started, 'by': by, 'runs': 1}
     if current.get('state') == event and current.get('ended'):
         return None
     entry = dict(current, ended=now, state=event)

@@ -43,6 +43,11 @@ options:
   reason:
     description: Why the phase failed (kept with a V(failed) event).
     type: str
+  started:
+    description:
+      - When the phase started (UTC, C(2026-11-30T00:03:40Z)), for a phase journaled only at its end (the role does
+        so for precheck, which may write nothing before its checks passed).
+    type: str
   baseline:
     description: Keep the mesh as it is now as the upgrade's baseline, unless one is kept for O(to_revision) already.
     type: bool
@@ -146,6 +151,7 @@ ARGUMENT_SPEC = dict(
     event=dict(type='str', required=True, choices=list(EVENTS)),
     to_revision=dict(type='str', required=True),
     reason=dict(type='str'),
+    started=dict(type='str'),
     baseline=dict(type='bool', default=False),
     gateways=dict(type='list', elements='dict', default=[]),
     configmap=dict(type='str', default=PROGRESS_CONFIGMAP),
@@ -161,7 +167,7 @@ def run(module):
     base, journal, _progress = read_journal(module.client, params['configmap'], namespace)
     changes = {}
     entry = journal_update(journal, phase, params['event'], params['to_revision'], by=who,
-                           message=params['reason'])
+                           message=params['reason'], started=params['started'])
     if entry is not None:
         changes[JOURNAL_PREFIX + phase] = entry
     kept = False

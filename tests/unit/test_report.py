@@ -178,7 +178,7 @@ from ansible_collections.meshops.istio.plugins.modules import istio_upgrade_repo
 
 from module_stub import stub_for  # noqa: E402
 
-JournalModule = stub_for({'istio_namespace': 'istio-system', 'reason': None, 'baseline': False, 'gateways': [],
+JournalModule = stub_for({'istio_namespace': 'istio-system', 'reason': None, 'started': None, 'baseline': False, 'gateways': [],
                           'configmap': 'meshops-istio-upgrade-progress', 'job': None})
 ReportModule = stub_for({'istio_namespace': 'istio-system', 'record': 'meshops-istio-upgrade',
                          'configmap': 'meshops-istio-upgrade-progress', 'waves': [], 'gateways': []})
