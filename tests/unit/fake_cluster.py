@@ -113,7 +113,7 @@ class FakeCluster(ReadModifyWrite):
         self.writes.append(('replace', kind, meta['name']))
         return self.put(dict(obj, kind=kind))
 
-    def patch(self, kind, name, patch, namespace=None, patch_type='merge', dry_run=False, **_kw):
+    def patch(self, kind, name, patch, namespace=None, patch_type='merge', api_version=None, **_kw):
         """A JSON merge patch (RFC 7386: null removes a key), the only kind the modules under test send here."""
         live = self.find(kind, name, namespace)
         if live is None:
@@ -130,7 +130,7 @@ class FakeCluster(ReadModifyWrite):
                     target[key] = copy.deepcopy(value)
 
         merge(live, patch)
-        if dry_run:
+        if _kw.get('dry_run'):
             return live
         self.writes.append(('patch', kind, name))
         return self.put(live)
