@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: istio_canary_plan
 short_description: Decide one phase of the Istio canary upgrade; refuse it with the reason when it may not run
-version_added: 0.2.0
+version_added: 1.0.0
 description:
   - Reads the cluster (revisions, tags, namespaces, workloads and their proxies) and the upgrade record once,
     and decides for one phase of the canary upgrade what is old and new, what the phase will change (objects,
