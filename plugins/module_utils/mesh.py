@@ -13,7 +13,8 @@
   ``istio-injection`` is selected by that label only (``enabled`` means the ``default`` tag or the
   revision-less install, any other value means no injection) and its ``istio.io/rev`` is ignored;
   otherwise ``istio.io/rev`` names a tag or a revision; otherwise pods may opt in by their own labels;
-* workloads (Deployments, StatefulSets, DaemonSets), the revision and proxy version of their pods
+* workloads (Deployments, StatefulSets, DaemonSets; OpenShift DeploymentConfigs and Argo Rollouts where
+  served), the revision and proxy version of their pods
   (``sidecar.istio.io/status`` annotation and the ``istio-proxy`` image), and which need a restart;
 * whether a revision is in use and by what (``in_use_by``);
 * the tag webhooks istioctl generates (``istio-revision-tag-<tag>``, ``istiod-default-validator``) and
@@ -32,7 +33,7 @@ import json
 import re
 
 from ansible_collections.meshops.istio.plugins.module_utils.args import validate_dns1123_label
-from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput
+from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput, NotFound
 
 ISTIO_NAMESPACE = 'istio-system'
 DEFAULT = 'default'
@@ -47,6 +48,16 @@ LEGACY_INJECTOR = 'istio-sidecar-injector'
 PROXY_CONTAINER = 'istio-proxy'
 NEVER_MATCH = {'matchLabels': {'istio.io/deactivated': 'never-match'}}
 WORKLOAD_KINDS = ('Deployment', 'StatefulSet', 'DaemonSet')
+# Workload kinds of platforms that add them: OpenShift's apps.openshift.io/v1 DeploymentConfig and Argo
+# Rollouts' argoproj.io/v1alpha1 Rollout.  Read and restarted where the API server serves them.
+PLATFORM_WORKLOAD_KINDS = ('DeploymentConfig', 'Rollout')
+ALL_WORKLOAD_KINDS = WORKLOAD_KINDS + PLATFORM_WORKLOAD_KINDS
+# Pod -> workload through a ReplicaSet (Deployment: pod-template-hash; Argo Rollout: rollouts-pod-template-hash)
+# or a ReplicationController (OpenShift DeploymentConfig: the pod's deployment-config.name annotation;
+# its deployer pod, labelled deployer-pod-for.name, belongs to no workload).
+ROLLOUT_HASH_LABEL = 'rollouts-pod-template-hash'
+DC_NAME_ANNOTATION = 'openshift.io/deployment-config.name'
+DEPLOYER_POD_LABEL = 'openshift.io/deployer-pod-for.name'
 
 _VERSION_RE = re.compile(r'^v?(\d+)\.(\d+)\.(\d+)(?:[-+.].*)?$')
 
@@ -383,19 +394,46 @@ def pod_terminated(pod):
         bool(_meta(pod).get('deletionTimestamp'))
 
 
+def served_workload_kinds(client, kinds=None):
+    """The workload kinds of ``kinds`` (default: all) that the cluster serves: the core ones always, a
+    platform's (DeploymentConfig, Rollout) when its API is there.  A client that cannot tell (no
+    ``resource`` lookup) gets the core ones."""
+    found = []
+    for kind in (kinds or ALL_WORKLOAD_KINDS):
+        if kind in PLATFORM_WORKLOAD_KINDS:
+            lookup = getattr(client, 'resource', None)
+            if lookup is None:
+                continue
+            try:
+                lookup(kind)
+            except NotFound:
+                continue
+        found.append(kind)
+    return found
+
+
 def pod_owner(pod):
-    """(kind, name) of the workload owning a pod: Deployment via its ReplicaSet's name and the
-    pod-template-hash, StatefulSet/DaemonSet directly; None for bare pods."""
+    """(kind, name) of the workload owning a pod: Deployment (or Argo Rollout) via its ReplicaSet's name and
+    the pod-template-hash (rollouts-pod-template-hash), DeploymentConfig via its ReplicationController,
+    StatefulSet/DaemonSet directly; None for bare pods and OpenShift's deployer pods."""
     meta = _meta(pod)
     for ref in meta.get('ownerReferences') or []:
         if not ref.get('controller', True):
             continue
         kind, name = ref.get('kind'), ref.get('name') or ''
+        labels = meta.get('labels') or {}
         if kind == 'ReplicaSet':
-            digest = (meta.get('labels') or {}).get('pod-template-hash')
-            if digest and name.endswith('-' + digest):
-                return 'Deployment', name[:-len(digest) - 1]
+            for label, owner_kind in (('pod-template-hash', 'Deployment'), (ROLLOUT_HASH_LABEL, 'Rollout')):
+                digest = labels.get(label)
+                if digest and name.endswith('-' + digest):
+                    return owner_kind, name[:-len(digest) - 1]
             return 'ReplicaSet', name
+        if kind == 'ReplicationController':
+            if labels.get(DEPLOYER_POD_LABEL):
+                return None
+            config = (meta.get('annotations') or {}).get(DC_NAME_ANNOTATION)
+            if config:
+                return 'DeploymentConfig', config
         return kind, name
     return None
 
@@ -555,8 +593,9 @@ class MeshState:
         ns_objs = client.list('Namespace')
         objs, pods = [], []
         scope = [] if not workloads else ([None] if not namespaces else list(namespaces))
+        kinds = served_workload_kinds(client) if scope else ()
         for ns in scope:
-            for kind in WORKLOAD_KINDS:
+            for kind in kinds:
                 objs.extend(client.list(kind, ns))
             pods.extend(client.list('Pod', ns))
         return cls.from_objects(deployments, mwcs, vwcs, ns_objs, objs, pods, services,

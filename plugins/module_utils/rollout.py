@@ -65,6 +65,10 @@ from ansible_collections.meshops.istio.plugins.module_utils.errors import (
 
 RESTARTED_AT = 'kubectl.kubernetes.io/restartedAt'
 WORKLOAD_KINDS = mesh.WORKLOAD_KINDS
+# Every kind the engine restarts: the core ones, and OpenShift's DeploymentConfig (``oc rollout latest``) and
+# Argo Rollouts' Rollout (``kubectl argo rollouts restart``) where the cluster serves them.
+ALL_KINDS = mesh.ALL_WORKLOAD_KINDS
+DC_VERSION_ANNOTATION = 'openshift.io/deployment-config.latest-version'
 
 # More namespaces than this: list and watch cluster-wide once per kind and filter here, instead of
 # once per namespace.
@@ -270,8 +274,57 @@ def daemonset_progress(obj):
     return Progress('done', 'daemon set %r successfully rolled out' % _meta(obj).get('name'))
 
 
+def deploymentconfig_progress(obj):
+    """``oc rollout status dc/NAME`` (openshift/oc DeploymentConfigStatusViewer): once the controller
+    observed the config, the Progressing condition of the latest ReplicationController decides --
+    NewReplicationControllerAvailable is done, ProgressDeadlineExceeded / RolloutCancelled failed -- else the
+    replica counts say what it waits for.  The condition must name the latest ``<dc>-<latestVersion>``
+    (right after ``instantiate`` it still speaks of the previous one)."""
+    name, status = _meta(obj).get('name'), _status(obj)
+    latest = _int(status.get('latestVersion'))
+    rc = '%s-%d' % (name, latest)
+    if _spec(obj).get('paused'):
+        return Progress('failed', 'deployment config %r is paused: resume it (oc rollout resume dc/%s)' % (name, name))
+    if _int(_meta(obj).get('generation')) > _int(status.get('observedGeneration')):
+        return Progress('waiting', 'waiting for latest deployment config spec to be observed by the controller loop')
+    cond = _condition(obj, 'Progressing') or {}
+    about_latest = '"%s"' % rc in (cond.get('message') or '')
+    if cond.get('reason') == 'NewReplicationControllerAvailable' and about_latest:
+        return Progress('done', cond.get('message') or 'replication controller %r successfully rolled out' % rc)
+    if cond.get('reason') in ('ProgressDeadlineExceeded', 'RolloutCancelled') and about_latest:
+        return Progress('failed', '%s: %s' % (cond['reason'], cond.get('message') or rc))
+    replicas = _int(_spec(obj).get('replicas'))
+    updated = _int(status.get('updatedReplicas'))
+    if updated < replicas:
+        return Progress('waiting', '%d out of %d new replicas have been updated' % (updated, replicas))
+    if _int(status.get('replicas')) > updated:
+        return Progress('waiting', '%d old replicas are pending termination' % (_int(status.get('replicas')) - updated))
+    if _int(status.get('availableReplicas')) < updated:
+        return Progress('waiting', '%d of %d updated replicas are available'
+                        % (_int(status.get('availableReplicas')), updated))
+    return Progress('waiting', 'waiting for replication controller %r to complete' % rc)
+
+
+def argo_rollout_progress(obj):
+    """``kubectl argo rollouts status`` (argo-rollouts utils/rollout GetRolloutPhase): generation observed
+    (``status.observedGeneration`` is a string), Degraded fails, a restart is done once ``status.restartedAt``
+    caught up with ``spec.restartAt``, then Healthy is done; Paused and Progressing wait."""
+    name, spec, status = _meta(obj).get('name'), _spec(obj), _status(obj)
+    if str(_meta(obj).get('generation') or '') != str(status.get('observedGeneration') or ''):
+        return Progress('waiting', 'waiting for rollout spec update to be observed')
+    phase, message = status.get('phase') or 'Progressing', status.get('message') or ''
+    if phase == 'Degraded':
+        return Progress('failed', 'rollout %r is Degraded: %s' % (name, message or 'see its conditions'))
+    if spec.get('restartAt') and status.get('restartedAt') != spec.get('restartAt'):
+        return Progress('waiting', 'rollout is restarting')
+    if phase == 'Healthy':
+        return Progress('done', 'rollout %r is Healthy' % name)
+    return Progress('waiting', '%s%s' % (phase, ' - %s' % message if message else ''))
+
+
 _PROGRESS = {'Deployment': deployment_progress, 'StatefulSet': statefulset_progress,
-             'DaemonSet': daemonset_progress}
+             'DaemonSet': daemonset_progress, 'DeploymentConfig': deploymentconfig_progress,
+             'Rollout': argo_rollout_progress}
 
 
 def rollout_progress(kind, obj):
@@ -282,6 +335,8 @@ def restart_blocker(kind, obj):
     """Why a restart would not roll the workload's pods (None if it would): a paused Deployment, an
     OnDelete StatefulSet/DaemonSet, a partitioned StatefulSet."""
     spec = _spec(obj)
+    if kind in ('DeploymentConfig', 'Rollout'):
+        return _platform_blocker(kind, obj)
     if kind == 'Deployment':
         if spec.get('paused'):
             return ('paused: a restart would not roll out until the Deployment is resumed '
@@ -298,6 +353,22 @@ def restart_blocker(kind, obj):
         if partition > 0:
             return ('rollingUpdate partition %d: pods with a lower ordinal would not be replaced'
                     % partition)
+    return None
+
+
+def _platform_blocker(kind, obj):
+    name, namespace = _meta(obj).get('name'), _meta(obj).get('namespace')
+    if kind == 'DeploymentConfig':
+        if _spec(obj).get('paused'):
+            return ('paused: OpenShift refuses to deploy a paused DeploymentConfig (oc rollout resume dc/%s -n %s)'
+                    % (name, namespace))
+        return None
+    if _spec(obj).get('paused') or _status(obj).get('pauseConditions'):
+        return ('paused: Argo Rollouts does not restart a paused Rollout; promote or resume it first '
+                '(kubectl argo rollouts promote %s -n %s)' % (name, namespace))
+    if _status(obj).get('phase') == 'Degraded':
+        return ('Degraded (%s): fix or abort that rollout first (kubectl argo rollouts status %s -n %s)'
+                % (_status(obj).get('message') or 'see its conditions', name, namespace))
     return None
 
 
@@ -322,9 +393,54 @@ def template_restarted_at(obj):
         .get(RESTARTED_AT) if _spec(obj).get('template') else None
 
 
+def restart_marker(kind, obj):
+    """What identifies the workload's latest restart, compared with each pod's ``pod_marker``: the
+    template's restartedAt annotation; a DeploymentConfig's ``status.latestVersion`` (its pods carry it
+    in the deployment-config.latest-version annotation); a Rollout's ``spec.restartAt`` (pods created at
+    or after it are new)."""
+    if kind == 'DeploymentConfig':
+        latest = _status(obj).get('latestVersion')
+        return str(latest) if latest else None
+    if kind == 'Rollout':
+        return _spec(obj).get('restartAt')
+    return template_restarted_at(obj)
+
+
+def restart_field(kind):
+    """The field a restart changes, as the diff names it."""
+    return {'DeploymentConfig': 'status.latestVersion (oc rollout latest)',
+            'Rollout': 'spec.restartAt (kubectl argo rollouts restart)'}.get(kind, RESTARTED_AT)
+
+
+def pod_marker(owner_kind, pod):
+    meta = _meta(pod)
+    if owner_kind == 'DeploymentConfig':
+        return (meta.get('annotations') or {}).get(DC_VERSION_ANNOTATION)
+    if owner_kind == 'Rollout':
+        return meta.get('creationTimestamp')
+    return (meta.get('annotations') or {}).get(RESTARTED_AT)
+
+
+def is_new_pod(kind, marker_of_pod, marker):
+    """Does a pod with ``marker_of_pod`` come from the restart identified by ``marker``?"""
+    if kind == 'Rollout':
+        created, since = parse_rfc3339(marker_of_pod), parse_rfc3339(marker)
+        return bool(created and since and created >= since)
+    return marker_of_pod == marker
+
+
+def workload_selector(kind, obj):
+    """The workload's pod selector as a string (a DeploymentConfig's is a plain label map)."""
+    selector = _spec(obj).get('selector') or {}
+    if kind == 'DeploymentConfig':
+        return ','.join('%s=%s' % kv for kv in sorted(selector.items())) or None
+    return label_selector_string(selector)
+
+
 _STATUS_KEYS = ('observedGeneration', 'replicas', 'updatedReplicas', 'readyReplicas',
                 'availableReplicas', 'currentReplicas', 'currentRevision', 'updateRevision',
-                'desiredNumberScheduled', 'updatedNumberScheduled', 'numberAvailable')
+                'desiredNumberScheduled', 'updatedNumberScheduled', 'numberAvailable',
+                'latestVersion', 'restartedAt', 'phase', 'message', 'pauseConditions')
 _CONDITION_KEYS = ('type', 'status', 'reason', 'message', 'lastUpdateTime', 'lastTransitionTime')
 
 
@@ -338,7 +454,7 @@ def prune_workload(kind, obj):
     the status functions take either): a few hundred bytes instead of the whole object."""
     meta, spec, status = _meta(obj), _spec(obj), _status(obj)
     tmeta = ((spec.get('template') or {}).get('metadata') or {})
-    pruned_spec = dict((k, spec[k]) for k in ('replicas', 'paused', 'selector', 'updateStrategy')
+    pruned_spec = dict((k, spec[k]) for k in ('replicas', 'paused', 'selector', 'updateStrategy', 'restartAt')
                        if k in spec)
     pruned_spec['template'] = {'metadata': {
         'labels': _istio_keys(tmeta.get('labels')),
@@ -346,7 +462,7 @@ def prune_workload(kind, obj):
     pruned_status = dict((k, status[k]) for k in _STATUS_KEYS if k in status)
     conditions = [dict((k, c[k]) for k in _CONDITION_KEYS if k in c)
                   for c in status.get('conditions') or []
-                  if c.get('type') == 'ReplicaFailure' or c.get('reason') == 'ProgressDeadlineExceeded']
+                  if c.get('type') in ('ReplicaFailure', 'Progressing') or c.get('reason') == 'ProgressDeadlineExceeded']
     if conditions:
         pruned_status['conditions'] = conditions
     return {
@@ -361,9 +477,10 @@ def prune_workload(kind, obj):
 # ------------------------------------------------------------------------------------------- pods
 
 def pod_owner(pod):
-    """(kind, name) of the Deployment/StatefulSet/DaemonSet controlling the pod, else None."""
+    """(kind, name) of the workload (Deployment, StatefulSet, DaemonSet, DeploymentConfig, Rollout)
+    controlling the pod, else None."""
     owner = mesh.pod_owner(pod)
-    if owner and owner[0] in WORKLOAD_KINDS:
+    if owner and owner[0] in ALL_KINDS:
         return owner
     return None
 
@@ -417,7 +534,7 @@ class PodInfo:
                 problem = (reason, text)
                 if reason == 'CrashLoopBackOff':
                     break
-        return cls(meta.get('name'), owner, (meta.get('annotations') or {}).get(RESTARTED_AT),
+        return cls(meta.get('name'), owner, pod_marker(owner[0] if owner else None, pod),
                    revision is not None, revision, version, live, ready, problem)
 
     def on_revision(self, expected):
@@ -465,7 +582,7 @@ class WorkloadState:
         self.to_version = None
         self.duration = None
         self.plan = None          # 'restart', 'resume', or None (nothing to do)
-        self.before = template_restarted_at(obj)
+        self.before = restart_marker(kind, obj)
         self.target = None        # restartedAt value this run waits for
         self.started = None       # monotonic time the restart (or the wait) began
         self.deadline = None
@@ -522,13 +639,15 @@ class RolloutPlan:
         self.missing_names = list(missing_names)
 
     @classmethod
-    def build(cls, api, namespaces=None, namespace_selector=None, kinds=WORKLOAD_KINDS,
+    def build(cls, api, namespaces=None, namespace_selector=None, kinds=None,
               selector=None, names=None, only_stale=True, revision=None):
-        kinds = list(dict.fromkeys(kinds or WORKLOAD_KINDS))
-        for kind in kinds:
-            if kind not in WORKLOAD_KINDS:
+        for kind in kinds or ():
+            if kind not in ALL_KINDS:
                 raise InvalidInput('kind %r cannot be restarted: use %s'
-                                   % (kind, ', '.join(WORKLOAD_KINDS)))
+                                   % (kind, ', '.join(ALL_KINDS)))
+        # asked for by name, a kind the cluster does not serve fails its list with the reason; by default
+        # the platform kinds are restarted where they are served
+        kinds = list(dict.fromkeys(kinds)) if kinds else mesh.served_workload_kinds(api)
         if bool(namespaces) == bool(namespace_selector):
             raise InvalidInput('give either namespaces (a list) or namespace_selector')
         # 1. namespaces (one list call; a missing namespace stops everything before any change)
@@ -672,9 +791,9 @@ def _classify(w, only_stale):
         w.action = 'skipped'
         w.reason = 'pods are injected but %s; not restarted' % w.expected_source
         return
-    current_ts = template_restarted_at(w.obj)
+    current_ts = restart_marker(w.kind, w.obj)
     if current_ts and not progress.done and not progress.failed:
-        of_template = [p for p in live if p.restarted_at == current_ts]
+        of_template = [p for p in live if is_new_pod(w.kind, p.restarted_at, current_ts)]
         if all(p.on_revision(w.expected) for p in of_template):
             w.plan = 'resume'
             w.target = current_ts
@@ -689,6 +808,16 @@ def _classify(w, only_stale):
             '%d of %d pods injected' % (len(stale), len(live))
     else:
         w.reason = 'only_stale is false'
+
+
+def instantiate_deploymentconfig(api, namespace, name):
+    """``oc rollout latest dc/NAME``: POST a DeploymentRequest (latest, force) to the DeploymentConfig's
+    ``instantiate`` subresource (openshift/oc pkg/cli/rollout/latest.go); returns the DeploymentConfig."""
+    resource = api.resource('DeploymentConfig')
+    request = {'kind': 'DeploymentRequest', 'apiVersion': resource.api_version, 'name': name,
+               'latest': True, 'force': True}
+    return api.request('POST', resource.path(namespace, name, 'instantiate'), body=request,
+                       what=('instantiate', 'DeploymentConfig', name, namespace))
 
 
 def restart_patch(restarted_at):
@@ -781,8 +910,8 @@ class RolloutRunner:
         for w in self.plan.workloads:
             if w.plan == 'restart' and (w.patched or self.check_mode):
                 key = '%s/%s/%s' % (w.namespace, w.kind, w.name)
-                before[key] = {RESTARTED_AT: w.before}
-                after[key] = {RESTARTED_AT: w.target if w.patched else '(now)'}
+                before[key] = {restart_field(w.kind): w.before}
+                after[key] = {restart_field(w.kind): w.target if w.patched else '(now)'}
         return {'before': before, 'after': after}
 
     @property
@@ -815,6 +944,10 @@ class RolloutRunner:
         return self
 
     def _restart_ts(self, w):
+        if w.kind == 'Rollout':
+            # the pods Argo evicts are those created before restartAt (seconds): one second ahead, so that
+            # no pod of this very second escapes the restart
+            return rfc3339_now(self.now() + datetime.timedelta(seconds=1))
         ts = rfc3339_now(self.now())
         if ts == w.before:
             # restarted within this very second already: a patch to the same value would not roll
@@ -824,7 +957,17 @@ class RolloutRunner:
     def _patch(self, w):
         """Send the restart patch (one request; retried by the client only when it failed).  The
         value is fixed before the first try, so a retried patch cannot restart twice."""
+        if w.kind == 'DeploymentConfig':
+            # oc rollout latest: a DeploymentRequest to the instantiate subresource; the new deployment is
+            # the one of the answer's status.latestVersion
+            obj = instantiate_deploymentconfig(self.api, w.namespace, w.name)
+            w.target = restart_marker(w.kind, obj)
+            return obj
         w.target = self._restart_ts(w)
+        if w.kind == 'Rollout':
+            # kubectl argo rollouts restart: a merge patch of spec.restartAt
+            return self.api.patch(w.kind, w.name, {'spec': {'restartAt': w.target}}, namespace=w.namespace,
+                                  patch_type='merge')
         return self.api.patch(w.kind, w.name, restart_patch(w.target), namespace=w.namespace, patch_type='strategic')
 
     def _restart_without_waiting(self, todo, resume):
@@ -874,9 +1017,12 @@ class RolloutRunner:
                 return None
             inv = event.get('involvedObject') or {}
             kind, name = inv.get('kind'), inv.get('name') or ''
-            if kind == 'ReplicaSet':
-                kind, name = 'Deployment', name.rsplit('-', 1)[0]
-            key = (inv.get('namespace') or _meta(event).get('namespace'), kind, name)
+            namespace = inv.get('namespace') or _meta(event).get('namespace')
+            owners = {'ReplicaSet': ('Deployment', 'Rollout'), 'ReplicationController': ('DeploymentConfig',)}
+            if kind in owners:
+                kind, name = next(((k, name.rsplit('-', 1)[0]) for k in owners[kind]
+                                   if (namespace, k, name.rsplit('-', 1)[0]) in keys), (kind, name))
+            key = (namespace, kind, name)
             if key not in keys:
                 return None
             when = event.get('lastTimestamp') or event.get('eventTime') or \
@@ -1126,8 +1272,8 @@ class RolloutRunner:
         if progress.failed:
             self._fail(w, progress.message)
             return
-        template_ts = template_restarted_at(w.obj) or w.target
-        new_pods = [p for p in w.pods.values() if p.live and p.restarted_at == template_ts]
+        template_ts = restart_marker(w.kind, w.obj) or w.target
+        new_pods = [p for p in w.pods.values() if p.live and is_new_pod(w.kind, p.restarted_at, template_ts)]
         wrong = [p for p in new_pods if not p.on_revision(w.expected)]
         if wrong:
             # a new pod's sidecar is fixed at its creation: stop now, before the rolling update
@@ -1163,7 +1309,7 @@ class RolloutRunner:
         # rolled out (the status says the old pods are gone): have we seen the new pods -- each one's
         # injection is known from its creation -- as many as there should be?
         want = desired_pods(w.kind, w.obj)
-        new_live = [p for p in w.pods.values() if p.live and p.restarted_at == template_ts]
+        new_live = [p for p in w.pods.values() if p.live and is_new_pod(w.kind, p.restarted_at, template_ts)]
         if len(new_live) >= want or w.refreshed:
             self._verify(w, w.live_pods() if w.refreshed else new_live)
             return
@@ -1195,7 +1341,7 @@ class RolloutRunner:
         """The pod watch has not shown the new pods in time: list this workload's pods once."""
         w.refreshed = True
         w.settle_deadline = None
-        selector = label_selector_string((_spec(w.obj).get('selector') or {}))
+        selector = workload_selector(w.kind, w.obj)
         try:
             infos = self.api.list_with_version('Pod', w.namespace, selector,
                                                transform=lambda pod: (PodInfo.from_pod(pod), w.namespace))[0]
@@ -1234,8 +1380,8 @@ class RolloutRunner:
         w.settle_deadline = None
         if w.started is not None:
             w.duration = self.clock() - w.started
-        live = [p for p in w.pods.values() if p.live and p.restarted_at == (
-            template_restarted_at(w.obj) or w.target)]
+        live = [p for p in w.pods.values() if p.live and is_new_pod(
+            w.kind, p.restarted_at, restart_marker(w.kind, w.obj) or w.target)]
         w.to_version = versions_of(live)
         self.inflight.pop(w.key, None)
         if self.failed_first is None:
@@ -1251,7 +1397,7 @@ def failure_message(workloads):
                   for w in failed))
 
 
-def run_rollout(api, namespaces=None, namespace_selector=None, kinds=WORKLOAD_KINDS, selector=None,
+def run_rollout(api, namespaces=None, namespace_selector=None, kinds=None, selector=None,
                 names=None, only_stale=True, revision=None, wait=True, wait_timeout=300,
                 concurrency=10, check_mode=False, diff=False):
     """Plan and run; return the module result.

@@ -161,7 +161,9 @@ plan:
       type: list
       elements: dict
     manager:
-      description: Which control-plane manager installs and removes revisions (V(istioctl)).
+      description:
+        - Which control-plane manager installs and removes revisions (V(istioctl)).
+        - V(sail) on a mesh the Sail operator manages, detected from its C(Istio).
       type: str
     upgrade:
       description:
@@ -242,6 +244,7 @@ from ansible_collections.meshops.istio.plugins.module_utils.errors import PhaseR
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import MeshState
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 from ansible_collections.meshops.istio.plugins.module_utils.plan import UpgradePlan, UpgradeRequest, phase_spec
+from ansible_collections.meshops.istio.plugins.module_utils import sail
 from ansible_collections.meshops.istio.plugins.module_utils.upgrade_state import parse
 
 
@@ -258,7 +261,7 @@ def run(module):
     params = module.params
     request = request_from(params).validate()
     phase_spec(params['phase'])
-    state = MeshState.load(module.client, request.istio_namespace)
+    state = sail.attach(MeshState.load(module.client, request.istio_namespace), module.client)
     configmap = module.client.get_or_none('ConfigMap', request.record_name, request.istio_namespace)
     record = parse((configmap or {}).get('data'))
     plan = UpgradePlan.build(state, record, request, params['phase'], assume_done=params['assume_done'],

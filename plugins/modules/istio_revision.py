@@ -185,6 +185,10 @@ from ansible_collections.meshops.istio.plugins.module_utils.mesh import (
     validate_revision_name,
 )
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
+from ansible_collections.meshops.istio.plugins.module_utils.sail import refuse_sail_owned
+
+SAIL_REVISION_HINT = ('On Sail set the Istio\'s version (meshops.istio.istio_sail_revision, the playbook\'s install '
+                      'phase); Sail deletes an inactive revision itself (state=absent there waits for it).')
 
 
 def revision_view(state, name):
@@ -231,6 +235,9 @@ class RevisionManager:
         state = self.load()
         before = revision_view(state, name)
         rev = state.revision(name)
+        if rev is not None:
+            refuse_sail_owned(self.client.get_or_none('Deployment', rev.deployment, self.namespace), 'Deployment',
+                              SAIL_REVISION_HINT)
         if rev is not None and rev.version and rev.version != version:
             raise RevisionVersionMismatch(
                 'revision %s already runs Istio %s but istioctl %s is version %s: a revision name '
@@ -275,6 +282,9 @@ class RevisionManager:
         info = {}
         if not exists:
             return False, before, before, info
+        if state.revision(name) is not None:
+            refuse_sail_owned(self.client.get_or_none('Deployment', state.revision(name).deployment, self.namespace),
+                              'Deployment', SAIL_REVISION_HINT)
         users = state.users_of(name)
         if users and not force:
             raise RevisionInUse(

@@ -16,7 +16,9 @@ description:
   - Reads the cluster and reports the Istio control plane revisions (version, readiness, whether and by
     what each is in use), the revision tags and the revision each points at, the revision each namespace
     selects (with the label precedence Istio's webhooks apply), and every Deployment, StatefulSet and
-    DaemonSet with the revision and proxy version of its pods.
+    DaemonSet with the revision and proxy version of its pods; where the cluster serves them also OpenShift
+    DeploymentConfigs (pods through their ReplicationControllers; deployer pods belong to no workload) and
+    Argo Rollouts (pods through their ReplicaSets).
   - Lists in RV(stale) the workloads whose pods are not on the revision their namespace (or pod
     template) now selects, that is the ones a rolling restart would move.
   - Never changes anything.
@@ -165,7 +167,7 @@ namespaces:
       type: list
       elements: str
 workloads:
-  description: Deployments, StatefulSets and DaemonSets with the sidecars of their pods.
+  description: Deployments, StatefulSets, DaemonSets, DeploymentConfigs and Rollouts with the sidecars of their pods.
   returned: always
   type: list
   elements: dict
@@ -174,7 +176,7 @@ workloads:
       description: Namespace.
       type: str
     kind:
-      description: Deployment, StatefulSet or DaemonSet.
+      description: Deployment, StatefulSet, DaemonSet, DeploymentConfig or Rollout.
       type: str
     name:
       description: Name.

@@ -144,6 +144,7 @@ from ansible_collections.meshops.istio.plugins.module_utils.mesh import (
     webhook_fields,
 )
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
+from ansible_collections.meshops.istio.plugins.module_utils.sail import refuse_sail_owned
 
 MWC = 'MutatingWebhookConfiguration'
 VWC = 'ValidatingWebhookConfiguration'
@@ -230,6 +231,8 @@ class TagManager:
                                % tag)
         existing_tag = state.tag(tag)
         previous = existing_tag.revision if existing_tag else None
+        refuse_sail_owned(self.client.get_or_none(MWC, existing_tag.webhook if existing_tag else tag_webhook_name(tag)),
+                          MWC, SAIL_TAG_HINT)
         injector = self.client.get_or_none(MWC, injector_name(revision))
         if injector is None:
             raise RevisionNotFound(
@@ -271,6 +274,7 @@ class TagManager:
         users = state.users_of_tag(tag)
         if existing is None:
             return None, users
+        refuse_sail_owned(self.client.get_or_none(MWC, existing.webhook or tag_webhook_name(tag)), MWC, SAIL_TAG_HINT)
         if users and not force:
             raise TagInUse(
                 'tag %s is still selected by %s: relabel them (istio.io/rev=<another tag or revision>) '
@@ -281,6 +285,10 @@ class TagManager:
         if update.changed and not self.check_mode and self.client.get_or_none(MWC, name) is not None:
             raise MeshopsError('%s %s is still there after deletion' % (MWC, name))
         return existing.revision, users
+
+
+SAIL_TAG_HINT = ("On Sail move or pin the IstioRevisionTag instead (meshops.istio.istio_sail_revision with tag, the "
+                 "playbook's tag phase).")
 
 
 def run(module):

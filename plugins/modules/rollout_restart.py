@@ -16,6 +16,12 @@ description:
     C(kubectl rollout restart) does (a strategic-merge patch of the pod template annotation
     C(kubectl.kubernetes.io/restartedAt)), then waits the way C(kubectl rollout status) does and checks
     that every new pod is injected by the expected revision.
+  - On OpenShift, DeploymentConfigs (C(apps.openshift.io/v1)) are restarted the way C(oc rollout latest)
+    does it (a C(DeploymentRequest) to their C(instantiate) subresource, which makes a new ReplicationController) and
+    waited for the way C(oc rollout status) reads them; with Argo Rollouts installed, Rollouts
+    (C(argoproj.io/v1alpha1)) are restarted the way C(kubectl argo rollouts restart) does it (a merge patch
+    of C(spec.restartAt), after which Argo evicts the older pods and its ReplicaSets recreate them) and waited for until
+    C(status.restartedAt) caught up and the Rollout is C(Healthy). Both are reported like Deployments.
   - With O(only_stale=true) (the default) only workloads with a pod not injected by the expected
     revision are restarted, so running it again reports no change.
   - The expected revision of a workload is the one its namespace selects, with the label precedence
@@ -31,8 +37,9 @@ description:
     rest are reported as skipped, and the module fails.
   - A restart already in progress (for example left by an interrupted run) whose new pods are on the
     expected revision is waited for, not restarted again.
-  - Paused Deployments and StatefulSets or DaemonSets with the C(OnDelete) update strategy (or a
-    StatefulSet partition) are reported as skipped with the reason, never silently passed.
+  - Paused Deployments, DeploymentConfigs and Rollouts (or a Rollout paused at a canary step, or
+    Degraded), StatefulSets or DaemonSets with the C(OnDelete) update strategy (or a StatefulSet partition)
+    are reported as skipped with the reason, never silently passed.
 author:
   - meshops.istio contributors (@meshops)
 options:
@@ -48,11 +55,14 @@ options:
       - Label selector of the namespaces whose workloads to restart, for example V(wave=2).
     type: str
   kinds:
-    description: The kinds of workloads to restart.
+    description:
+      - The kinds of workloads to restart.
+      - By default every kind the cluster serves among these (C(DeploymentConfig) only on OpenShift,
+        C(Rollout) only where Argo Rollouts is installed).
+      - A kind named here that the cluster does not serve fails the module before anything is restarted.
     type: list
     elements: str
-    choices: [Deployment, StatefulSet, DaemonSet]
-    default: [Deployment, StatefulSet, DaemonSet]
+    choices: [Deployment, StatefulSet, DaemonSet, DeploymentConfig, Rollout]
   selector:
     description: Label selector of the workloads (their own labels), for example V(tier=edge).
     type: str
@@ -101,10 +111,13 @@ attributes:
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
-    details: The C(kubectl.kubernetes.io/restartedAt) annotation of each restarted workload, before and after.
+    details: >-
+      The C(kubectl.kubernetes.io/restartedAt) annotation of each restarted workload (a DeploymentConfig's
+      C(status.latestVersion), a Rollout's C(spec.restartAt)), before and after.
 notes:
   - Needs C(list) on namespaces and mutatingwebhookconfigurations, C(list) and C(watch) on pods and
-    events and on the workload kinds, and C(patch) on the workload kinds.
+    events and on the workload kinds, and C(patch) on the workload kinds; on OpenShift C(create) on
+    C(deploymentconfigs/instantiate); with Argo Rollouts C(patch) on C(rollouts) (see docs/rbac.yaml).
   - API cost is one patch per restarted workload plus a constant per namespace (the lists and watches);
     with more than three namespaces the lists and watches are cluster-wide.
   - With O(wait=false) the workloads are patched and not waited for; their new pods are not verified.
@@ -124,6 +137,11 @@ EXAMPLES = r"""
     names: [istio-ingressgateway]
     kinds: [Deployment]
     wait_timeout: 600
+
+- name: Restart the OpenShift DeploymentConfig ratings (as oc rollout latest) and the Argo Rollout reviews
+  meshops.istio.rollout_restart:
+    namespaces: [bar, baz]
+    kinds: [DeploymentConfig, Rollout]
 
 - name: Wave 2 - every namespace labelled wave=2, 25 rollouts at a time
   meshops.istio.rollout_restart:
@@ -154,7 +172,7 @@ workloads:
       description: Namespace of the workload.
       type: str
     kind:
-      description: V(Deployment), V(StatefulSet) or V(DaemonSet).
+      description: V(Deployment), V(StatefulSet), V(DaemonSet), V(DeploymentConfig) or V(Rollout).
       type: str
     name:
       description: Name of the workload.
@@ -207,12 +225,12 @@ summary:
 """
 
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
-from ansible_collections.meshops.istio.plugins.module_utils.rollout import WORKLOAD_KINDS, run_rollout
+from ansible_collections.meshops.istio.plugins.module_utils.rollout import ALL_KINDS, run_rollout
 
 ARGUMENT_SPEC = dict(
     namespaces=dict(type='list', elements='str'),
     namespace_selector=dict(type='str'),
-    kinds=dict(type='list', elements='str', choices=list(WORKLOAD_KINDS), default=list(WORKLOAD_KINDS)),
+    kinds=dict(type='list', elements='str', choices=list(ALL_KINDS)),
     selector=dict(type='str'),
     names=dict(type='list', elements='str'),
     only_stale=dict(type='bool', default=True),

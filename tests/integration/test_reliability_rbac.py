@@ -33,6 +33,22 @@ NOT_EXERCISED_BY_BLOG_UPGRADE = {
     ("apps", "statefulsets", "patch"),
     ("apps", "daemonsets", "watch"),
     ("apps", "daemonsets", "patch"),
+    # OpenShift DeploymentConfigs, Argo Rollouts and the Sail operator's objects: blog has none of them; the
+    # Sail upgrade on scenario sail (test_sail_upgrade.py) runs under docs/rbac.yaml and checks these
+    ("apps.openshift.io", "deploymentconfigs", "list"),
+    ("apps.openshift.io", "deploymentconfigs", "watch"),
+    ("apps.openshift.io", "deploymentconfigs/instantiate", "create"),
+    ("argoproj.io", "rollouts", "list"),
+    ("argoproj.io", "rollouts", "watch"),
+    ("argoproj.io", "rollouts", "patch"),
+    ("sailoperator.io", "istios", "get"),
+    ("sailoperator.io", "istios", "list"),
+    ("sailoperator.io", "istios", "patch"),
+    ("sailoperator.io", "istiorevisiontags", "get"),
+    ("sailoperator.io", "istiorevisiontags", "list"),
+    ("sailoperator.io", "istiorevisiontags", "patch"),
+    ("sailoperator.io", "istiorevisions", "get"),
+    ("sailoperator.io", "istiorevisions", "list"),
 }
 
 # (apiGroup, resource, verb) of the istioctl role that istioctl only asks about: `istioctl x precheck`
