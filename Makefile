@@ -33,7 +33,7 @@ export PYTHONPATH := $(CURDIR)/tests
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
 unexport ANSIBLE_COLLECTIONS_PATHS
 
-.PHONY: all venv kubectl prometheus collection sanity lint unit test-lowest integration test demo bench clean \
+.PHONY: all venv kubectl prometheus collection sanity lint unit test-lowest integration test demo bench soak clean \
 	dist release-venvs release-check release-tests galaxy-import docs-lint changelog-lint lint-all ee-context
 
 all: test
@@ -106,6 +106,12 @@ demo: venv collection kubectl
 
 bench: venv collection kubectl
 	bench/run
+
+# The soak (issue 19): upgrade -> rollback -> upgrade cycles under random faults on the large scenario for
+# SOAK_MINUTES (default 30); prints cycles, faults injected, invariant violations (must be 0), slowest phase.
+SOAK_MINUTES ?= 30
+soak: venv collection kubectl
+	$(BIN)/python tests/integration/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 # ---- release: what Galaxy, Automation Hub and an AWX administrator get (issue 15) ----------------------
 

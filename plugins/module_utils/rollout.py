@@ -44,6 +44,8 @@ __metaclass__ = type
 import collections
 import datetime
 import heapq
+import math
+import re
 import threading
 import time
 
@@ -85,6 +87,14 @@ MAX_PATCH_THREADS = 32
 # Waiting reasons of a new pod's containers that are reported (only CrashLoopBackOff fails at once).
 POD_PROBLEM_REASONS = ('CrashLoopBackOff', 'ImagePullBackOff', 'ErrImagePull', 'CreateContainerError',
                        'CreateContainerConfigError', 'InvalidImageName', 'RunContainerError')
+
+
+# A pull error that says the registry does not have the image: no retry of the kubelet will fix it.
+IMAGE_MISSING_RE = re.compile(r'not found|NotFound|manifest unknown|name unknown|repository does not exist|'
+                              r'pull access denied', re.I)
+# Pod creation refused by a LimitRange (LimitRanger) or a quota that needs limits: the template itself is refused.
+LIMITS_REFUSAL_RE = re.compile(r'(maximum|minimum) \S+ usage per (Container|Pod)|max limit to request ratio|'
+                               r'failed quota:', re.I)
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -386,6 +396,34 @@ def replica_failure(obj):
     if cond and str(cond.get('status')) == 'True':
         return cond.get('message') or cond.get('reason') or 'ReplicaFailure'
     return None
+
+
+def _fencepost(value, total, round_up):
+    """maxSurge/maxUnavailable as a number of pods (an int, or a percentage rounded as Kubernetes does)."""
+    text = str(value)
+    if text.endswith('%'):
+        amount = total * float(text[:-1] or 0) / 100.0
+        return int(math.ceil(amount) if round_up else math.floor(amount))
+    return _int(value)
+
+
+def quota_blocks_for_good(kind, obj):
+    """Whether a rollout whose new pods a ResourceQuota refuses can never go on by itself: a RollingUpdate
+    Deployment that may not take an old pod away before a new one is ready (maxUnavailable resolves to 0, as
+    with 25% of fewer than 4 replicas), so no room is ever freed.  Otherwise old pods going away may free
+    room, and the refusal shows in the reason when the wait times out."""
+    if kind != 'Deployment':
+        return False
+    strategy = _spec(obj).get('strategy') or {}
+    if (strategy.get('type') or 'RollingUpdate') != 'RollingUpdate':
+        return False
+    rolling = strategy.get('rollingUpdate') or {}
+    replicas = desired_pods(kind, obj)
+    surge = _fencepost(rolling.get('maxSurge', '25%'), replicas, True)
+    unavailable = _fencepost(rolling.get('maxUnavailable', '25%'), replicas, False)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return unavailable == 0
 
 
 def template_restarted_at(obj):
@@ -1288,6 +1326,11 @@ class RolloutRunner:
             if pod.problem and pod.problem[0] == 'CrashLoopBackOff':
                 self._fail(w, 'CrashLoopBackOff: %s' % pod.problem[1])
                 return
+            if pod.problem and pod.problem[0] in ('ErrImagePull', 'ImagePullBackOff') and \
+                    IMAGE_MISSING_RE.search(pod.problem[1]):
+                # the registry says it has no such image (an air-gapped mirror without the new proxy)
+                self._fail(w, '%s, the image is missing from the registry: %s' % (pod.problem[0], pod.problem[1]))
+                return
         rejected = None
         if w.kind == 'Deployment':
             cond = _condition(w.obj, 'ReplicaFailure')
@@ -1300,6 +1343,15 @@ class RolloutRunner:
             return
         if w.create_failure and 'webhook' in w.create_failure:
             self._fail(w, 'webhook rejected pod creation: %s' % w.create_failure)
+            return
+        refusal = w.create_failure or (rejected if observed else None)
+        if refusal and LIMITS_REFUSAL_RE.search(refusal):
+            self._fail(w, 'pod creation refused by a LimitRange or quota of namespace %s: %s' % (w.namespace, refusal))
+            return
+        if refusal and 'exceeded quota' in refusal and quota_blocks_for_good(w.kind, w.obj):
+            named = refusal[refusal.index('exceeded quota'):]
+            self._fail(w, 'pod creation refused, %s (the rollout cannot make room: maxUnavailable is 0); raise the '
+                          'quota of namespace %s or lower its use' % (named, w.namespace))
             return
         if rejected and observed:
             w.create_failure = rejected

@@ -63,6 +63,7 @@ extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.istio_namespace
   - meshops.istio.wait
+  - meshops.istio.lease
 attributes:
   check_mode:
     support: full
@@ -368,7 +369,7 @@ def main():
                        operator_file=dict(type='path'),
                        set=dict(type='dict'),
                        force=dict(type='bool', default=False)),
-                  istio_namespace=True, wait=True).run(run)
+                  istio_namespace=True, wait=True, lease=True).run(run)
 
 
 if __name__ == '__main__':

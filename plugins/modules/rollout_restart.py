@@ -103,6 +103,7 @@ options:
 extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.wait
+  - meshops.istio.lease
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -249,7 +250,7 @@ def run(module):
 
 
 def main():
-    MeshopsModule(ARGUMENT_SPEC, wait=True, mutually_exclusive=[('namespaces', 'namespace_selector')],
+    MeshopsModule(ARGUMENT_SPEC, wait=True, lease=True, mutually_exclusive=[('namespaces', 'namespace_selector')],
                   required_one_of=[('namespaces', 'namespace_selector')]).run(run)
 
 
