@@ -33,7 +33,7 @@ export PYTHONPATH := $(CURDIR)/tests
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
 unexport ANSIBLE_COLLECTIONS_PATHS
 
-.PHONY: all venv kubectl prometheus collection sanity lint unit test-lowest integration test demo bench soak clean \
+.PHONY: all venv kubectl prometheus chromium collection sanity lint unit test-lowest integration test demo bench soak clean \
 	dist release-venvs release-check release-tests galaxy-import docs-lint changelog-lint lint-all ee-context
 
 all: test
@@ -60,6 +60,13 @@ prometheus:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  echo "prometheus not found: installing Debian's prometheus"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+# A real headless browser for the report's test (tests/integration/test_report.py renders the HTML report,
+# keeps a screenshot in tests/artifacts/ and fails on any console error): Debian's chromium.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "chromium not found: installing Debian's chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 # The collection as Ansible sees it: ansible_collections/meshops/istio (a symlink keeps edits live).
 collection:
@@ -91,10 +98,10 @@ unit: venv collection
 test-lowest: $(LOWEST)/.installed collection kubectl
 	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration/test_cluster_client.py
 
-integration: venv collection kubectl prometheus
+integration: venv collection kubectl prometheus chromium
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests/integration tests/kubesim/tests
 
-test: venv collection kubectl prometheus
+test: venv collection kubectl prometheus chromium
 	$(MAKE) sanity
 	$(MAKE) lint
 	$(MAKE) unit

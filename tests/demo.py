@@ -6,7 +6,7 @@ Starts tests/kubesim with the `blog` scenario (writing the kubeconfig where inve
 
     ansible-playbook -i inventories/sandbox playbooks/upgrade.yml --tags <phase>
 
-in order (precheck, install, tag, gateways, wave1, verify, wave2, verify, cleanup), prints what each phase
+in order (precheck, install, tag, gateways, wave1, verify, wave2, verify, cleanup, report), prints what each phase
 changed and the data-plane versions before and after, then stops the simulator.  Exits non-zero when a
 phase fails or the cluster does not end in the articles' final state.
 
@@ -40,6 +40,7 @@ PHASES = [
     ("wave2", "second wave: namespaces foo and baz"),
     ("verify", "everything moved so far is ready on 1.15.4"),
     ("cleanup", "uninstall revision 1-14-6 now that nothing uses it"),
+    ("report", "the upgrade report: .build/sandbox/reports/sandbox.html (and .json, and the fleet page index.html)"),
 ]
 OLD_REV, NEW_REV, NEW_VERSION = "1-14-6", "1-15-4", "1.15.4"
 
@@ -132,7 +133,8 @@ def main(argv=None):
         say()
         say(us.version_table(before))
 
-        phases = list(PHASES) + ([(phase[0], "second run: must change nothing") for phase in PHASES] if args.rerun else [])
+        again = [(phase[0], "second run: must change nothing") for phase in PHASES if phase[0] != "report"]
+        phases = list(PHASES) + (again if args.rerun else [])
         for index, (tag, what) in enumerate(phases, 1):
             banner("Phase %d/%d: --tags %s  (%s)" % (index, len(phases), tag, what))
             started = time.monotonic()
@@ -173,6 +175,7 @@ def main(argv=None):
             return 1
         say("Done: only istiod-%s runs, tag default points at it, every proxy runs %s, the old injector is gone."
             % (NEW_REV, NEW_VERSION))
+        say("The report: %s (the fleet page: index.html beside it)" % (workdir / "reports" / "sandbox.html"))
         return 0
     finally:
         if args.keep and not failed:

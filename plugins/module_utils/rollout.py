@@ -56,6 +56,7 @@ except ImportError:  # pragma: no cover - Python 2 is not supported
 
 from ansible_collections.meshops.istio.plugins.module_utils import mesh
 from ansible_collections.meshops.istio.plugins.module_utils.client import WatchDropped, follow
+from ansible_collections.meshops.istio.plugins.module_utils.progress import snapshot as progress_snapshot
 from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     ClusterUnreachable,
     InvalidInput,
@@ -912,7 +913,7 @@ class RolloutRunner:
     """Executes a RolloutPlan: restarts, waits, verifies; returns per-workload results."""
 
     def __init__(self, api, plan, concurrency=10, wait=True, wait_timeout=300, check_mode=False,
-                 clock=time.monotonic, now=None, patch_threads=MAX_PATCH_THREADS):
+                 clock=time.monotonic, now=None, patch_threads=MAX_PATCH_THREADS, progress=None):
         if concurrency is None or concurrency < 0:
             raise InvalidInput('concurrency must be 0 (all at once) or a positive number')
         if wait_timeout is not None and wait_timeout <= 0:
@@ -932,6 +933,9 @@ class RolloutRunner:
         self.failed_first = None
         self.broken_watches = {}
         self.pending = collections.deque()
+        self.progress = progress  # a progress.ProgressPublisher, or None
+        self.inflight = {}
+        self.total_keys = frozenset()
 
     # -- results ------------------------------------------------------------------------------
 
@@ -971,6 +975,7 @@ class RolloutRunner:
             return self
         if not todo and not resume:
             return self
+        self.total_keys = frozenset(w.key for w in todo + resume)
         if not self.wait:
             self._restart_without_waiting(todo, resume)
             return self
@@ -1113,6 +1118,7 @@ class RolloutRunner:
                         w.action = 'skipped'
                         w.reason = 'not restarted: stopped after %s failed' % self.failed_first
                     pending.clear()
+                self._publish()
                 if not self.inflight:
                     break
                 self._expire()
@@ -1438,6 +1444,17 @@ class RolloutRunner:
         self.inflight.pop(w.key, None)
         if self.failed_first is None:
             self.failed_first = w.ref
+        if self.progress is not None:
+            self.progress.due(urgent=True)
+
+    # -- live progress (progress.py) ----------------------------------------------------------------
+
+    def progress_counts(self):
+        return progress_snapshot(self.plan.workloads, self.inflight, self.total_keys)
+
+    def _publish(self):
+        if self.progress is not None and self.progress.due():
+            self.progress.offer(self.progress_counts())
 
 
 def failure_message(workloads):
@@ -1451,8 +1468,8 @@ def failure_message(workloads):
 
 def run_rollout(api, namespaces=None, namespace_selector=None, kinds=None, selector=None,
                 names=None, only_stale=True, revision=None, wait=True, wait_timeout=300,
-                concurrency=10, check_mode=False, diff=False):
-    """Plan and run; return the module result.
+                concurrency=10, check_mode=False, diff=False, progress=None):
+    """Plan and run; return the module result (``progress``: a progress.ProgressPublisher, fed while it runs).
 
     ``api`` is a ClusterClient (or a fake with its methods).  Raises a MeshopsError for
     problems found before anything was changed (missing namespace, unknown revision...), and
@@ -1463,8 +1480,15 @@ def run_rollout(api, namespaces=None, namespace_selector=None, kinds=None, selec
                              kinds=kinds, selector=selector, names=names, only_stale=only_stale,
                              revision=revision)
     runner = RolloutRunner(api, plan, concurrency=concurrency, wait=wait, wait_timeout=wait_timeout,
-                           check_mode=check_mode)
-    runner.run()
+                           check_mode=check_mode, progress=None if check_mode else progress)
+    ran = False
+    try:
+        runner.run()
+        ran = True
+    finally:
+        if runner.progress is not None and runner.total_keys:
+            failed = not ran or any(w.action == 'failed' for w in plan.workloads)
+            runner.progress.finish(runner.progress_counts(), 'failed' if failed else 'done')
     workloads, summary = runner.results()
     result = {'changed': runner.changed, 'workloads': workloads, 'summary': summary,
               'changes': [dict((k, w[k]) for k in ('kind', 'namespace', 'name', 'action'))
