@@ -122,10 +122,16 @@ soak: venv collection kubectl
 
 # ---- release: what Galaxy, Automation Hub and an AWX administrator get (issue 15) ----------------------
 
-# The tarball users install, built from this checkout (galaxy.yml's build_ignore leaves out what is not theirs).
+# The tarball users install, built from a copy of this checkout's files that git sees (tracked, or new and not
+# ignored): what earlier targets leave behind (tests/artifacts, istio-upgrade-reports, .build) never ships.
+# galaxy.yml's build_ignore then leaves out what is not the users'.
 dist: venv
 	@mkdir -p $(RELEASE) && rm -f $(RELEASE)/meshops-istio-*.tar.gz
-	$(BIN)/ansible-galaxy collection build --force --output-path $(RELEASE) .
+	@rm -rf $(BUILD)/dist-src && mkdir -p $(BUILD)/dist-src
+	git ls-files -z --cached --others --exclude-standard | \
+	  $(BIN)/python -c 'import os, sys; sys.stdout.buffer.write(b"".join(p + b"\0" for p in sys.stdin.buffer.read().split(b"\0") if p and os.path.lexists(p)))' | \
+	  tar --null --no-recursion -T - -cf - | tar -xf - -C $(BUILD)/dist-src
+	$(BIN)/ansible-galaxy collection build --force --output-path $(RELEASE) $(BUILD)/dist-src
 
 $(TOOLS)/.installed: .ci/requirements/release-tools.txt
 	@py='$(call find_python,3.11)'; test -n "$$py" || { echo "Python 3.11 not found (pyenv or /usr/bin)"; exit 1; }; \
