@@ -6,7 +6,7 @@ Starts tests/kubesim with the `blog` scenario (writing the kubeconfig where inve
 
     ansible-playbook -i inventories/sandbox playbooks/upgrade.yml --tags <phase>
 
-in order (precheck, install, tag, gateways, wave1, verify, wave2, verify, cleanup), prints what each phase
+in order (precheck, install, tag, gateways, wave1, verify, wave2, verify, cleanup, report), prints what each phase
 changed and the data-plane versions before and after, then stops the simulator.  Exits non-zero when a
 phase fails or the cluster does not end in the articles' final state.
 
@@ -44,6 +44,7 @@ PHASES = [
     ("wave2", "second wave: namespaces foo and baz"),
     ("verify", "everything moved so far is ready on 1.15.4"),
     ("cleanup", "uninstall revision 1-14-6 now that nothing uses it"),
+    ("report", "the upgrade report: .build/sandbox/reports/sandbox.html (and .json, and the fleet page index.html)"),
 ]
 OLD_REV, NEW_REV, NEW_VERSION = "1-14-6", "1-15-4", "1.15.4"
 HELM_PHASES = [
@@ -58,6 +59,7 @@ HELM_PHASES = [
     ("cleanup!", "refused: a bare pod, a Job's and a CronJob's pod still run the old proxy"),
     ("by-hand", "delete them by hand (kubectl delete), as the refusal says"),
     ("cleanup", "helm uninstall istiod-1-29-6; istio-base defaultRevision 1-30-3; nothing of 1-29-6 is left"),
+    ("report", "the upgrade report: .build/sandbox/reports/sandbox.html (and .json, and the fleet page index.html)"),
 ]
 CHARTS = ROOT / "tests" / "kubesim" / "charts"
 HELM_VARS = {
@@ -182,7 +184,7 @@ def main(argv=None):
 
         base = list(phases_of_scenario)
         phases = base + ([(phase[0], "second run: must change nothing") for phase in base
-                          if phase[0] not in ("by-hand", "cleanup!")] if args.rerun else [])
+                          if phase[0] not in ("by-hand", "cleanup!", "report")] if args.rerun else [])
         for index, (tag, what) in enumerate(phases, 1):
             if tag == "by-hand":
                 banner("Step %d/%d: by hand  (%s)" % (index, len(phases), what))
@@ -243,6 +245,7 @@ def main(argv=None):
             return 1
         say("Done: only istiod-%s runs, tag default points at it, every proxy runs %s, the old injector is gone."
             % (NEW_REV, NEW_VERSION))
+        say("The report: %s (the fleet page: index.html beside it)" % (workdir / "reports" / "sandbox.html"))
         return 0
     finally:
         if args.keep and not failed:

@@ -24,6 +24,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import copy
+import datetime
 import json
 import os
 import random
@@ -252,19 +253,40 @@ def bearer_token(cfg):
     return None
 
 
+def token_expiry(cfg):
+    """When the kubeconfig's current token expires (an aware datetime), or None when unknown.
+
+    The kubernetes library's loader keeps it (``expiry``: an exec plugin's ``status.expirationTimestamp``,
+    an OIDC or GCP token's) but not on the Configuration: its refresh hook is a closure over the loader."""
+    hook = getattr(cfg, 'refresh_api_key_hook', None)
+    for cell in getattr(hook, '__closure__', None) or ():
+        try:
+            expiry = getattr(cell.cell_contents, 'expiry', None)
+        except ValueError:  # an empty cell
+            continue
+        if isinstance(expiry, datetime.datetime):
+            return expiry if expiry.tzinfo else expiry.replace(tzinfo=datetime.timezone.utc)
+    return None
+
+
 class _CachedAuth:
-    """The bearer token, looked up again at most every ``ttl`` seconds.
+    """The bearer token, looked up again at most every ``ttl`` seconds, and never kept past its expiry.
 
     Without it a wave of a thousand restarts ran the kubeconfig refresh hook twice per request (two
     thousand times; each one re-sets the host, which re-reads the proxy environment).  A token
-    that an exec plugin or OIDC provider renews is still picked up within ``ttl``; on a 401 the
-    client drops the cached value and asks once more before it gives up.
+    that an exec plugin or OIDC provider renews is looked up again ``EXPIRY_MARGIN`` seconds before it
+    expires (so no request goes out with an expired one), else within ``ttl``; on a 401 the client
+    drops the cached value and asks once more before it gives up.
     """
 
-    def __init__(self, cfg, ttl=10.0, clock=time.monotonic):
+    EXPIRY_MARGIN = 2.0
+
+    def __init__(self, cfg, ttl=10.0, clock=time.monotonic, wall=None, expiry=token_expiry):
         self.cfg = cfg
         self.ttl = ttl
         self.clock = clock
+        self.wall = wall or (lambda: datetime.datetime.now(datetime.timezone.utc))
+        self.expiry = expiry
         self._value = None
         self._until = None
         self._lock = threading.Lock()
@@ -275,6 +297,10 @@ class _CachedAuth:
             if self._until is None or now >= self._until:
                 self._value = bearer_token(self.cfg)
                 self._until = now + self.ttl
+                expires = self.expiry(self.cfg)
+                if expires is not None:
+                    left = (expires - self.wall()).total_seconds() - self.EXPIRY_MARGIN
+                    self._until = min(self._until, now + max(0.0, left))
             return self._value
 
     def invalidate(self):
@@ -288,18 +314,21 @@ class RetryPolicy:
     """Capped exponential backoff with jitter that honours Retry-After.
 
     ``max_attempts`` counts the first try.  Connection refused and connect timeouts get at most
-    ``connect_attempts`` tries (an API server that is down should fail fast with a clear message).
+    ``connect_attempts`` tries (an API server that is down should fail fast with a clear message) -- unless the
+    server answered this client before: then it is restarting (a managed control plane upgrade, an outage), and
+    the client keeps trying for ``outage_seconds`` before it gives up.
     """
 
     RETRY_STATUSES = (429, 500, 502, 503, 504)
 
     def __init__(self, max_attempts=8, base_delay=0.2, max_delay=8.0, max_retry_after=30.0,
-                 connect_attempts=3, jitter=0.2):
+                 connect_attempts=3, jitter=0.2, outage_seconds=30.0):
         self.max_attempts = max_attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.max_retry_after = max_retry_after
         self.connect_attempts = connect_attempts
+        self.outage_seconds = outage_seconds
         self.jitter = jitter
 
     def delay(self, attempt, retry_after=None):
@@ -592,12 +621,14 @@ class ClusterClient(ReadModifyWrite):
     }
 
     def __init__(self, configuration, target=None, retry=None, sleep=time.sleep, pool=None,
-                 on_request=None, request_timeout=60.0, secrets=()):
+                 on_request=None, request_timeout=60.0, secrets=(), clock=time.monotonic):
         self.configuration = configuration
         self.target = target or ClusterTarget(host=(configuration.host or '').rstrip('/'))
         self.host = self.target.host
         self.retry = retry or RetryPolicy()
         self.sleep = sleep
+        self.clock = clock
+        self._answered = False  # the server answered once: later refusals are a restart, not a wrong address
         self.on_request = on_request
         self.request_timeout = request_timeout
         self._secrets = set(s for s in secrets if s)
@@ -679,6 +710,7 @@ class ClusterClient(ReadModifyWrite):
         timeout = timeout if timeout is not None else self.request_timeout
         attempt = 0
         connect_failures = 0
+        outage_since = None
         auth_renewed = False
         while True:
             attempt += 1
@@ -691,6 +723,16 @@ class ClusterClient(ReadModifyWrite):
                 self._note(method, path, query, 0)
                 if kind in ('fatal', 'dns', 'tls'):
                     raise self._unreachable(kind, detail)
+                if kind == 'connect' and self._answered:
+                    # it answered before: an API server restarting; wait for it, within outage_seconds
+                    outage_since = self.clock() if outage_since is None else outage_since
+                    if self.clock() - outage_since >= self.retry.outage_seconds:
+                        raise self._unreachable('connect', '%s (refused for %ds, after it had answered: down or '
+                                                'restarting for longer than that)' % (detail, self.retry.outage_seconds))
+                    with self._lock:
+                        self.stats['retries'] += 1
+                    self.sleep(min(2.0, self.retry.delay(min(attempt, 4))))
+                    continue
                 if kind == 'connect':
                     connect_failures += 1
                     if connect_failures >= self.retry.connect_attempts:
@@ -792,7 +834,9 @@ class ClusterClient(ReadModifyWrite):
         res = self.resource(kind, api_version, what)
         if method in ('POST', 'PUT'):   # a whole object: its kind and apiVersion as the server serves them
             kw['body'] = dict(kw['body'], apiVersion=res.api_version, kind=res.kind)
-        return _with_type(self.request(method, res.path(namespace, name, subresource), what=what, **kw), res)
+        answer = self.request(method, res.path(namespace, name, subresource), what=what, **kw)
+        self._answered = True
+        return _with_type(answer, res)
 
     def get(self, kind, name, namespace=None, api_version=None):
         """The object, or raise NotFound."""
@@ -819,6 +863,7 @@ class ClusterClient(ReadModifyWrite):
         rv = None
         while True:
             body = self.request('GET', res.path(namespace), query=query, what=what)
+            self._answered = True
             page = body.pop('items', None) or []
             for item in page:
                 item = _with_type(item, res)

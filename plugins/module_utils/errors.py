@@ -107,6 +107,10 @@ class UpgradeStateError(InvalidInput):
     """Bad input for the upgrade record (a name that cannot be a ConfigMap key, ...)."""
 
 
+class LeaseHeld(MeshopsError):
+    """Another run holds the upgrade record's lease (one run per cluster at a time); nothing was changed."""
+
+
 # --- Istio's revision model ------------------------------------------------------------------------
 
 class RevisionNotFound(MeshopsError):

@@ -56,6 +56,8 @@ VARIABLES = {
     'abandon_upgrade': 'istio_canary_abandon_upgrade',
     'rollback': 'istio_canary_rollback',
     'install_method': 'istio_canary_install_method',
+    'break_lease': 'istio_canary_break_lease',
+    'lease_ttl': 'istio_canary_lease_ttl',
 }
 ROLLBACK_HINT = '--tags rollback -e istio_canary_rollback=true'
 MAX_WAVES = 9
@@ -93,7 +95,8 @@ class UpgradeRequest:
     def __init__(self, to_revision, to_version, from_revision=None, tag=mesh.DEFAULT,
                  istio_namespace=mesh.ISTIO_NAMESPACE, record_name='meshops-istio-upgrade', waves=None,
                  gateways=None, max_minor_skew=2, create_tag=False, abandon_upgrade=False, rollback=False,
-                 migrate_legacy_labels=False, cluster=None, install_method=None):
+                 migrate_legacy_labels=False, cluster=None, install_method=None, lease_holder=None,
+                 break_lease=False, lease_ttl=upgrade_state.LEASE_TTL, now=None):
         self.to_revision = to_revision
         self.to_version = str(to_version or '')
         self.from_revision = from_revision or None
@@ -109,6 +112,11 @@ class UpgradeRequest:
         self.migrate_legacy_labels = bool(migrate_legacy_labels)
         self.cluster = cluster
         self.install_method = install_method or None
+        # who runs this (the lease's holder: inventory host, controller host, pid, AWX job); None: no lease asked
+        self.lease_holder = lease_holder or None
+        self.break_lease = bool(break_lease)
+        self.lease_ttl = lease_ttl
+        self.now = now
 
     @property
     def record_ref(self):
@@ -139,6 +147,8 @@ class UpgradeRequest:
             problems.append('istio_canary_to_version %r is not an Istio version like 1.15.4' % (self.to_version,))
         problems.extend(wave_problems(self.waves))
         problems.extend(gateway_problems(self.gateways))
+        if not isinstance(self.lease_ttl, int) or self.lease_ttl < 5:
+            problems.append('istio_canary_lease_ttl must be a number of seconds (5 or more), not %r' % (self.lease_ttl,))
         if not isinstance(self.max_minor_skew, int) or self.max_minor_skew < 0:
             problems.append('istio_canary_max_minor_skew must be a number of minor versions (0 or more)')
         return problems
@@ -422,6 +432,17 @@ def _rollback_asked(ctx):
     return None
 
 
+@guard('lease-free', stop=True)
+def _lease_free(ctx):
+    """One run per cluster at a time: a phase that writes refuses while another run holds the record's lease
+    (unless istio_canary_break_lease takes it over)."""
+    request = ctx.request
+    if not request.lease_holder or request.break_lease:
+        return None
+    return upgrade_state.lease_refusal(ctx.record.get('lease'), request.lease_holder,
+                                       '%s%s' % (request.record_ref, request.on_cluster), request.now)
+
+
 @guard('one-upgrade-at-a-time')
 def _one_upgrade(ctx):
     """The record of an upgrade in progress to another target is never replaced unless it is abandoned."""
@@ -697,7 +718,7 @@ class PhaseSpec:
     ``ctx.state`` (the record is updated by the planner from ``record_update``)."""
 
     def __init__(self, kind, order, guards, plan=None, project=None, record_update=None, after_guards=(),
-                 label=None, changes_mesh=True):
+                 label=None, changes_mesh=True, writes=True):
         self.kind = kind
         self.order = order
         self.guards = list(guards)
@@ -707,6 +728,8 @@ class PhaseSpec:
         self._record_update = record_update
         self.label = label or 'The %s phase' % kind
         self.changes_mesh = changes_mesh
+        # the phase writes to the cluster (the record at least) outside check mode: it takes the lease
+        self.writes = writes
 
     def plan(self, ctx):
         return self._plan(ctx) if self._plan else {}
@@ -1129,6 +1152,7 @@ class UpgradePlan:
         self.manager = None
         self.revisions = {}
         self.record_public = {}
+        self.lease = {'needed': False}
 
     @property
     def allowed(self):
@@ -1179,6 +1203,11 @@ class UpgradePlan:
         plan.revisions = dict((r.name, {'version': r.version, 'ready': r.ready, 'in_use': r.in_use})
                               for r in state.revisions.values())
         names = (spec.after_guards if stage == 'after' else spec.guards) + ctx.manager.extra_guards(ctx.kind)
+        if spec.writes and not check_mode and stage == 'before' and request.lease_holder:
+            names = ['lease-free'] + names
+            plan.lease = {'needed': True, 'name': request.record_name, 'namespace': request.istio_namespace,
+                          'holder': upgrade_state.holder_of(request.lease_holder), 'ttl': request.lease_ttl,
+                          'phase': phase, 'break_lease': request.break_lease}
         for name in names:
             result = GUARDS[name].evaluate(ctx)
             plan.guards.append(result)
@@ -1267,6 +1296,7 @@ class UpgradePlan:
             'simulated': self.simulated, 'assumed': list(self.assumed),
             'assume_next': (list(self.assumed) + [self.phase]) if self.check_mode and self.stage == 'before' else [],
             'record': self.record_public,
+            'lease': self.lease,
         }
         if self.stage == 'after':
             return out

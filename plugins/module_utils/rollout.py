@@ -44,6 +44,8 @@ __metaclass__ = type
 import collections
 import datetime
 import heapq
+import math
+import re
 import threading
 import time
 
@@ -54,6 +56,7 @@ except ImportError:  # pragma: no cover - Python 2 is not supported
 
 from ansible_collections.meshops.istio.plugins.module_utils import mesh
 from ansible_collections.meshops.istio.plugins.module_utils.client import WatchDropped, follow
+from ansible_collections.meshops.istio.plugins.module_utils.progress import snapshot as progress_snapshot
 from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     ClusterUnreachable,
     InvalidInput,
@@ -85,6 +88,14 @@ MAX_PATCH_THREADS = 32
 # Waiting reasons of a new pod's containers that are reported (only CrashLoopBackOff fails at once).
 POD_PROBLEM_REASONS = ('CrashLoopBackOff', 'ImagePullBackOff', 'ErrImagePull', 'CreateContainerError',
                        'CreateContainerConfigError', 'InvalidImageName', 'RunContainerError')
+
+
+# A pull error that says the registry does not have the image: no retry of the kubelet will fix it.
+IMAGE_MISSING_RE = re.compile(r'not found|NotFound|manifest unknown|name unknown|repository does not exist|'
+                              r'pull access denied', re.I)
+# Pod creation refused by a LimitRange (LimitRanger) or a quota that needs limits: the template itself is refused.
+LIMITS_REFUSAL_RE = re.compile(r'(maximum|minimum) \S+ usage per (Container|Pod)|max limit to request ratio|'
+                               r'failed quota:', re.I)
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -386,6 +397,34 @@ def replica_failure(obj):
     if cond and str(cond.get('status')) == 'True':
         return cond.get('message') or cond.get('reason') or 'ReplicaFailure'
     return None
+
+
+def _fencepost(value, total, round_up):
+    """maxSurge/maxUnavailable as a number of pods (an int, or a percentage rounded as Kubernetes does)."""
+    text = str(value)
+    if text.endswith('%'):
+        amount = total * float(text[:-1] or 0) / 100.0
+        return int(math.ceil(amount) if round_up else math.floor(amount))
+    return _int(value)
+
+
+def quota_blocks_for_good(kind, obj):
+    """Whether a rollout whose new pods a ResourceQuota refuses can never go on by itself: a RollingUpdate
+    Deployment that may not take an old pod away before a new one is ready (maxUnavailable resolves to 0, as
+    with 25% of fewer than 4 replicas), so no room is ever freed.  Otherwise old pods going away may free
+    room, and the refusal shows in the reason when the wait times out."""
+    if kind != 'Deployment':
+        return False
+    strategy = _spec(obj).get('strategy') or {}
+    if (strategy.get('type') or 'RollingUpdate') != 'RollingUpdate':
+        return False
+    rolling = strategy.get('rollingUpdate') or {}
+    replicas = desired_pods(kind, obj)
+    surge = _fencepost(rolling.get('maxSurge', '25%'), replicas, True)
+    unavailable = _fencepost(rolling.get('maxUnavailable', '25%'), replicas, False)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return unavailable == 0
 
 
 def template_restarted_at(obj):
@@ -880,7 +919,7 @@ class RolloutRunner:
     """Executes a RolloutPlan: restarts, waits, verifies; returns per-workload results."""
 
     def __init__(self, api, plan, concurrency=10, wait=True, wait_timeout=300, check_mode=False,
-                 clock=time.monotonic, now=None, patch_threads=MAX_PATCH_THREADS):
+                 clock=time.monotonic, now=None, patch_threads=MAX_PATCH_THREADS, progress=None):
         if concurrency is None or concurrency < 0:
             raise InvalidInput('concurrency must be 0 (all at once) or a positive number')
         if wait_timeout is not None and wait_timeout <= 0:
@@ -900,6 +939,9 @@ class RolloutRunner:
         self.failed_first = None
         self.broken_watches = {}
         self.pending = collections.deque()
+        self.progress = progress  # a progress.ProgressPublisher, or None
+        self.inflight = {}
+        self.total_keys = frozenset()
 
     # -- results ------------------------------------------------------------------------------
 
@@ -939,6 +981,7 @@ class RolloutRunner:
             return self
         if not todo and not resume:
             return self
+        self.total_keys = frozenset(w.key for w in todo + resume)
         if not self.wait:
             self._restart_without_waiting(todo, resume)
             return self
@@ -1081,6 +1124,7 @@ class RolloutRunner:
                         w.action = 'skipped'
                         w.reason = 'not restarted: stopped after %s failed' % self.failed_first
                     pending.clear()
+                self._publish()
                 if not self.inflight:
                     break
                 self._expire()
@@ -1294,6 +1338,11 @@ class RolloutRunner:
             if pod.problem and pod.problem[0] == 'CrashLoopBackOff':
                 self._fail(w, 'CrashLoopBackOff: %s' % pod.problem[1])
                 return
+            if pod.problem and pod.problem[0] in ('ErrImagePull', 'ImagePullBackOff') and \
+                    IMAGE_MISSING_RE.search(pod.problem[1]):
+                # the registry says it has no such image (an air-gapped mirror without the new proxy)
+                self._fail(w, '%s, the image is missing from the registry: %s' % (pod.problem[0], pod.problem[1]))
+                return
         rejected = None
         if w.kind == 'Deployment':
             cond = _condition(w.obj, 'ReplicaFailure')
@@ -1306,6 +1355,15 @@ class RolloutRunner:
             return
         if w.create_failure and 'webhook' in w.create_failure:
             self._fail(w, 'webhook rejected pod creation: %s' % w.create_failure)
+            return
+        refusal = w.create_failure or (rejected if observed else None)
+        if refusal and LIMITS_REFUSAL_RE.search(refusal):
+            self._fail(w, 'pod creation refused by a LimitRange or quota of namespace %s: %s' % (w.namespace, refusal))
+            return
+        if refusal and 'exceeded quota' in refusal and quota_blocks_for_good(w.kind, w.obj):
+            named = refusal[refusal.index('exceeded quota'):]
+            self._fail(w, 'pod creation refused, %s (the rollout cannot make room: maxUnavailable is 0); raise the '
+                          'quota of namespace %s or lower its use' % (named, w.namespace))
             return
         if rejected and observed:
             w.create_failure = rejected
@@ -1392,6 +1450,17 @@ class RolloutRunner:
         self.inflight.pop(w.key, None)
         if self.failed_first is None:
             self.failed_first = w.ref
+        if self.progress is not None:
+            self.progress.due(urgent=True)
+
+    # -- live progress (progress.py) ----------------------------------------------------------------
+
+    def progress_counts(self):
+        return progress_snapshot(self.plan.workloads, self.inflight, self.total_keys)
+
+    def _publish(self):
+        if self.progress is not None and self.progress.due():
+            self.progress.offer(self.progress_counts())
 
 
 def failure_message(workloads):
@@ -1405,8 +1474,8 @@ def failure_message(workloads):
 
 def run_rollout(api, namespaces=None, namespace_selector=None, kinds=None, selector=None,
                 names=None, only_stale=True, revision=None, wait=True, wait_timeout=300,
-                concurrency=10, check_mode=False, diff=False):
-    """Plan and run; return the module result.
+                concurrency=10, check_mode=False, diff=False, progress=None):
+    """Plan and run; return the module result (``progress``: a progress.ProgressPublisher, fed while it runs).
 
     ``api`` is a ClusterClient (or a fake with its methods).  Raises a MeshopsError for
     problems found before anything was changed (missing namespace, unknown revision...), and
@@ -1417,8 +1486,15 @@ def run_rollout(api, namespaces=None, namespace_selector=None, kinds=None, selec
                              kinds=kinds, selector=selector, names=names, only_stale=only_stale,
                              revision=revision)
     runner = RolloutRunner(api, plan, concurrency=concurrency, wait=wait, wait_timeout=wait_timeout,
-                           check_mode=check_mode)
-    runner.run()
+                           check_mode=check_mode, progress=None if check_mode else progress)
+    ran = False
+    try:
+        runner.run()
+        ran = True
+    finally:
+        if runner.progress is not None and runner.total_keys:
+            failed = not ran or any(w.action == 'failed' for w in plan.workloads)
+            runner.progress.finish(runner.progress_counts(), 'failed' if failed else 'done')
     workloads, summary = runner.results()
     result = {'changed': runner.changed, 'workloads': workloads, 'summary': summary,
               'changes': [dict((k, w[k]) for k in ('kind', 'namespace', 'name', 'action'))

@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: istio_canary_plan
 short_description: Decide one phase of the Istio canary upgrade; refuse it with the reason when it may not run
-version_added: 0.2.0
+version_added: 1.0.0
 description:
   - Reads the cluster (revisions, tags, namespaces, workloads and their proxies) and the upgrade record once,
     and decides for one phase of the canary upgrade what is old and new, what the phase will change (objects,
@@ -111,6 +111,40 @@ options:
     type: list
     elements: str
     default: []
+  lease_holder:
+    description:
+      - Who runs the phase, for the lease of the upgrade record (one run per cluster at a time). When given, a
+        phase that writes (every phase outside check mode) is refused while another run holds an unexpired
+        lease, naming the holder and how to take over; RV(plan.lease) then says what to take with
+        M(meshops.istio.istio_upgrade_lease) and what the modules that wait long renew.
+      - Omitted, no lease is checked.
+    type: dict
+    suboptions:
+      inventory_host:
+        description: The inventory host (the cluster).
+        type: str
+        required: true
+      controller_host:
+        description: The host that runs ansible-playbook (default - where the module runs).
+        type: str
+      pid:
+        description: The process id of ansible-playbook (default - the module's own).
+        type: str
+      awx_job_id:
+        description: The AWX (or Automation Controller) job id, when there is one.
+        type: str
+  break_lease:
+    description:
+      - Take over the lease of another run that still holds it (C(istio_canary_break_lease)); the takeover is
+        logged in the record. Only for a run that is known to be gone.
+    type: bool
+    default: false
+  lease_ttl:
+    description:
+      - Seconds a lease lasts after its last renewal (C(istio_canary_lease_ttl)); a holder that is gone loses it
+        after that time.
+    type: int
+    default: 120
 extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.istio_namespace
@@ -252,6 +286,13 @@ plan:
       description: What to pass as O(assume_done) to the next phase's plan (empty outside check mode).
       type: list
       elements: str
+    lease:
+      description:
+        - Whether the phase takes the lease (C(needed), false in check mode, for the C(after) stage and without
+          O(lease_holder)), and what to take - C(name), C(namespace) of the record, C(holder), C(ttl), C(phase),
+          C(break_lease). Pass it to M(meshops.istio.istio_upgrade_lease) and as C(lease) to the modules that
+          renew it while they wait.
+      type: dict
 '''
 
 from ansible_collections.meshops.istio.plugins.module_utils import helm  # noqa: F401 pylint: disable=unused-import
@@ -270,7 +311,9 @@ def request_from(params):
         waves=params['waves'], gateways=params['gateways'], max_minor_skew=params['max_minor_skew'],
         create_tag=params['create_tag'], abandon_upgrade=params['abandon_upgrade'], rollback=params['rollback'],
         migrate_legacy_labels=params['migrate_legacy_labels'], cluster=params.get('cluster'),
-        install_method=params.get('install_method'))
+        install_method=params.get('install_method'),
+        lease_holder=params.get('lease_holder'), break_lease=params.get('break_lease', False),
+        lease_ttl=params.get('lease_ttl', 120))
 
 
 def run(module):
@@ -313,6 +356,14 @@ def main():
         cluster=dict(type='str'),
         install_method=dict(type='str', choices=['istioctl', 'helm']),
         assume_done=dict(type='list', elements='str', default=[]),
+        lease_holder=dict(type='dict', options=dict(
+            inventory_host=dict(type='str', required=True),
+            controller_host=dict(type='str'),
+            pid=dict(type='str'),
+            awx_job_id=dict(type='str'),
+        )),
+        break_lease=dict(type='bool', default=False),
+        lease_ttl=dict(type='int', default=120),
     ), istio_namespace=True).run(run)
 
 

@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: istio_precheck
 short_description: Check istioctl and run istioctl x precheck against the cluster the other modules use
-version_added: 0.2.0
+version_added: 1.0.0
 description:
   - Checks that O(istioctl_path) is the istioctl of O(expected_version) (a revision is installed with the istioctl
     of its version), then runs C(istioctl x precheck) and returns its findings.

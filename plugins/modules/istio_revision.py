@@ -106,6 +106,7 @@ extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.istio_namespace
   - meshops.istio.wait
+  - meshops.istio.lease
 attributes:
   check_mode:
     support: full
@@ -550,7 +551,7 @@ def main():
                        helm_base_chart=dict(type='str', default='base'),
                        helm_repo_url=dict(type='str', default='https://istio-release.storage.googleapis.com/charts'),
                        helm_values=dict(type='dict')),
-                  istio_namespace=True, wait=True).run(run)
+                  istio_namespace=True, wait=True, lease=True).run(run)
 
 
 if __name__ == '__main__':

@@ -123,6 +123,20 @@ upgrade:
       type: list
       elements: dict
       sample: [{"to_revision": "1-15-3", "phase.install": "2026-11-20T10:00:00Z", "abandoned_at": "2026-11-21T09:00:00Z"}]
+    lease:
+      description:
+        - The lease of the run that is changing the cluster now (see M(meshops.istio.istio_upgrade_lease)), or null -
+          C(holder), C(inventory_host), C(controller_host), C(pid), C(awx_job_id), C(phase), C(since), C(renewed),
+          C(expires), C(ttl).
+      type: dict
+      sample: {"holder": "cluster-a@ctl-1:4711", "inventory_host": "cluster-a", "controller_host": "ctl-1", "pid": "4711",
+               "awx_job_id": null, "phase": "wave1", "since": "2026-11-22T00:03:40Z", "renewed": "2026-11-22T00:04:10Z",
+               "expires": "2026-11-22T00:06:10Z", "ttl": "120"}
+    lease_log:
+      description: The takeovers of the lease (expired or broken), oldest first - C(event), C(at), C(by), C(phase),
+        C(awx_job_id) and the C(previous) lease.
+      type: list
+      elements: dict
 """
 
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule

@@ -125,7 +125,9 @@ class Sim:
         cluster = next(c["cluster"] for c in cfg["clusters"] if c["name"] == ctx["cluster"])
         user = next(u["user"] for u in cfg["users"] if u["name"] == ctx["user"])
         self.server = cluster["server"]
-        self.token = user.get("token")
+        # a static token, or (kubesim --token-ttl) the exec credential plugin run whenever the last one expired
+        self._static_token, self._exec, self._cluster = user.get("token"), user.get("exec"), cluster
+        self._exec_token, self._exec_expiry = None, None
         self.user_entry = user
         parsed = urllib.parse.urlsplit(self.server)
         self.hostport = (parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80))
@@ -147,6 +149,17 @@ class Sim:
         if self.https:
             return http.client.HTTPSConnection(*self.hostport, context=self.ssl_context, timeout=timeout)
         return http.client.HTTPConnection(*self.hostport, timeout=timeout)
+
+    @property
+    def token(self):
+        if not self._exec:
+            return self._static_token
+        if self._exec_token is None or (self._exec_expiry is not None and time.time() >= self._exec_expiry - 1):
+            if TESTS not in sys.path:
+                sys.path.insert(0, TESTS)
+            from kubesim.credentials import run_exec_plugin
+            self._exec_token, self._exec_expiry = run_exec_plugin(self._exec, self._cluster, self.tmpdir)
+        return self._exec_token
 
     def _headers(self, content_type=None):
         h = {"Accept": "application/json", "User-Agent": "reliability-tests"}
@@ -170,6 +183,10 @@ class Sim:
             except (OSError, http.client.HTTPException) as exc:
                 last = exc
                 time.sleep(0.05 * (attempt + 1))
+                continue
+            if resp.status == 401 and self._exec:
+                self._exec_token = None  # expired between the check and the request: renew
+                last = ApiStatus(resp.status, raw.decode(errors="replace"))
                 continue
             if resp.status in TRANSIENT:
                 last = ApiStatus(resp.status, raw.decode(errors="replace"))

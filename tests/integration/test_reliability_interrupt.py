@@ -70,7 +70,9 @@ def test_wave_interrupted_then_rerun_completes_without_double_restarts(tmp_path,
         namespaces = [ns for ns in sim.mesh_namespaces() if ns != "istio-ingress"]
         assert len(namespaces) >= NAMESPACES, namespaces
         waves = [{"name": "wave1", "namespaces": namespaces}]
-        extra = {"istio_canary_gateways": []}
+        # the interrupted run's lease outlives it (nothing releases it on a kill or Ctrl-C): a short ttl, and the
+        # re-run comes once it has expired (test_reliability_lease.py checks the refusal before that)
+        extra = {"istio_canary_gateways": [], "istio_canary_lease_ttl": 10}
         rs.install_and_tag(tmp_path, sim)
         total = {"%s/%s" % (ns, d["metadata"]["name"]) for ns in namespaces for d in sim.deployments(ns)}
         assert len(total) >= NAMESPACES * DEPLOYMENTS
@@ -115,6 +117,10 @@ def test_wave_interrupted_then_rerun_completes_without_double_restarts(tmp_path,
 
         print("interrupted by %s: %d of %d restarted, %d still stale" % (
             sig.name, len(touched), len(total), len(stale_at_rerun)))
+        cm = sim.get_or_none("/api/v1/namespaces/%s/configmaps/meshops-istio-upgrade" % rs.ISTIO_NS) or {}
+        expires = (cm.get("data") or {}).get("lease.expires") or ""
+        rs.wait_for(lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) > expires, timeout=60,
+                    what="the interrupted run's lease to expire")
         mark2 = audit.mark()
         res = rs.run_playbook(tmp_path, "wave1", rs.upgrade_vars(sim, waves=waves, **extra))
         assert res.rc == 0, res

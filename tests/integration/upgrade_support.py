@@ -63,6 +63,7 @@ def write_inventory(directory, clusters: dict, **group_vars) -> str:
         yaml.safe_dump({"istio_clusters": {"hosts": hosts}}, handle, sort_keys=False)
     variables = sandbox_vars()
     variables["istio_canary_istioctl"] = str(ISTIOCTL)
+    variables["istio_canary_report_dir"] = str(directory / "reports")  # a plain run ends with the report
     variables.update(group_vars)
     with open(directory / "group_vars" / "istio_clusters.yml", "w", encoding="utf-8") as handle:
         yaml.safe_dump(variables, handle, sort_keys=False)

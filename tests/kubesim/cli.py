@@ -32,7 +32,7 @@ DEFAULT_NAMESPACES = ["default", "kube-system", "kube-public", "kube-node-lease"
 # scenario's objects are created) and install_controllers(cm, options) (controllers, run before they start).
 FEATURES = {"openshift": "openshift", "argo-rollouts": "argo", "sail-operator": "sail"}
 # Always on: kube-controller-manager parts kept outside controllers.py.
-CORE_EXTENSIONS = ["replication"]
+CORE_EXTENSIONS = ["replication", "ambient"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--audit-log", default=None)
     s.add_argument("--authorize-rules", default=None)
+    s.add_argument("--nodes", type=int, default=None,
+                   help="number of worker nodes (default: the scenario's, 3)")
     s.add_argument("--namespaces", type=int, default=10)
     s.add_argument("--deployments", type=int, default=2)
     s.add_argument("--replicas", type=int, default=2)
@@ -86,7 +88,7 @@ def options_from_args(a) -> SimOptions:
                       token_ttl=a.token_ttl,
                       seed=a.seed,
                       audit_log=a.audit_log, authorize_rules=a.authorize_rules, namespaces=a.namespaces,
-                      deployments=a.deployments, replicas=a.replicas,
+                      deployments=a.deployments, replicas=a.replicas, nodes=a.nodes,
                       watch_history=a.watch_history, features=list(a.features))
 
 

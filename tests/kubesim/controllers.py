@@ -244,6 +244,8 @@ class ControllerManager:
         self.errors = 0
         self._extensions: list = []
         self._ext_by_kind: dict = {}
+        # readiness probes of extra controllers: fn(pod) -> {container name: why it is not ready} (kubesim.ambient)
+        self.readiness_checks: list = []
 
     def add_controller(self, ext):
         """Register an extra controller (kubesim.replication, kubesim.openshift...).  ``ext`` has ``kinds``
@@ -683,6 +685,15 @@ class ControllerManager:
         else:
             init, main = self._container_statuses(pod, "running")
             ready_status, reason, msg = "True", None, None
+            failing = {}
+            for check in self.readiness_checks:
+                failing.update(check(pod) or {})
+            if failing:  # a readiness probe fails: the container runs, the pod is not Ready
+                for c in main:
+                    if c["name"] in failing:
+                        c["ready"] = False
+                ready_status, reason = "False", "ContainersNotReady"
+                msg = f"containers with unready status: [{' '.join(c['name'] for c in main if not c['ready'])}]"
         conds = st.get("conditions") or []
         if sidecar_crash:
             conds = set_condition(conds, "Initialized", "False", "ContainersNotInitialized",
@@ -1386,6 +1397,72 @@ class ControllerManager:
         self._trim_revisions(sts, revs, {st["currentRevision"], update_name})
 
     # ---------------------------------------------------------------- DaemonSet
+    # Follows kubernetes pkg/controller/daemon: daemon pods tolerate what the controller adds in
+    # util.AddOrUpdateDaemonPodTolerations (so a cordoned node keeps its daemon pod), are pinned to their node by
+    # a matchFields node affinity, and rollingUpdate (update.go) replaces them within maxUnavailable or, with
+    # maxSurge, starts the new pod beside the old one and deletes the old once the new is available.
+    DAEMON_TOLERATIONS = [
+        {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"},
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"},
+        {"key": "node.kubernetes.io/disk-pressure", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "node.kubernetes.io/memory-pressure", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "node.kubernetes.io/pid-pressure", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"},
+    ]
+
+    @staticmethod
+    def _tolerates(tolerations: list, taint: dict) -> bool:
+        for t in tolerations or []:
+            if t.get("effect") and t.get("effect") != taint.get("effect"):
+                continue
+            if t.get("operator") == "Exists":
+                if not t.get("key") or t.get("key") == taint.get("key"):
+                    return True
+            elif t.get("key") == taint.get("key") and (t.get("value") or "") == (taint.get("value") or ""):
+                return True
+        return False
+
+    def _daemon_tolerations(self, template: dict) -> list:
+        spec = template.get("spec") or {}
+        out = [dict(t) for t in spec.get("tolerations") or []]
+        extra = list(self.DAEMON_TOLERATIONS)
+        if spec.get("hostNetwork"):
+            extra.append({"key": "node.kubernetes.io/network-unavailable", "operator": "Exists",
+                          "effect": "NoSchedule"})
+        for t in extra:
+            if not any(o.get("key") == t["key"] and o.get("effect") == t["effect"] for o in out):
+                out.append(dict(t))
+        return out
+
+    def _daemon_nodes(self, template: dict) -> list:
+        """Nodes that should run a daemon pod: nodeSelector matches, NoSchedule/NoExecute taints tolerated
+        (cordon's node.kubernetes.io/unschedulable taint is, by the daemon tolerations)."""
+        spec = template.get("spec") or {}
+        selector = spec.get("nodeSelector") or {}
+        tolerations = self._daemon_tolerations(template)
+        out = []
+        for n in self._ro_list(NODES):
+            labels = n["metadata"].get("labels") or {}
+            if not all(labels.get(k) == v for k, v in selector.items()):
+                continue
+            taints = [t for t in (n.get("spec") or {}).get("taints") or []
+                      if t.get("effect") in ("NoSchedule", "NoExecute")]
+            if all(self._tolerates(tolerations, t) for t in taints):
+                out.append(n["metadata"]["name"])
+        return sorted(out)
+
+    def _daemon_pod(self, ds: dict, template: dict, h: str, node: str) -> dict:
+        gen = ds["metadata"].get("generation", 1)
+        pod = self._pod_from_template(ds, "DaemonSet", self._generate_name(ds["metadata"]["name"]), template,
+                                      {"controller-revision-hash": h, "pod-template-generation": str(gen)},
+                                      node=node)
+        spec = pod["spec"]
+        spec["tolerations"] = self._daemon_tolerations(template)
+        affinity = spec.setdefault("affinity", {})
+        affinity["nodeAffinity"] = {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}]}}
+        return pod
+
     def sync_daemonset(self, ns, name):
         ds = self._ro_get(DS, ns, name)
         if ds is None or terminating(ds):
@@ -1398,10 +1475,7 @@ class ControllerManager:
         update_name = f"{name}-{h}"
         revs = self._revisions(ds)
         _rev_obj, revs = self._ensure_revision(ds, "DaemonSet", update_name, template, revs)
-        node_selector = ((template.get("spec") or {}).get("nodeSelector")) or {}
-        nodes = [n for n in self._nodes()
-                 if all((n["metadata"].get("labels") or {}).get(k) == v for k, v in node_selector.items())]
-        node_names = sorted(n["metadata"]["name"] for n in nodes)
+        node_names = self._daemon_nodes(template)
         pods = [p for p in self._owned_pods(ds)]
         by_node: dict = {}
         for p in pods:
@@ -1418,43 +1492,65 @@ class ControllerManager:
         strategy = spec.get("updateStrategy") or {}
         stype = strategy.get("type") or "RollingUpdate"
         desired = len(node_names)
+        is_new = lambda p: (p["metadata"].get("labels") or {}).get("controller-revision-hash") == h  # noqa: E731
+        surge_nodes: set = set()
         if stype == "RollingUpdate":
             ru = strategy.get("rollingUpdate") or {}
             max_unavail = int_or_percent(ru.get("maxUnavailable", 1), desired, True)
             max_surge = int_or_percent(ru.get("maxSurge", 0), desired, True)
             if max_unavail == 0 and max_surge == 0:
                 max_unavail = 1
-            unavailable = 0
-            old_available = []
-            for node in node_names:
-                live = [p for p in by_node.get(node, []) if not terminating(p)]
-                if not live or not any(pod_available(p, min_ready, now) for p in live):
-                    unavailable += 1
-            for node in node_names:
-                live = [p for p in by_node.get(node, []) if not terminating(p)]
-                for p in live:
-                    if (p["metadata"].get("labels") or {}).get("controller-revision-hash") == h:
+            if max_surge == 0:
+                unavailable = 0
+                replace, candidates = [], []
+                for node in node_names:
+                    live = [p for p in by_node.get(node, []) if not terminating(p)]
+                    new = next((p for p in live if is_new(p)), None)
+                    old = next((p for p in live if not is_new(p)), None)
+                    if (old is None) == (new is None):
+                        unavailable += 1
+                    elif new is not None:
+                        if not pod_available(new, min_ready, now):
+                            unavailable += 1
+                    elif not pod_available(old, min_ready, now):
+                        replace.append(old)
+                        unavailable += 1
+                    elif unavailable < max_unavail:
+                        candidates.append(old)
+                room = max(max_unavail - unavailable, 0)
+                for p in replace + candidates[:room]:
+                    self._delete(PODS, ns, p["metadata"]["name"])
+            else:
+                surging = 0
+                allowed, candidates, delete_old = [], [], []
+                for node in node_names:
+                    live = [p for p in by_node.get(node, []) if not terminating(p)]
+                    new = next((p for p in live if is_new(p)), None)
+                    olds = [p for p in live if not is_new(p)]
+                    if not olds:
                         continue
-                    if not pod_available(p, min_ready, now):
-                        self._delete(PODS, ns, p["metadata"]["name"])
-                    else:
-                        old_available.append(p)
-            for p in old_available:
-                if unavailable >= max_unavail:
-                    break
-                self._delete(PODS, ns, p["metadata"]["name"])
-                unavailable += 1
-        # create missing daemon pods
+                    if new is None:
+                        if not any(pod_available(p, min_ready, now) for p in olds):
+                            allowed.append(node)
+                        elif surging < max_surge:
+                            candidates.append(node)
+                        continue
+                    if not pod_available(new, min_ready, now):
+                        surging += 1
+                        continue
+                    delete_old += olds
+                for p in delete_old:
+                    self._delete(PODS, ns, p["metadata"]["name"])
+                surge_nodes = set(allowed + candidates[:max(max_surge - surging, 0)])
+        # create missing daemon pods (and the surge pods beside old ones)
         if not (key in self._backoff and self._backoff_pending(key) and not self._settling):
             current = [p for p in self._owned_pods(ds) if not terminating(p)]
             have = {(p.get("spec") or {}).get("nodeName") for p in current}
-            gen = ds["metadata"].get("generation", 1)
+            have_new = {(p.get("spec") or {}).get("nodeName") for p in current if is_new(p)}
             for node in node_names:
-                if node in have:
+                if node in have and not (node in surge_nodes and node not in have_new):
                     continue
-                pod = self._pod_from_template(ds, "DaemonSet", self._generate_name(name), template,
-                                              {"controller-revision-hash": h,
-                                               "pod-template-generation": str(gen)}, node=node)
+                pod = self._daemon_pod(ds, template, h, node)
                 if not self._create_pod(ds, "DaemonSet", pod, key):
                     failed_msg = self._last_create_error.get(key)
                     break

@@ -26,6 +26,7 @@ class SimOptions:
     audit_log: str | None = None
     authorize_rules: str | None = None
     namespaces: int = 10
+    nodes: int | None = None  # --nodes: worker nodes (default: the scenario's)
     deployments: int = 2
     replicas: int = 2
     watch_history: int = 10000  # watch events kept per resource type (older versions answer 410)

@@ -29,7 +29,8 @@ APP_IMAGE = "docker.io/kennethreitz/httpbin:latest"
 
 
 def scenario_names() -> list[str]:
-    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml") if p.stem not in ("base", "istio-crds"))
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")
+                  if p.stem not in ("base", "istio-crds", "gateway-api-crds"))
 
 
 def _read(name: str) -> dict:
@@ -40,9 +41,11 @@ def _read(name: str) -> dict:
         return yaml.safe_load(fh) or {}
 
 
-def crd_objects() -> list[dict]:
+def crd_objects(source: str = "istio-crds") -> list[dict]:
+    data = _read(source)
+    labels = data.get("labels") or {"app": "istio-pilot", "chart": "istio", "heritage": "Tiller", "release": "istio"}
     out = []
-    for c in _read("istio-crds")["crds"]:
+    for c in data["crds"]:
         versions = []
         for v in c["versions"]:
             versions.append({
@@ -58,10 +61,9 @@ def crd_objects() -> list[dict]:
             names["categories"] = list(c["categories"])
         out.append({
             "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": f"{c['plural']}.{c['group']}",
-                         "labels": {"app": "istio-pilot", "chart": "istio", "heritage": "Tiller",
-                                    "release": "istio"}},
-            "spec": {"group": c["group"], "names": names, "scope": "Namespaced", "versions": versions},
+            "metadata": {"name": f"{c['plural']}.{c['group']}", "labels": dict(labels)},
+            "spec": {"group": c["group"], "names": names, "scope": c.get("scope", "Namespaced"),
+                     "versions": versions},
         })
     return out
 
@@ -271,6 +273,8 @@ def load_scenario_phases(name: str, options=None) -> tuple[list[dict], list[dict
     objs: list[dict] = []
     if sc.get("crds"):
         objs += crd_objects()
+    if sc.get("gateway_api_crds"):
+        objs += crd_objects("gateway-api-crds")
     ns_seen = set()
 
     def add_ns(n, labels=None):
@@ -296,6 +300,8 @@ def load_scenario_phases(name: str, options=None) -> tuple[list[dict], list[dict
         nodes["kubelet_version"] = str(sc["kubernetes_version"])
         if options is not None:
             options.kubernetes_version = str(sc["kubernetes_version"])
+    if getattr(options, "nodes", None):
+        nodes["count"] = int(options.nodes)
     objs += node_objects(nodes)
     for spec in sc.get("istio") or []:
         objs += istio_objects(spec)
@@ -312,6 +318,7 @@ def load_scenario_phases(name: str, options=None) -> tuple[list[dict], list[dict
     for gw in sc.get("gateways") or []:
         objs += gateway_objects(gw["namespace"], gw.get("name", "istio-ingressgateway"), int(gw.get("replicas", 1)))
     objs += batch_objects(sc)
+    objs += [copy.deepcopy(o) for o in sc.get("objects") or []]  # e.g. Gateway API Gateways, PodDisruptionBudgets
     if gen:
         for i in range(n_ns):
             ns = gen["namespace_format"].format(i=i + 1)

@@ -549,6 +549,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                               "tokens_issued": srv.tokens.issued, "expired_tokens": srv.tokens.expired,
                               "last_outage": srv.outage.last}
             return self._send_json(200, snap)
+        if path == "/kubesim/ztunnel":  # per node: when no Ready ztunnel served it (kubesim.ambient)
+            zlog = getattr(srv.store, "kubesim_ztunnel_log", None)
+            return self._send_json(200, zlog.snapshot() if zlog is not None else {"nodes": {}})
         if path == "/kubesim/outage":
             if self.command != "POST":
                 raise ApiError.method_not_allowed()

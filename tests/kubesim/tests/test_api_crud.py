@@ -179,20 +179,21 @@ def test_generate_name_and_pagination(shared_sim, ns):
 
 
 def test_status_subresource_separates_spec_and_status(shared_sim, ns):
-    # A PodDisruptionBudget: no simulated controller writes its status meanwhile.
-    pol = client.PolicyV1Api(shared_sim.client())
-    pol.create_namespaced_pod_disruption_budget(ns, {"metadata": {"name": "pdb"}, "spec": {
-        "minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}}})
-    status = {"observedGeneration": 42, "currentHealthy": 1, "desiredHealthy": 1, "disruptionsAllowed": 0,
-              "expectedPods": 1}
+    # A HorizontalPodAutoscaler: no simulated controller writes its status meanwhile (PodDisruptionBudgets have
+    # the disruption controller, kubesim.ambient).
+    hpa = client.AutoscalingV2Api(shared_sim.client())
+    hpa.create_namespaced_horizontal_pod_autoscaler(ns, {"metadata": {"name": "hpa"}, "spec": {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "x"}, "minReplicas": 1,
+        "maxReplicas": 3}})
+    status = {"observedGeneration": 42, "currentReplicas": 1, "desiredReplicas": 2}
     # status written through the main resource is ignored
-    pol.patch_namespaced_pod_disruption_budget("pdb", ns, {"status": status})
-    assert pol.read_namespaced_pod_disruption_budget("pdb", ns).status is None
+    hpa.patch_namespaced_horizontal_pod_autoscaler("hpa", ns, {"status": status})
+    got = hpa.read_namespaced_horizontal_pod_autoscaler("hpa", ns)
+    assert got.status is None or got.status.observed_generation != 42
     # status written through /status sticks, and spec changes there are ignored
-    pol.patch_namespaced_pod_disruption_budget_status("pdb", ns, {"status": status, "spec": {"minAvailable": 5}})
-    got = pol.read_namespaced_pod_disruption_budget("pdb", ns)
-    assert got.status.observed_generation == 42 and got.spec.min_available == 1
-    assert got.metadata.generation == 1
+    hpa.patch_namespaced_horizontal_pod_autoscaler_status("hpa", ns, {"status": status, "spec": {"maxReplicas": 9}})
+    got = hpa.read_namespaced_horizontal_pod_autoscaler("hpa", ns)
+    assert got.status.observed_generation == 42 and got.spec.max_replicas == 3
 
 
 def test_scale_subresource(shared_sim, ns):
