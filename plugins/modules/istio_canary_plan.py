@@ -99,6 +99,7 @@ options:
     description:
       - How revisions are installed (C(istio_canary_install_method)); empty detects it from the old revision
         (Helm's ownership metadata on its istiod). The plan's C(manager) is the method the role uses.
+    version_added: 1.1.0
     type: str
     choices: [ istioctl, helm ]
   cluster:

@@ -46,6 +46,7 @@ options:
       - The Istio version upgraded from. With an istioctl of 1.20 or later it runs
         C(istioctl x precheck --from-version <from_version> -o json) (the checks of what changed between the two
         versions); warnings are listed in C(precheck.messages), only Error-level findings fail.
+    version_added: 1.1.0
     type: str
   timeout:
     description: Seconds istioctl may run.

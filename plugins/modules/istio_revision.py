@@ -66,6 +66,7 @@ options:
       - Default for O(state=absent) and for a revision that exists, the method that installed it (Helm's
         ownership metadata on istiod); otherwise V(istioctl). A revision is never managed by the other
         method than the one that installed it (refused, nothing changed).
+    version_added: 1.1.0
     type: str
     choices: [ istioctl, helm ]
   version:
@@ -73,16 +74,19 @@ options:
       - With O(install_method=helm), the Istio version the revision must run (required for
         O(state=present)); repository and C(oci://) charts are installed at this chart version, a local
         chart with C(global.tag) set to it.
+    version_added: 1.1.0
     type: str
   helm_path:
     description:
       - Path (or name on E(PATH)) of the helm binary.
+    version_added: 1.1.0
     type: str
     default: helm
   helm_chart:
     description:
       - The istiod chart for O(install_method=helm) - a local path, an C(oci://) reference or a chart name
         in O(helm_repo_url).
+    version_added: 1.1.0
     type: str
     default: istiod
   helm_base_chart:
@@ -90,17 +94,20 @@ options:
       - The base chart; with O(state=absent), when a Helm release (C(istio-base)) owns
         C(istiod-default-validator) with the removed revision as its C(defaultRevision), that release is
         upgraded (C(--reuse-values)) to the revision the validator calls now.
+    version_added: 1.1.0
     type: str
     default: base
   helm_repo_url:
     description:
       - The chart repository of chart names given without a path or C(oci://).
+    version_added: 1.1.0
     type: str
     default: https://istio-release.storage.googleapis.com/charts
   helm_values:
     description:
       - Values of the new release (C(revision) is set from O(revision); C(revisionTags) is left empty,
         revision tags are handed over by M(meshops.istio.istio_revision_tag)).
+    version_added: 1.1.0
     type: dict
 extends_documentation_fragment:
   - meshops.istio.auth

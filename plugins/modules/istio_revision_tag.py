@@ -57,6 +57,7 @@ options:
   helm_path:
     description:
       - Path (or name on E(PATH)) of helm, used when a Helm release renders the tag (Helm-installed meshes).
+    version_added: 1.1.0
     type: str
     default: helm
   helm_chart:
@@ -65,17 +66,20 @@ options:
         belongs to the Helm release of another revision than O(revision), that release is upgraded
         (C(--reuse-values)) without the tag and the release of O(revision) with it, so that no later
         C(helm upgrade) or C(helm uninstall) of the old release moves or deletes the tag.
+    version_added: 1.1.0
     type: str
     default: istiod
   helm_base_chart:
     description:
       - The base chart; for the V(default) tag, a Helm release owning C(istiod-default-validator) gets
         C(defaultRevision) set to O(revision).
+    version_added: 1.1.0
     type: str
     default: base
   helm_repo_url:
     description:
       - The chart repository of chart names given without a path or C(oci://).
+    version_added: 1.1.0
     type: str
     default: https://istio-release.storage.googleapis.com/charts
 extends_documentation_fragment:
