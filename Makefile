@@ -33,7 +33,7 @@ export PYTHONPATH := $(CURDIR)/tests
 export ANSIBLE_COLLECTIONS_PATH := $(BUILD)
 unexport ANSIBLE_COLLECTIONS_PATHS
 
-.PHONY: all venv kubectl prometheus collection sanity lint unit test-lowest integration test demo bench soak clean \
+.PHONY: all venv kubectl prometheus chromium collection sanity lint unit test-lowest integration test demo bench soak clean \
 	dist release-venvs release-check release-tests galaxy-import docs-lint changelog-lint lint-all ee-context
 
 all: test
@@ -60,6 +60,13 @@ prometheus:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  echo "prometheus not found: installing Debian's prometheus"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+# A real headless browser for the report's test (tests/integration/test_report.py renders the HTML report,
+# keeps a screenshot in tests/artifacts/ and fails on any console error): Debian's chromium.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "chromium not found: installing Debian's chromium"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
 # The collection as Ansible sees it: ansible_collections/meshops/istio (a symlink keeps edits live).
 collection:
@@ -91,19 +98,21 @@ unit: venv collection
 test-lowest: $(LOWEST)/.installed collection kubectl
 	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider tests/unit tests/integration/test_cluster_client.py
 
-integration: venv collection kubectl prometheus
+integration: venv collection kubectl prometheus chromium
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests/integration tests/kubesim/tests
 
-test: venv collection kubectl prometheus
+test: venv collection kubectl prometheus chromium
 	$(MAKE) sanity
 	$(MAKE) lint
 	$(MAKE) unit
 	$(MAKE) test-lowest
 	$(MAKE) integration
 
-# make demo SCENARIO=ambient: the ambient mesh's upgrade (istio-cni, ztunnel node by node, istiod's gateways)
+# make demo SCENARIO=helm: the Helm upgrade 1.29.6 -> 1.30.3 on the helm scenario; SCENARIO=ambient: the ambient
+# mesh's upgrade (istio-cni, ztunnel node by node, istiod's gateways)
+SCENARIO ?= blog
 demo: venv collection kubectl
-	$(BIN)/python tests/$(if $(filter ambient,$(SCENARIO)),demo_ambient.py,demo.py)
+	$(BIN)/python $(if $(filter ambient,$(SCENARIO)),tests/demo_ambient.py,tests/demo.py --scenario $(SCENARIO))
 
 bench: venv collection kubectl
 	bench/run
@@ -116,10 +125,16 @@ soak: venv collection kubectl
 
 # ---- release: what Galaxy, Automation Hub and an AWX administrator get (issue 15) ----------------------
 
-# The tarball users install, built from this checkout (galaxy.yml's build_ignore leaves out what is not theirs).
+# The tarball users install, built from a copy of this checkout's files that git sees (tracked, or new and not
+# ignored): what earlier targets leave behind (tests/artifacts, istio-upgrade-reports, .build) never ships.
+# galaxy.yml's build_ignore then leaves out what is not the users'.
 dist: venv
 	@mkdir -p $(RELEASE) && rm -f $(RELEASE)/meshops-istio-*.tar.gz
-	$(BIN)/ansible-galaxy collection build --force --output-path $(RELEASE) .
+	@rm -rf $(BUILD)/dist-src && mkdir -p $(BUILD)/dist-src
+	git ls-files -z --cached --others --exclude-standard | \
+	  $(BIN)/python -c 'import os, sys; sys.stdout.buffer.write(b"".join(p + b"\0" for p in sys.stdin.buffer.read().split(b"\0") if p and os.path.lexists(p)))' | \
+	  tar --null --no-recursion -T - -cf - | tar -xf - -C $(BUILD)/dist-src
+	$(BIN)/ansible-galaxy collection build --force --output-path $(RELEASE) $(BUILD)/dist-src
 
 $(TOOLS)/.installed: .ci/requirements/release-tools.txt
 	@py='$(call find_python,3.11)'; test -n "$$py" || { echo "Python 3.11 not found (pyenv or /usr/bin)"; exit 1; }; \

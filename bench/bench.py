@@ -69,6 +69,7 @@ def run_measured(cmd, env=None, cwd=None, stdout=None):
             out_chunks.append(chunk)
     _, status, ru = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
+    run_measured.cpu = ru.ru_utime + ru.ru_stime  # of it and its waited descendants (workers, modules)
     return proc.returncode, time.monotonic() - t0, ru.ru_maxrss / 1024.0, b"".join(out_chunks)
 
 
@@ -239,6 +240,7 @@ class Bench:
         cmd = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
                str(PLAYBOOKS / name), "-e", f"@{vars_file}"]
         rc, wall, rss, out = run_measured(cmd, env=self.ansible_env(rusage_log), cwd=str(self.workdir))
+        self.last_cpu = run_measured.cpu
         modules = []
         if rusage_log.exists():
             modules = [json.loads(x) for x in rusage_log.read_text().splitlines() if x.strip()]
@@ -259,11 +261,14 @@ class Bench:
         return min(times)
 
     # -- contenders -----------------------------------------------------------------------
-    def module(self, cl: Cluster, concurrency: int) -> dict:
+    def module(self, cl: Cluster, concurrency: int, progress: bool = False) -> dict:
         before = cl.stats_total()
-        wall, _, modules, result = self.playbook(cl, "rollout_restart.yml", {
-            "bench_kubeconfig": cl.kubeconfig, "bench_namespaces": cl.ns_names,
-            "bench_concurrency": concurrency, "bench_wait_timeout": self.a.wait_timeout})
+        extra = {"bench_kubeconfig": cl.kubeconfig, "bench_namespaces": cl.ns_names,
+                 "bench_concurrency": concurrency, "bench_wait_timeout": self.a.wait_timeout}
+        if progress:
+            # the live progress of issue 17: written by the module, printed by its action plugin
+            extra["bench_progress"] = {"label": "wave1", "interval": 10}
+        wall, _, modules, result = self.playbook(cl, "rollout_restart.yml", extra)
         after = cl.stats_total()
         t_done = wall + cl.wait_settled(cl.workloads, NEW_VERSION, timeout=self.a.wait_timeout)
         mod = [m for m in modules if any("rollout_restart" in x for x in m["argv"])] or modules
@@ -275,6 +280,7 @@ class Bench:
         except (TypeError, KeyError, IndexError, ValueError):
             pass
         return {"wall_s": wall, "done_s": t_done, "module_s": mod[0]["wall"] if mod else None,
+                "ansible_cpu_s": self.last_cpu,
                 "module_cpu_s": mod[0].get("cpu") if mod else None,
                 "rss_mb": (mod[0]["maxrss_kb"] / 1024.0) if mod else None, "requests": stats_delta(before, after),
                 "measured": len(cl.workloads), "extrapolated": False, "summary": summary,
@@ -413,14 +419,14 @@ def sample_of(workloads, k):
     return [workloads[int(i * step)] for i in range(k)]
 
 
-REPEATED = ("api_all_at_once", "module_tuned")
+REPEATED = ("api_all_at_once", "module_tuned", "module_progress")
 
 
 def run_size(b: Bench, n: int, memory_only: bool = False) -> dict:
     a = b.a
     res = {"workloads": n, "namespaces": None, "contenders": {}, "load_before": loadavg(),
            "memory_only": memory_only}
-    contenders = ["api_all_at_once", "module_tuned", "module_default", "reference", "k8s_loop"]
+    contenders = ["api_all_at_once", "module_tuned", "module_progress", "module_default", "reference", "k8s_loop"]
     if a.quick:
         contenders = ["module_tuned", "reference"]
     if memory_only:
@@ -449,6 +455,9 @@ def run_size(b: Bench, n: int, memory_only: bool = False) -> dict:
             elif name == "module_tuned":
                 r = b.module(cl, 0)
                 r["concurrency"] = 0
+            elif name == "module_progress":
+                r = b.module(cl, 0, progress=True)
+                r["concurrency"] = 0
             elif name == "reference":
                 lb_sample = cl.spare[:max(1, a.lower_bound_samples)]
                 res["contenders"]["lower_bound"] = r = b.lower_bound(cl, lb_sample)
@@ -474,7 +483,7 @@ def run_size(b: Bench, n: int, memory_only: bool = False) -> dict:
         ordered = sorted(rs, key=lambda x: x["done_s"])
         r = dict(ordered[(len(ordered) - 1) // 2])  # the median (the lower one of an even count)
         if len(rs) > 1:
-            r["runs"] = [dict({k: x.get(k) for k in ("done_s", "wall_s", "module_s", "module_cpu_s",
+            r["runs"] = [dict({k: x.get(k) for k in ("done_s", "wall_s", "module_s", "module_cpu_s", "ansible_cpu_s",
                                                      "slowest_workload_s", "load")},
                               requests=x["requests"]["total"]) for x in rs]
         res["contenders"][name] = r
@@ -486,7 +495,7 @@ def describe(r: dict) -> str:
     s = f"done in {r['done_s']:.1f} s"
     if r.get("module_s") is not None:
         s += (f" (module process {r['module_s']:.1f} s, {r.get('module_cpu_s') or 0:.1f} s CPU, "
-              f"ansible-playbook {r['wall_s']:.1f} s")
+              f"ansible-playbook {r['wall_s']:.1f} s, {r.get('ansible_cpu_s') or 0:.1f} s CPU in all")
         if r.get("slowest_workload_s") is not None:
             s += f", slowest workload restart-to-verified {r['slowest_workload_s']:.1f} s"
         s += ")"
@@ -519,7 +528,17 @@ def ratios(res: dict) -> dict:
     for other in ("kubectl_loop", "k8s_loop"):
         if best and c.get(other):
             out[f"{other}_vs_tuned"] = c[other]["done_s"] / best["done_s"]
-    for mod in ("module_default", "module_tuned"):
+    if c.get("module_progress") and c.get("module_tuned"):
+        # issue 17's budget: live progress may slow the wave by at most 5%
+        out["progress_overhead_pct"] = 100.0 * (c["module_progress"]["done_s"] / c["module_tuned"]["done_s"] - 1)
+        # CPU is what the progress costs on a loaded machine: medians over the runs, module and whole run
+        for key, name in (("module_cpu_s", "progress_module_cpu_overhead_pct"),
+                          ("ansible_cpu_s", "progress_ansible_cpu_overhead_pct")):
+            cpus = [sorted(x.get(key) or 0 for x in (c[m].get("runs") or [c[m]]))
+                    for m in ("module_progress", "module_tuned")]
+            if all(cpus) and cpus[1][(len(cpus[1]) - 1) // 2]:
+                out[name] = 100.0 * (cpus[0][(len(cpus[0]) - 1) // 2] / cpus[1][(len(cpus[1]) - 1) // 2] - 1)
+    for mod in ("module_default", "module_tuned", "module_progress"):
         if c.get(mod):
             req = c[mod]["requests"]["total"]
             out[f"{mod}_requests_per_workload"] = req / n
@@ -533,7 +552,8 @@ def print_table(results: list) -> None:
              "note")]
     for res in results:
         n = res["workloads"]
-        for name in ("lower_bound", "api_all_at_once", "module_tuned", "module_default", "kubectl_loop", "k8s_loop"):
+        for name in ("lower_bound", "api_all_at_once", "module_tuned", "module_progress", "module_default",
+                     "kubectl_loop", "k8s_loop"):
             r = res["contenders"].get(name)
             if not r:
                 continue
@@ -580,7 +600,8 @@ def main(argv=None) -> int:
                     help="extra sizes where only the module (all at once) runs, for its memory curve "
                          "(default 2000; none with --quick)")
     ap.add_argument("--contenders", default=None,
-                    help="comma separated subset of api_all_at_once,module_tuned,module_default,kubectl_loop,"
+                    help="comma separated subset of api_all_at_once,module_tuned,module_progress,module_default,"
+                         "kubectl_loop,"
                          "k8s_loop (kubectl_loop includes the lower bound; default all)")
     ap.add_argument("--json", default=None, help="write all figures to this file")
     a = ap.parse_args(argv)

@@ -9,7 +9,7 @@ __metaclass__ = type
 DOCUMENTATION = r"""
 name: rollout_summary
 short_description: Summarize meshops.istio.rollout_restart results
-version_added: 0.2.0
+version_added: 1.0.0
 description:
   - Turns one or more results of M(meshops.istio.rollout_restart) (one result, a list, or the result of a loop
     with its C(results)) into the few lists a summary or a failure message shows.

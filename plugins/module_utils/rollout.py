@@ -56,6 +56,7 @@ except ImportError:  # pragma: no cover - Python 2 is not supported
 
 from ansible_collections.meshops.istio.plugins.module_utils import mesh
 from ansible_collections.meshops.istio.plugins.module_utils.client import WatchDropped, follow
+from ansible_collections.meshops.istio.plugins.module_utils.progress import snapshot as progress_snapshot
 from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     ClusterUnreachable,
     InvalidInput,
@@ -551,12 +552,18 @@ class PodInfo:
         live = not mesh.pod_terminated(pod)
         ready = mesh.pod_ready(pod)
         problem = None
+        init_names = set(c.get('name') for c in status.get('initContainerStatuses') or [])
         for cstatus in (status.get('initContainerStatuses') or []) + \
                 (status.get('containerStatuses') or []):
             waiting = (cstatus.get('state') or {}).get('waiting') or {}
             reason = waiting.get('reason')
             if reason in POD_PROBLEM_REASONS:
-                text = 'pod %s container %s: %s' % (meta.get('name'), cstatus.get('name'), reason)
+                # a native sidecar (istio-proxy as a restartable init container) shows as kubectl prints it
+                native = cstatus.get('name') in init_names
+                text = 'pod %s %s %s: %s' % (
+                    meta.get('name'), 'native sidecar' if native and cstatus.get('name') == mesh.PROXY_CONTAINER
+                    else 'init container' if native else 'container', cstatus.get('name'),
+                    'Init:%s' % reason if native else reason)
                 extra = []
                 if cstatus.get('restartCount'):
                     extra.append('restarted %s times' % cstatus.get('restartCount'))
@@ -912,7 +919,7 @@ class RolloutRunner:
     """Executes a RolloutPlan: restarts, waits, verifies; returns per-workload results."""
 
     def __init__(self, api, plan, concurrency=10, wait=True, wait_timeout=300, check_mode=False,
-                 clock=time.monotonic, now=None, patch_threads=MAX_PATCH_THREADS):
+                 clock=time.monotonic, now=None, patch_threads=MAX_PATCH_THREADS, progress=None):
         if concurrency is None or concurrency < 0:
             raise InvalidInput('concurrency must be 0 (all at once) or a positive number')
         if wait_timeout is not None and wait_timeout <= 0:
@@ -932,6 +939,9 @@ class RolloutRunner:
         self.failed_first = None
         self.broken_watches = {}
         self.pending = collections.deque()
+        self.progress = progress  # a progress.ProgressPublisher, or None
+        self.inflight = {}
+        self.total_keys = frozenset()
 
     # -- results ------------------------------------------------------------------------------
 
@@ -971,6 +981,7 @@ class RolloutRunner:
             return self
         if not todo and not resume:
             return self
+        self.total_keys = frozenset(w.key for w in todo + resume)
         if not self.wait:
             self._restart_without_waiting(todo, resume)
             return self
@@ -1113,6 +1124,7 @@ class RolloutRunner:
                         w.action = 'skipped'
                         w.reason = 'not restarted: stopped after %s failed' % self.failed_first
                     pending.clear()
+                self._publish()
                 if not self.inflight:
                     break
                 self._expire()
@@ -1438,6 +1450,17 @@ class RolloutRunner:
         self.inflight.pop(w.key, None)
         if self.failed_first is None:
             self.failed_first = w.ref
+        if self.progress is not None:
+            self.progress.due(urgent=True)
+
+    # -- live progress (progress.py) ----------------------------------------------------------------
+
+    def progress_counts(self):
+        return progress_snapshot(self.plan.workloads, self.inflight, self.total_keys)
+
+    def _publish(self):
+        if self.progress is not None and self.progress.due():
+            self.progress.offer(self.progress_counts())
 
 
 def failure_message(workloads):
@@ -1451,8 +1474,8 @@ def failure_message(workloads):
 
 def run_rollout(api, namespaces=None, namespace_selector=None, kinds=None, selector=None,
                 names=None, only_stale=True, revision=None, wait=True, wait_timeout=300,
-                concurrency=10, check_mode=False, diff=False):
-    """Plan and run; return the module result.
+                concurrency=10, check_mode=False, diff=False, progress=None):
+    """Plan and run; return the module result (``progress``: a progress.ProgressPublisher, fed while it runs).
 
     ``api`` is a ClusterClient (or a fake with its methods).  Raises a MeshopsError for
     problems found before anything was changed (missing namespace, unknown revision...), and
@@ -1463,8 +1486,15 @@ def run_rollout(api, namespaces=None, namespace_selector=None, kinds=None, selec
                              kinds=kinds, selector=selector, names=names, only_stale=only_stale,
                              revision=revision)
     runner = RolloutRunner(api, plan, concurrency=concurrency, wait=wait, wait_timeout=wait_timeout,
-                           check_mode=check_mode)
-    runner.run()
+                           check_mode=check_mode, progress=None if check_mode else progress)
+    ran = False
+    try:
+        runner.run()
+        ran = True
+    finally:
+        if runner.progress is not None and runner.total_keys:
+            failed = not ran or any(w.action == 'failed' for w in plan.workloads)
+            runner.progress.finish(runner.progress_counts(), 'failed' if failed else 'done')
     workloads, summary = runner.results()
     result = {'changed': runner.changed, 'workloads': workloads, 'summary': summary,
               'changes': [dict((k, w[k]) for k in ('kind', 'namespace', 'name', 'action'))

@@ -11,7 +11,7 @@ DOCUMENTATION = r'''
 ---
 module: istio_precheck
 short_description: Check istioctl and run istioctl x precheck against the cluster the other modules use
-version_added: 0.2.0
+version_added: 1.0.0
 description:
   - Checks that O(istioctl_path) is the istioctl of O(expected_version) (a revision is installed with the istioctl
     of its version), then runs C(istioctl x precheck) and returns its findings.
@@ -40,6 +40,13 @@ options:
     default: true
   revision:
     description: Passed to C(istioctl x precheck --revision).
+    type: str
+  from_version:
+    description:
+      - The Istio version upgraded from. With an istioctl of 1.20 or later it runs
+        C(istioctl x precheck --from-version <from_version> -o json) (the checks of what changed between the two
+        versions); warnings are listed in C(precheck.messages), only Error-level findings fail.
+    version_added: 1.1.0
     type: str
   timeout:
     description: Seconds istioctl may run.
@@ -144,7 +151,7 @@ def run(module, tool=None):
     if not params['precheck']:
         result['msg'] = 'istioctl %s' % version
         return result
-    found = tool.precheck(params.get('revision'), params['istio_namespace'])
+    found = tool.precheck(params.get('revision'), params['istio_namespace'], params.get('from_version'))
     result['precheck'] = found
     if not found['ok']:
         errors = [m['text'] for m in found['messages'] if m['level'] == 'Error']
@@ -162,6 +169,7 @@ def main():
         expected_version=dict(type='str'),
         precheck=dict(type='bool', default=True),
         revision=dict(type='str'),
+        from_version=dict(type='str'),
         timeout=dict(type='int', default=300),
     ), istio_namespace=True).run(run)
 

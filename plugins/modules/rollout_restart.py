@@ -100,6 +100,57 @@ options:
         fail the workload at once, without waiting for the timeout.
     type: int
     default: 300
+  progress:
+    description:
+      - Publish the rollout's live progress while it runs, and print it in the play's output.
+      - The module writes done / total, what is rolling and each failed workload with its reason (at most
+        every two seconds, a failure at once) into key O(progress.label) of ConfigMap
+        O(progress.configmap) in O(progress.namespace); the collection's action plugin for this module
+        reads it while the module runs and prints a line at least every O(progress.interval) seconds and
+        one for each failure as soon as it is seen, in C(ansible-playbook)'s output and in AWX's job output.
+      - "Every line starts with C(<label>: <done>/<total> restarted, <n> failed), for example
+        C(wave1: 412/1000 restarted, 0 failed, 25 rolling: ...)."
+      - Lines are printed when the task runs on the controller (C(ansible_connection=local), as the
+        playbooks of this collection do), not in check mode and not with C(async).
+      - A progress write that fails (for example RBAC without C(patch) on that ConfigMap) never fails the
+        rollout; the module warns once.
+    type: dict
+    suboptions:
+      label:
+        description: The rollout's name in the lines and its key in the ConfigMap (for example V(wave1)).
+        type: str
+        required: true
+      configmap:
+        description: The ConfigMap that holds the progress (not the upgrade record itself).
+        type: str
+        default: meshops-istio-upgrade-progress
+      namespace:
+        description: Namespace of O(progress.configmap).
+        type: str
+        default: istio-system
+      interval:
+        description: Seconds between two progress lines (a failure is printed at once).
+        type: int
+        default: 10
+      job:
+        description:
+          - Who runs the rollout, recorded with it, for example AWX's C(awx_job_id), C(awx_job_template_name)
+            and C(awx_user_name) as O(progress.job.id), O(progress.job.template), O(progress.job.user). Without
+            it the controller's user and host (and AWX's C(JOB_ID) environment variable) are recorded.
+        type: dict
+        suboptions:
+          id:
+            description: The job's id.
+            type: str
+          template:
+            description: The job template's name.
+            type: str
+          user:
+            description: The user who launched the job.
+            type: str
+      run_id:
+        description: Set by the action plugin to recognise its own run's progress; leave it unset.
+        type: str
 extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.wait
@@ -226,6 +277,13 @@ summary:
 """
 
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
+from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput
+from ansible_collections.meshops.istio.plugins.module_utils.progress import (
+    PROGRESS_CONFIGMAP,
+    ProgressPublisher,
+    actor,
+    check_label,
+)
 from ansible_collections.meshops.istio.plugins.module_utils.rollout import ALL_KINDS, run_rollout
 
 ARGUMENT_SPEC = dict(
@@ -237,16 +295,42 @@ ARGUMENT_SPEC = dict(
     only_stale=dict(type='bool', default=True),
     revision=dict(type='str'),
     concurrency=dict(type='int', default=10),
+    progress=dict(type='dict', options=dict(
+        label=dict(type='str', required=True),
+        configmap=dict(type='str', default=PROGRESS_CONFIGMAP),
+        namespace=dict(type='str', default='istio-system'),
+        interval=dict(type='int', default=10),
+        job=dict(type='dict', options=dict(id=dict(type='str'), template=dict(type='str'), user=dict(type='str'))),
+        run_id=dict(type='str'),
+    )),
 )
+
+
+def publisher(module):
+    """The live progress writer of this run, or None (not asked for, or check mode: nothing is written)."""
+    options = module.params['progress']
+    if not options or module.check_mode:
+        return None
+    if options['interval'] < 1:
+        raise InvalidInput('progress.interval must be at least 1 second')
+    check_label(options['label'])
+    return ProgressPublisher(module.client, options['configmap'], options['namespace'], options['label'],
+                             run_id=options['run_id'], by=actor(options['job']))
 
 
 def run(module):
     params = module.params
-    return run_rollout(
-        module.client, namespaces=params['namespaces'], namespace_selector=params['namespace_selector'],
-        kinds=params['kinds'], selector=params['selector'], names=params['names'], only_stale=params['only_stale'],
-        revision=params['revision'], wait=params['wait'], wait_timeout=params['wait_timeout'],
-        concurrency=params['concurrency'], check_mode=module.check_mode, diff=module.diff)
+    progress = publisher(module)
+    try:
+        return run_rollout(
+            module.client, namespaces=params['namespaces'], namespace_selector=params['namespace_selector'],
+            kinds=params['kinds'], selector=params['selector'], names=params['names'],
+            only_stale=params['only_stale'], revision=params['revision'], wait=params['wait'],
+            wait_timeout=params['wait_timeout'], concurrency=params['concurrency'], check_mode=module.check_mode,
+            diff=module.diff, progress=progress)
+    finally:
+        if progress is not None and progress.warning:
+            module.warn(progress.warning)
 
 
 def main():

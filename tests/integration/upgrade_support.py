@@ -63,6 +63,7 @@ def write_inventory(directory, clusters: dict, **group_vars) -> str:
         yaml.safe_dump({"istio_clusters": {"hosts": hosts}}, handle, sort_keys=False)
     variables = sandbox_vars()
     variables["istio_canary_istioctl"] = str(ISTIOCTL)
+    variables["istio_canary_report_dir"] = str(directory / "reports")  # a plain run ends with the report
     variables.update(group_vars)
     with open(directory / "group_vars" / "istio_clusters.yml", "w", encoding="utf-8") as handle:
         yaml.safe_dump(variables, handle, sort_keys=False)
@@ -182,7 +183,8 @@ def _items(sim, path):
 
 
 def _proxy(pod):
-    for container in (pod.get("spec") or {}).get("containers") or []:
+    spec = pod.get("spec") or {}
+    for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):  # native sidecars
         if container.get("name") == "istio-proxy":
             image = container.get("image") or ""
             return image[len(PROXY_PREFIX):] if image.startswith(PROXY_PREFIX) else image.rsplit(":", 1)[-1]

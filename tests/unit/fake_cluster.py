@@ -113,6 +113,28 @@ class FakeCluster(ReadModifyWrite):
         self.writes.append(('replace', kind, meta['name']))
         return self.put(dict(obj, kind=kind))
 
+    def patch(self, kind, name, patch, namespace=None, patch_type='merge', api_version=None, **_kw):
+        """A JSON merge patch (RFC 7386: null removes a key), the only kind the modules under test send here."""
+        live = self.find(kind, name, namespace)
+        if live is None:
+            raise errors.NotFound('patch %s %s failed: not found (HTTP 404)' % (kind, name), status=404,
+                                  reason='NotFound')
+
+        def merge(target, change):
+            for key, value in change.items():
+                if value is None:
+                    target.pop(key, None)
+                elif isinstance(value, dict) and isinstance(target.get(key), dict):
+                    merge(target[key], value)
+                else:
+                    target[key] = copy.deepcopy(value)
+
+        merge(live, patch)
+        if _kw.get('dry_run'):
+            return live
+        self.writes.append(('patch', kind, name))
+        return self.put(live)
+
     def delete(self, kind, name, namespace=None, propagation='Background', dry_run=False,
                resource_version=None, missing_ok=True, api_version=None):
         key = self._key(kind, name, namespace)

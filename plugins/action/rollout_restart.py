@@ -1,0 +1,159 @@
+# -*- coding: utf-8 -*-
+# Copyright: meshops.istio contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin of meshops.istio.rollout_restart: prints the rollout's live progress while the module runs.
+
+The module does the work and returns once, at the end.  With ``progress`` set it also publishes its progress on
+the cluster (module_utils/progress.py); this plugin runs the module as usual and, meanwhile, reads that progress
+once a second from a thread of the worker process and prints its lines with ``Display.display``.  A worker's
+display is sent to the controller's main process, which prints it at once: in ansible-playbook's output, and
+under AWX (ansible-runner's awx_display callback wraps ``Display.display``) as job events of the job output.
+Which lines to print is decided in module_utils/progress.py (ProgressFollower), not here.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import sys
+import threading
+import time
+import uuid
+
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.plugins.action import ActionBase
+from ansible.utils.display import Display
+from ansible.utils.vars import merge_hash
+
+from ansible_collections.meshops.istio.plugins.module_utils.args import AUTH_ARG_SPEC
+from ansible_collections.meshops.istio.plugins.module_utils.progress import (
+    PROGRESS_CONFIGMAP,
+    ProgressFollower,
+    read_progress,
+)
+
+display = Display()
+POLL_SECONDS = 1.0
+
+
+class ProgressPrinter(threading.Thread):
+    """Reads the progress key of this run every second and displays what ProgressFollower says."""
+
+    def __init__(self, args, configmap, namespace, label, follower):
+        super(ProgressPrinter, self).__init__(name='meshops-progress-printer')
+        self.daemon = True
+        self.args = args
+        self.client = None
+        self.configmap = configmap
+        self.namespace = namespace
+        self.label = label
+        self.follower = follower
+        self.stop = threading.Event()
+        self.problem = None
+
+    def poll(self):
+        if self.problem is not None:
+            return
+        try:
+            if self.client is None:
+                # built here, not before the module starts: importing the kubernetes client takes a while
+                self.client = cluster_client(self.args)
+            entry = read_progress(self.client, self.configmap, self.namespace).get(self.label)
+        except Exception as exc:  # pylint: disable=broad-except
+            # the module may still be fine: a read that fails only costs its line
+            if self.client is None:
+                self.problem = str(exc)
+                display.warning('rollout_restart: no live progress (%s); the rollout runs all the same' % exc)
+            return
+        for line in self.follower.poll(entry, time.monotonic()):
+            display.display(line)
+
+    def run(self):
+        try:
+            while not self.stop.wait(POLL_SECONDS):
+                self.poll()
+            self.poll()  # the closing line the module wrote before it returned
+        finally:
+            self.release()
+
+    def release(self):
+        """Close the client and remove the credential files the kubernetes library wrote for it."""
+        try:
+            if self.client is not None:
+                self.client.close()
+        except Exception:  # pylint: disable=broad-except
+            pass
+        forget_credential_files()
+
+    def finish(self):
+        self.stop.set()
+        self.join(POLL_SECONDS * 30)
+        if self.is_alive():
+            # an API that does not answer: the task's result goes on without the closing line
+            forget_credential_files()
+
+
+def forget_credential_files():
+    """The kubernetes library writes a kubeconfig's inline client certificate and key (and CA) to temporary
+    files that it removes only at interpreter exit; an Ansible worker process ends with os._exit, so they would
+    stay behind. Remove them now (this worker read only this task's kubeconfig)."""
+    kube_config = sys.modules.get('kubernetes.config.kube_config')
+    cleanup = getattr(kube_config, '_cleanup_temp_files', None)
+    if cleanup is not None:
+        try:
+            cleanup()
+        except Exception:  # pylint: disable=broad-except
+            pass
+
+
+def cluster_client(args):
+    """A ClusterClient from the task's cluster options (module_defaults included), with the module's fallbacks."""
+    from ansible_collections.meshops.istio.plugins.module_utils.client import HAS_KUBERNETES, ClusterClient
+    if not HAS_KUBERNETES:
+        raise RuntimeError('the kubernetes Python library is not installed on the controller')
+    auth = dict((key, value) for key, value in args.items() if key in AUTH_ARG_SPEC)
+    validated = ArgumentSpecValidator(AUTH_ARG_SPEC).validate(auth)
+    if validated.error_messages:
+        raise RuntimeError('; '.join(validated.error_messages))
+    return ClusterClient.from_params(validated.validated_parameters)
+
+
+class ActionModule(ActionBase):
+
+    _supports_check_mode = True
+    _supports_async = True
+
+    def _printer(self, args, task_vars):
+        """A started ProgressPrinter for this run (and the module args naming the run), or None."""
+        progress = args.get('progress')
+        if not isinstance(progress, dict) or not progress.get('label') or self._task.check_mode or \
+                self._task.async_val or getattr(self._connection, 'transport', None) != 'local':
+            return None
+        try:
+            interval = int(progress.get('interval') or 10)
+        except (TypeError, ValueError):
+            return None  # the module says what is wrong with it
+        run_id = uuid.uuid4().hex
+        args['progress'] = dict(progress, run_id=run_id)
+        printer = ProgressPrinter(dict(args), progress.get('configmap') or PROGRESS_CONFIGMAP,
+                                  progress.get('namespace') or 'istio-system', progress['label'],
+                                  ProgressFollower(run_id, max(1, interval), host=task_vars.get('inventory_hostname')))
+        printer.start()
+        return printer
+
+    def run(self, tmp=None, task_vars=None):
+        result = super(ActionModule, self).run(tmp, task_vars)
+        del tmp
+        task_vars = task_vars or {}
+        wrap_async = self._task.async_val and not self._connection.has_native_async
+        args = dict(self._task.args)
+        printer = self._printer(args, task_vars)
+        try:
+            result = merge_hash(result, self._execute_module(module_args=args, task_vars=task_vars,
+                                                             wrap_async=wrap_async))
+        finally:
+            if printer is not None:
+                printer.finish()
+        if not wrap_async:
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+        return result
