@@ -29,6 +29,7 @@ def outside(tmp_path):
              "--set", "revision=" + OLD_REV, "--set-json", 'revisionTags=["default"]', "--set-json", "global=" + glob,
              "--set", "sidecarInjectorWebhook.enableNamespacesByDefault=true")
         sim.kubectl("create", "namespace", "app", check=True)
+
         # helm --wait waits for istiod's Deployment, not for the endpoints controller to list its pod: until it
         # has, the injector answers "no endpoints available" (as on a real cluster)
         def istiod_listed():
