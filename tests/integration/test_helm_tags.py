@@ -29,6 +29,13 @@ def outside(tmp_path):
              "--set", "revision=" + OLD_REV, "--set-json", 'revisionTags=["default"]', "--set-json", "global=" + glob,
              "--set", "sidecarInjectorWebhook.enableNamespacesByDefault=true")
         sim.kubectl("create", "namespace", "app", check=True)
+
+        # helm --wait waits for istiod's Deployment, not for the endpoints controller to list its pod: until it
+        # has, the injector answers "no endpoints available" (as on a real cluster)
+        def istiod_listed():
+            code, _headers, body = sim.request("GET", "/api/v1/namespaces/%s/endpoints/istiod-%s" % (CP, OLD_REV))
+            return code == 200 and any(s.get("addresses") for s in json.loads(body).get("subsets") or [])
+        sim.wait_for(istiod_listed, timeout=60, message="a ready endpoint of istiod-" + OLD_REV)
         yield sim
 
 
