@@ -876,14 +876,21 @@ def _gateways_plan(original):
     return plan_phase
 
 
+def _dataplane_record(ctx, planned):
+    """A sidecar-only mesh has nothing to upgrade here: the phase records nothing (a re-run stays unchanged)."""
+    if not (planned.get('ambient') or {}).get('present'):
+        return {}
+    return {'phase': ctx.kind}
+
+
 plan.register_phase(plan.PhaseSpec('cni', 30, ['one-upgrade-at-a-time', 'old-is-not-new', 'control-plane-first',
                                                'target-version'],
                                    plan=_dataplane_plan(CNI), project=_dataplane_project(CNI),
-                                   label='The cni phase'))
+                                   record_update=_dataplane_record, label='The cni phase'))
 plan.register_phase(plan.PhaseSpec('ztunnel', 35, ['one-upgrade-at-a-time', 'old-is-not-new', 'control-plane-first',
                                                    'target-version', 'cni-first'],
                                    plan=_dataplane_plan(ZTUNNEL), project=_dataplane_project(ZTUNNEL),
-                                   label='The ztunnel phase'))
+                                   record_update=_dataplane_record, label='The ztunnel phase'))
 for _kind, _guard in (('tag', 'ztunnel-first'), ('verify', 'ambient-on-target'),
                       ('cleanup', 'ambient-off-old-revision')):
     if _guard not in plan.PHASES[_kind].guards:

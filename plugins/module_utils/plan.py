@@ -1221,6 +1221,8 @@ class UpgradePlan:
             plan.record_update = dict(plan.record_update, fields=ctx.record_fields(),
                                       abandon=request.abandon_upgrade)
             plan.record_change = _record_change(record, exists, ctx, plan.record_update, now)
+        elif plan.allowed and not plan.changes_mesh:
+            plan.lease = {'needed': False}  # a phase with nothing to do here (cni on a sidecar-only mesh) writes nothing
         return plan
 
     @property

@@ -84,6 +84,7 @@ extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.istio_namespace
   - meshops.istio.wait
+  - meshops.istio.lease
 attributes:
   check_mode:
     description: Can run in check_mode and return changed status prediction without modifying target.
@@ -268,7 +269,7 @@ def main():
         helm_path=dict(type='str', default='helm'),
         helm_repo_url=dict(type='str', default='https://istio-release.storage.googleapis.com/charts'),
         helm_values=dict(type='dict', default={}),
-    ), istio_namespace=True, wait=True).run(run)
+    ), istio_namespace=True, wait=True, lease=True).run(run)
 
 
 if __name__ == '__main__':

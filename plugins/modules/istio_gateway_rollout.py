@@ -39,6 +39,7 @@ extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.istio_namespace
   - meshops.istio.wait
+  - meshops.istio.lease
 attributes:
   check_mode:
     support: full
@@ -114,7 +115,7 @@ def main():
         revision=dict(type='str', required=True),
         version=dict(type='str', required=True),
         tag=dict(type='str', default='default'),
-    ), istio_namespace=True, wait=True).run(run)
+    ), istio_namespace=True, wait=True, lease=True).run(run)
 
 
 if __name__ == '__main__':

@@ -49,6 +49,18 @@ NOT_EXERCISED_BY_BLOG_UPGRADE = {
     ("sailoperator.io", "istiorevisiontags", "patch"),
     ("sailoperator.io", "istiorevisions", "get"),
     ("sailoperator.io", "istiorevisions", "list"),
+    # the ambient data plane's phases (istio_ambient_upgrade: cni, ztunnel node by node with cordon and drain);
+    # blog is a sidecar-only mesh without istio-cni or ztunnel (test_ambient_playbook.py runs them)
+    ("apps", "daemonsets", "get"),
+    ("", "nodes", "get"),
+    ("", "nodes", "patch"),
+    ("", "pods", "get"),
+    ("", "pods", "delete"),
+    ("", "pods/eviction", "create"),
+    ("policy", "poddisruptionbudgets", "list"),
+    # Gateway API Gateways (istiod's gateways and waypoints): blog has no Gateway API CRDs, so discovery finds no
+    # such kind and nothing is listed (test_ambient_playbook.py's scenario has them)
+    ("gateway.networking.k8s.io", "gateways", "list"),
 }
 
 # (apiGroup, resource, verb) of the istioctl role that istioctl only asks about: `istioctl x precheck`

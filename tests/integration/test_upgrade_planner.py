@@ -292,16 +292,21 @@ def test_the_whole_upgrade_planned_in_check_mode_is_what_a_real_run_does(tmp_pat
         assert_unchanged(sim, before, "the whole upgrade in check mode")
         assert record(sim) is None
         planned = _plans(whole)
-        phases = ["precheck", "install", "tag", "gateways", "wave1", "wave2", "verify", "cleanup"]
+        phases = ["precheck", "install", "cni", "ztunnel", "tag", "gateways", "wave1", "wave2", "verify", "cleanup"]
         assert list(planned) == phases, list(planned)
         assert [s["phase"] for s in whole.summaries()] == phases
+        # a sidecar-only mesh: the ambient data plane's phases have nothing to do (and say so)
+        assert planned["cni"] == planned["ztunnel"] == ({}, {})
+        notes = dict((s["phase"], s.get("note")) for s in whole.summaries())
+        assert "sidecar-only mesh" in notes["cni"] and "sidecar-only mesh" in notes["ztunnel"], notes
         assert planned["wave2"][1] == {"baz/Deployment/baz": (OLD_VERSION, NEW_VERSION),
                                        "foo/Deployment/foo": (OLD_VERSION, NEW_VERSION)}
         # --diff: the phases planned on assumed ones show their diffs (the others' modules show theirs)
         simulated = [e for e in whole.tasks(status="ok") if e.get("action") == "meshops.istio.istio_canary_plan"
                      and (e.get("plan") or {}).get("simulated")]
         assert [e["plan"]["phase"] for e in simulated] == phases[2:]
-        assert all(e.get("diff") for e in simulated), [e["plan"]["phase"] for e in simulated if not e.get("diff")]
+        changing = [e for e in simulated if e["plan"]["phase"] not in ("cni", "ztunnel")]  # nothing to do here
+        assert all(e.get("diff") for e in changing), [e["plan"]["phase"] for e in changing if not e.get("diff")]
 
         # real run, phase by phase; at wave2 a check-mode run from there on is planned first
         for phase in phases:
