@@ -2,7 +2,8 @@
 
 * nothing restarted twice by one run (kubesim's audit log: PATCHes of a workload);
 * no pod of a mesh namespace ever without its istio-proxy sidecar (a PodRecorder saw every pod);
-* the upgrade record true to the cluster: what it says is done is what the cluster holds, and no run holds
+* the upgrade record true to the cluster: what it says is done is what the cluster holds (a rollback recorded as
+  under way allows the tag and the workloads it moves back on either revision, nothing else), and no run holds
   its lease once every run has ended.
 
 Each check returns a list of violations (strings): empty when the invariant holds.
@@ -58,7 +59,15 @@ def record_true(sim, lease_free=True):
     tag = next((m for m in sim.mwcs() if m["metadata"]["name"] == "istio-revision-tag-%s" % (data.get("tag") or "default")),
                None)
     tag_rev = ((tag or {}).get("metadata", {}).get("labels") or {}).get("istio.io/rev")
-    if "phase.tag" in data and tag_rev != to_rev:
+    back_to = data.get("rollback.revision") if data.get("rollback.started") else None
+    if back_to:
+        # a rollback under way (started, its end not recorded): the tag on the target or already back, nothing else
+        if tag_rev not in (to_rev, back_to):
+            problems.append("record says a rollback to %s is under way from %s, but the tag points at %s"
+                            % (back_to, to_rev, tag_rev))
+        if back_to != from_rev:
+            problems.append("record says a rollback to %s is under way, but the old revision is %s" % (back_to, from_rev))
+    elif "phase.tag" in data and tag_rev != to_rev:
         problems.append("record says the tag moved to %s, but it points at %s" % (to_rev, tag_rev))
     if "phase.rollback" in data and "phase.tag" not in data and tag_rev != from_rev:
         problems.append("record says rolled back to %s, but the tag points at %s" % (from_rev, tag_rev))
@@ -75,8 +84,14 @@ def record_true(sim, lease_free=True):
             pods = _workload_pods(sim, namespace, kind, name)
             if pods is None:
                 continue
-            bad = [p["metadata"]["name"] for p in pods if rs.pod_revision(p) != to_rev or not rs.pod_ready(p)]
-            if bad:
+            if back_to:
+                bad = [p["metadata"]["name"] for p in pods if rs.pod_revision(p) not in (to_rev, back_to)]
+            else:
+                bad = [p["metadata"]["name"] for p in pods if rs.pod_revision(p) != to_rev or not rs.pod_ready(p)]
+            if bad and back_to:
+                problems.append("record says a rollback moves %s back from %s to %s, but pods %s are on neither"
+                                % (wid, to_rev, back_to, bad))
+            elif bad:
                 problems.append("record says wave %s moved %s, but pods %s are not ready on %s"
                                 % (parts[1], wid, bad, to_rev))
     if lease_free and data.get("lease.holder"):

@@ -106,10 +106,10 @@ class Soak:
             self.durations.append((took, tags, self.cycles + 1))
             entries = self.audit.entries(mark)
             self.violation("%s (cycle %d)" % (tags, self.cycles + 1), inv.restarted_twice(entries))
-            if res.rc == 0:
-                # a failed run may leave the record behind the cluster (a rollback that moved the tag back and
-                # lost the API server before recording it): checked once the phase group has completed
-                self.violation("%s (cycle %d)" % (tags, self.cycles + 1), self._read(lambda: inv.record_true(self.sim)))
+            # the record is true to the cluster after every run, a failed one too (a rollback records that it is
+            # under way before it moves the tag back); a failed run's lease may outlive it until it expires
+            self.violation("%s (cycle %d)" % (tags, self.cycles + 1),
+                           self._read(lambda: inv.record_true(self.sim, lease_free=res.rc == 0)))
             print("  %-22s %-7s rc=%d %5.1fs%s" % (tags, revision, res.rc, took,
                                                    " (attempt %d)" % attempt if attempt > 1 else ""), flush=True)
             message = rs.error_text(res)
