@@ -197,8 +197,8 @@ def progress_text(record):
     done += sorted(p for p in (record.get("phases") or {}) if p not in done)
     text = "%s done" % ", ".join(done) if done else "nothing done yet"
     if rollback_under_way(record):
-        text += ", a rollback to %s under way since %s" % (record["rollback"].get("revision") or "?",
-                                                          record["rollback"]["started"])
+        rollback = record["rollback"]
+        text += ", a rollback to %s under way since %s" % (rollback.get("revision") or "?", rollback["started"])
     return text
 
 
