@@ -239,13 +239,9 @@ seealso:
   - name: Prometheus HTTP API
     description: The instant query endpoint the module uses.
     link: https://prometheus.io/docs/prometheus/latest/querying/api/
-attributes:
-  check_mode:
-    support: full
-    description: Queries run in check mode too; they change nothing.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is no diff.
+extends_documentation_fragment:
+  - meshops.istio.attributes
+  - meshops.istio.attributes.info_module
 """
 
 EXAMPLES = r"""

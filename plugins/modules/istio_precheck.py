@@ -48,14 +48,8 @@ options:
 extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.istio_namespace
-attributes:
-  check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
-    support: full
-    details: Read-only; runs the same in check mode.
-  diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: none
+  - meshops.istio.attributes
+  - meshops.istio.attributes.info_module
 notes:
   - C(istioctl x precheck) asks the API server whether the credentials may create what an install creates
     (SelfSubjectAccessReviews); see C(docs/rbac.yaml).

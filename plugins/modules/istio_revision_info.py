@@ -40,13 +40,8 @@ options:
 extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.istio_namespace
-attributes:
-  check_mode:
-    support: full
-    description: The module only reads; it behaves the same in check mode.
-  diff_mode:
-    support: none
-    description: Nothing changes, so there is nothing to diff.
+  - meshops.istio.attributes
+  - meshops.istio.attributes.info_module
 requirements:
   - jmespath (Python library, only for O(query))
 notes:

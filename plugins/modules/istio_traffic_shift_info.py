@@ -21,13 +21,8 @@ author:
 extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.traffic
-attributes:
-  check_mode:
-    description: The module only reads; it behaves the same in check mode.
-    support: full
-  diff_mode:
-    description: Nothing changes, so there is nothing to diff.
-    support: none
+  - meshops.istio.attributes
+  - meshops.istio.attributes.info_module
 seealso:
   - module: meshops.istio.istio_traffic_shift
 """

@@ -50,13 +50,8 @@ options:
 extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.istio_namespace
-attributes:
-  check_mode:
-    description: The module only reads; it behaves the same in check mode.
-    support: full
-  diff_mode:
-    description: Nothing changes, so there is nothing to diff.
-    support: none
+  - meshops.istio.attributes
+  - meshops.istio.attributes.info_module
 notes:
   - Needs C(get) on ConfigMaps in O(istio_namespace) and what M(meshops.istio.istio_revision_info) reads.
 seealso:
