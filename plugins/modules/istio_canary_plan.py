@@ -279,6 +279,7 @@ plan:
           moves anything records that it started (C(rollback) - C(revision), C(namespaces)), so that a rollback
           stopped before it records its end leaves a record that says so; the phases that carry the upgrade
           forward then refuse until a rollback run finishes it.
+      version_added: 1.1.0
       type: dict
     record:
       description: The upgrade record as the phase sees it (as istio_upgrade_state returns it).

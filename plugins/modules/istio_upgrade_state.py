@@ -95,6 +95,7 @@ options:
         a rollback run finishes it.
       - Recording O(phase=rollback) (the rollback done) removes it.
       - The first start time is kept and namespaces are merged, so recording it again changes nothing.
+    version_added: 1.1.0
     type: dict
     suboptions:
       revision:
