@@ -883,12 +883,12 @@ def _dataplane_record(ctx, planned):
     return {'phase': ctx.kind}
 
 
-plan.register_phase(plan.PhaseSpec('cni', 30, ['one-upgrade-at-a-time', 'old-is-not-new', 'control-plane-first',
-                                               'target-version'],
+plan.register_phase(plan.PhaseSpec('cni', 30, ['rollback-finished', 'one-upgrade-at-a-time', 'old-is-not-new',
+                                               'control-plane-first', 'target-version'],
                                    plan=_dataplane_plan(CNI), project=_dataplane_project(CNI),
                                    record_update=_dataplane_record, label='The cni phase'))
-plan.register_phase(plan.PhaseSpec('ztunnel', 35, ['one-upgrade-at-a-time', 'old-is-not-new', 'control-plane-first',
-                                                   'target-version', 'cni-first'],
+plan.register_phase(plan.PhaseSpec('ztunnel', 35, ['rollback-finished', 'one-upgrade-at-a-time', 'old-is-not-new',
+                                                   'control-plane-first', 'target-version', 'cni-first'],
                                    plan=_dataplane_plan(ZTUNNEL), project=_dataplane_project(ZTUNNEL),
                                    record_update=_dataplane_record, label='The ztunnel phase'))
 for _kind, _guard in (('tag', 'ztunnel-first'), ('verify', 'ambient-on-target'),

@@ -282,6 +282,14 @@ plan:
     record_update:
       description: The istio_upgrade_state arguments that record the phase.
       type: dict
+    record_start:
+      description:
+        - The istio_upgrade_state arguments to write before the phase changes the mesh, or null. A rollback that
+          moves anything records that it started (C(rollback) - C(revision), C(namespaces)), so that a rollback
+          stopped before it records its end leaves a record that says so; the phases that carry the upgrade
+          forward then refuse until a rollback run finishes it.
+      version_added: 1.1.0
+      type: dict
     record:
       description: The upgrade record as the phase sees it (as istio_upgrade_state returns it).
       type: dict
@@ -307,6 +315,7 @@ plan:
 
 from ansible_collections.meshops.istio.plugins.module_utils import helm  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.meshops.istio.plugins.module_utils.ambient import AmbientState
+from ansible_collections.meshops.istio.plugins.module_utils.args import LEASE_HOLDER_OPTIONS
 from ansible_collections.meshops.istio.plugins.module_utils.errors import PhaseRefused
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import MeshState
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
@@ -368,12 +377,7 @@ def main():
         cluster=dict(type='str'),
         install_method=dict(type='str', choices=['istioctl', 'helm']),
         assume_done=dict(type='list', elements='str', default=[]),
-        lease_holder=dict(type='dict', options=dict(
-            inventory_host=dict(type='str', required=True),
-            controller_host=dict(type='str'),
-            pid=dict(type='str'),
-            awx_job_id=dict(type='str'),
-        )),
+        lease_holder=dict(type='dict', options=LEASE_HOLDER_OPTIONS),
         break_lease=dict(type='bool', default=False),
         lease_ttl=dict(type='int', default=120),
     ), istio_namespace=True).run(run)
