@@ -108,8 +108,10 @@ test: venv collection kubectl prometheus chromium
 	$(MAKE) test-lowest
 	$(MAKE) integration
 
+# make demo SCENARIO=helm: the Helm upgrade 1.29.6 -> 1.30.3 on the helm scenario
+SCENARIO ?= blog
 demo: venv collection kubectl
-	$(BIN)/python tests/demo.py
+	$(BIN)/python tests/demo.py --scenario $(SCENARIO)
 
 bench: venv collection kubectl
 	bench/run

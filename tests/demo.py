@@ -11,7 +11,11 @@ changed and the data-plane versions before and after, then stops the simulator. 
 phase fails or the cluster does not end in the articles' final state.
 
 Options: --keep (leave the simulator running at the end, printing how to reach it), --rerun (run every
-phase a second time and show that nothing changes).
+phase a second time and show that nothing changes), --scenario helm (`make demo SCENARIO=helm`): the Helm
+upgrade of Istio 1.29.6 -> 1.30.3 on the `helm` scenario (releases istio-base, istiod-1-29-6, istio-ingressgateway
+installed by real Helm; native sidecars): the new revision becomes release istiod-1-30-3, the tag changes hands
+between the releases, cleanup names the pods no restart moves (a bare pod, a Job's and a CronJob's pod) and
+refuses; they are deleted by hand, as an operator would, and cleanup uninstalls release istiod-1-29-6.
 """
 
 from __future__ import annotations
@@ -43,6 +47,27 @@ PHASES = [
     ("report", "the upgrade report: .build/sandbox/reports/sandbox.html (and .json, and the fleet page index.html)"),
 ]
 OLD_REV, NEW_REV, NEW_VERSION = "1-14-6", "1-15-4", "1.15.4"
+HELM_PHASES = [
+    ("precheck", "check the cluster (istioctl x precheck --from-version 1.29.6), find the revision behind tag default"),
+    ("install", "helm upgrade --install istiod-1-30-3 beside release istiod-1-29-6"),
+    ("tag", "point tag default at 1-30-3: webhook and Service, handed from release istiod-1-29-6 to istiod-1-30-3"),
+    ("gateways", "restart the injected ingress gateway onto the new proxy"),
+    ("wave1", "first wave: namespace bar"),
+    ("verify", "everything moved so far is ready on 1.30.3; names the pods no restart moves"),
+    ("wave2", "second wave: namespaces foo and baz"),
+    ("verify", "everything moved so far is ready on 1.30.3"),
+    ("cleanup!", "refused: a bare pod, a Job's and a CronJob's pod still run the old proxy"),
+    ("by-hand", "delete them by hand (kubectl delete), as the refusal says"),
+    ("cleanup", "helm uninstall istiod-1-29-6; istio-base defaultRevision 1-30-3; nothing of 1-29-6 is left"),
+    ("report", "the upgrade report: .build/sandbox/reports/sandbox.html (and .json, and the fleet page index.html)"),
+]
+CHARTS = ROOT / "tests" / "kubesim" / "charts"
+HELM_VARS = {
+    "istio_canary_to_revision": "1-30-3", "istio_canary_to_version": "1.30.3",
+    "istio_canary_helm": str(ROOT / "tests" / "kubesim" / "bin" / "helm"),
+    "istio_canary_helm_charts": {"base": str(CHARTS / "base"), "istiod": str(CHARTS / "istiod"),
+                                 "gateway": str(CHARTS / "gateway")},
+}
 
 
 def say(text=""):
@@ -86,6 +111,17 @@ def show_run(run):
         say("  recap %s: ok=%s changed=%s failed=%s" % (host, counts.get("ok"), counts.get("changed"), counts.get("failures")))
 
 
+def delete_unmovable(sim):
+    """What the cleanup refusal asks for: the pods no restart moves, deleted by hand (with their Jobs)."""
+    for path in ("/api/v1/namespaces/foo/pods/debug", "/apis/batch/v1/namespaces/bar/jobs/migrate",
+                 "/apis/batch/v1/namespaces/baz/jobs/report-manual"):
+        code, _headers, _body = sim.request("DELETE", path + "?propagationPolicy=Foreground")
+        say("  kubectl delete %s -> %s" % (path.split("/namespaces/", 1)[1], code))
+    sim.wait_for(lambda: not [p for p in sim.get_json("/api/v1/pods")["items"]
+                              if OLD_REV in (p["metadata"].get("annotations") or {}).get("sidecar.istio.io/status", "")],
+                 timeout=120, message="the old revision's pods gone")
+
+
 def final_state_problems(cp, plane):
     problems = []
     if sorted(cp["istiod"]) != ["istiod-%s" % NEW_REV]:
@@ -101,12 +137,25 @@ def final_state_problems(cp, plane):
     return problems
 
 
+def sim_helm_list(sim):
+    import subprocess  # pylint: disable=import-outside-toplevel
+    proc = subprocess.run([str(ROOT / "tests" / "kubesim" / "bin" / "helm"), "list", "-A"], env=sim.kubectl_env(),
+                          capture_output=True, text=True, timeout=120, check=False)
+    return (proc.stdout or proc.stderr).splitlines()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--keep", action="store_true", help="leave the simulator running at the end")
     parser.add_argument("--rerun", action="store_true", help="run every phase again and show nothing changes")
     parser.add_argument("--pod-ready-seconds", type=float, default=0.3)
+    parser.add_argument("--scenario", choices=["blog", "helm"], default="blog")
     args = parser.parse_args(argv)
+    global OLD_REV, NEW_REV, NEW_VERSION  # pylint: disable=global-statement
+    phases_of_scenario, extra_vars = PHASES, None
+    if args.scenario == "helm":
+        OLD_REV, NEW_REV, NEW_VERSION = "1-29-6", "1-30-3", "1.30.3"
+        phases_of_scenario, extra_vars = HELM_PHASES, HELM_VARS
 
     workdir = ROOT / ".build" / "sandbox"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -119,8 +168,8 @@ def main(argv=None):
     us.ensure_collection_link()
     os.environ["KUBESIM_ISTIOCTL_VERSION"] = NEW_VERSION
 
-    banner("Starting the simulated cluster (tests/kubesim, scenario blog)")
-    sim = KubeSim("blog", workdir=str(workdir), pod_ready_seconds=args.pod_ready_seconds, audit=False)
+    banner("Starting the simulated cluster (tests/kubesim, scenario %s)" % args.scenario)
+    sim = KubeSim(args.scenario, workdir=str(workdir), pod_ready_seconds=args.pod_ready_seconds, audit=False)
     sim.start()
     failed = False
     try:
@@ -133,14 +182,30 @@ def main(argv=None):
         say()
         say(us.version_table(before))
 
-        again = [(phase[0], "second run: must change nothing") for phase in PHASES if phase[0] != "report"]
-        phases = list(PHASES) + (again if args.rerun else [])
+        base = list(phases_of_scenario)
+        phases = base + ([(phase[0], "second run: must change nothing") for phase in base
+                          if phase[0] not in ("by-hand", "cleanup!", "report")] if args.rerun else [])
         for index, (tag, what) in enumerate(phases, 1):
+            if tag == "by-hand":
+                banner("Step %d/%d: by hand  (%s)" % (index, len(phases), what))
+                delete_unmovable(sim)
+                continue
+            refusal = tag.endswith("!")
+            tag = tag.rstrip("!")
             banner("Phase %d/%d: --tags %s  (%s)" % (index, len(phases), tag, what))
             started = time.monotonic()
-            run = us.run_phase(us.SANDBOX, tag, workdir=workdir / "runs")
+            run = us.run_phase(us.SANDBOX, tag, workdir=workdir / "runs", extra_vars=extra_vars,
+                               env={"KUBESIM_ISTIOCTL_VERSION": NEW_VERSION})
             show_run(run)
             say("  took %.1fs" % (time.monotonic() - started))
+            if refusal:
+                say("  refused, as expected:" if not run.ok else "  NOT refused")
+                for message in run.failures():
+                    say("  " + message)
+                if run.ok:
+                    failed = True
+                    return 1
+                continue
             if not run.ok:
                 say()
                 say("PHASE %s FAILED (rc %s):" % (tag, run.rc))
@@ -150,7 +215,7 @@ def main(argv=None):
                 say(run.stderr[-2000:])
                 failed = True
                 return 1
-            if index > len(PHASES) and run.changed():
+            if index > len(base) and run.changed():
                 say("  second run of %s changed something: %s" % (tag, [e["task"] for e in run.changed_tasks()]))
                 failed = True
                 return 1
@@ -165,6 +230,11 @@ def main(argv=None):
         say("  upgrade record (configmap istio-system/meshops-istio-upgrade):")
         for key, value in sorted(record.items()):
             say("    %-28s %s" % (key, value))
+        if args.scenario == "helm":
+            say()
+            say("  helm list -A (real Helm, release records on the cluster):")
+            for line in sim_helm_list(sim):
+                say("    " + line)
         problems = final_state_problems(cp, after)
         say()
         if problems:

@@ -174,16 +174,25 @@ class Istioctl:
             args += ['--istioNamespace', namespace]
         return self._check(args, 'uninstall revision %s' % revision)
 
-    def precheck(self, revision=None, namespace=None):
+    def precheck(self, revision=None, namespace=None, from_version=None):
         """``istioctl x precheck``: ``{ok, rc, messages, output, command}`` with each finding as
-        ``{level, code, where, message}``; never raises for a failed check."""
+        ``{level, code, where, message}``; never raises for a failed check.  From istioctl 1.20 with
+        ``from_version`` it runs ``x precheck --from-version <old> -o json`` (the upgrade-specific checks; it
+        exits 1 on warnings too): ``ok`` then means no Error-level finding."""
         args = ['x', 'precheck']
         if revision:
             args += ['--revision', revision]
         if namespace and namespace != 'istio-system':
             args += ['--istioNamespace', namespace]
+        modern = bool(from_version) and _minor(self.version()) >= (1, 20)
+        if modern:
+            args += ['--from-version', str(from_version).lstrip('v'), '-o', 'json']
         rc, out, err = self._run(args)
         output = _clean(out + ('\n' + err if err else ''), self._secrets).strip()
+        if modern:
+            messages = parse_precheck_json(_clean(out, self._secrets))
+            ok = rc == 0 or (messages is not None and not [m for m in messages if m['level'] == 'Error'])
+            return {'ok': ok, 'rc': rc, 'messages': messages or [], 'output': output, 'command': self.display(args)}
         return {'ok': rc == 0, 'rc': rc, 'messages': parse_precheck_output(output), 'output': output,
                 'command': self.display(args)}
 
@@ -222,6 +231,36 @@ class Istioctl:
             raise IstioctlNotFound('cannot run istioctl %s: %s' % (cmd[0], exc),
                                    details={'istioctl_path': self.path})
         return rc, out or '', err or ''
+
+
+def _minor(version):
+    match = re.match(r'v?(\d+)\.(\d+)', str(version or ''))
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def parse_precheck_json(text):
+    """The findings of ``x precheck -o json`` (``[{code, level, message, origin, documentationUrl}]``) in the
+    shape of parse_precheck_output; None when the output holds no JSON list."""
+    text = (text or '').strip()
+    start = text.find('[')
+    if start < 0:
+        return None
+    try:
+        items = json.loads(text[start:])
+    except ValueError:
+        return None
+    if not isinstance(items, list):
+        return None
+    found = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        where = item.get('origin') or None
+        found.append({'level': item.get('level'), 'code': item.get('code'), 'where': where,
+                      'message': item.get('message'), 'documentation': item.get('documentationUrl'),
+                      'text': '%s [%s]%s %s' % (item.get('level'), item.get('code'),
+                                                ' (%s)' % where if where else '', item.get('message'))})
+    return found
 
 
 def parse_precheck_output(text):

@@ -33,7 +33,7 @@ import json
 import re
 
 from ansible_collections.meshops.istio.plugins.module_utils.args import validate_dns1123_label
-from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput, NotFound
+from ansible_collections.meshops.istio.plugins.module_utils.errors import AuthenticationFailed, InvalidInput, NotFound
 
 ISTIO_NAMESPACE = 'istio-system'
 DEFAULT = 'default'
@@ -64,6 +64,12 @@ _VERSION_RE = re.compile(r'^v?(\d+)\.(\d+)\.(\d+)(?:[-+.].*)?$')
 
 # --- names -----------------------------------------------------------------------------------------
 
+def parse_version_text(version):
+    """``1.29.6`` (or ``v1.29.6-distroless``) -> (1, 29, 6); None when it is no Istio version."""
+    match = _VERSION_RE.match(str(version or ''))
+    return tuple(int(x) for x in match.groups()) if match else None
+
+
 def validate_revision_name(name, what='revision'):
     """A revision (or tag) name must be a DNS-1123 label; ``1.15.4`` -> 'use "1-15-4"'."""
     if isinstance(name, str) and _VERSION_RE.match(name) and '.' in name:
@@ -78,12 +84,69 @@ def istiod_name(revision):
     return 'istiod' if revision in (None, '', DEFAULT) else 'istiod-%s' % revision
 
 
-def injector_name(revision):
-    return LEGACY_INJECTOR if revision in (None, '', DEFAULT) else '%s-%s' % (LEGACY_INJECTOR, revision)
+def _ns_suffix(istio_namespace):
+    """Istio's charts (1.2x) suffix cluster-scoped names with the control plane's namespace outside
+    istio-system (``istio-sidecar-injector-<rev>-<ns>``, ``istio-revision-tag-<tag>-<ns>``)."""
+    return '' if istio_namespace in (None, '', ISTIO_NAMESPACE) else '-%s' % istio_namespace
 
 
-def tag_webhook_name(tag):
-    return 'istio-revision-tag-%s' % tag
+def injector_name(revision, istio_namespace=ISTIO_NAMESPACE):
+    if revision in (None, '', DEFAULT):
+        return LEGACY_INJECTOR + _ns_suffix(istio_namespace)
+    return '%s-%s%s' % (LEGACY_INJECTOR, revision, _ns_suffix(istio_namespace))
+
+
+def tag_webhook_name(tag, istio_namespace=ISTIO_NAMESPACE):
+    return 'istio-revision-tag-%s%s' % (tag, _ns_suffix(istio_namespace))
+
+
+def tag_service_name(tag):
+    """The Service a revision tag has from Istio 1.28 (istioctl tag set, the chart's revision-tags-svc.yaml)."""
+    return 'istiod-revision-tag-%s' % tag
+
+
+def helm_release_name(revision):
+    """The Helm release of a revision installed by this collection (Istio's Helm guide names it so)."""
+    return 'istiod' if revision in (None, '', DEFAULT) else 'istiod-%s' % revision
+
+
+HELM_RELEASE_ANNOTATION = 'meta.helm.sh/release-name'
+HELM_NAMESPACE_ANNOTATION = 'meta.helm.sh/release-namespace'
+MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by'
+
+
+def helm_owner(obj):
+    """(release, namespace) of the Helm release that owns ``obj`` (Helm's ownership metadata), or None."""
+    if not obj:
+        return None
+    # an operator that renders charts with Helm's library (Sail) leaves Helm's metadata on what it owns: those
+    # objects belong to the operator (their ownerReferences), not to a release anyone runs helm on
+    if any(str(ref.get('apiVersion') or '').startswith('sailoperator.io/') for ref in _meta(obj).get('ownerReferences') or []):
+        return None
+    annotations = _annotations(obj)
+    release = annotations.get(HELM_RELEASE_ANNOTATION)
+    if not release or _labels(obj).get(MANAGED_BY_LABEL) != 'Helm':
+        return None
+    return release, annotations.get(HELM_NAMESPACE_ANNOTATION)
+
+
+def revision_objects(revision, istio_namespace=ISTIO_NAMESPACE):
+    """Every object a revision owns by name, as Istio's istiod chart and istioctl name them: (kind,
+    namespace or None, name).  Cleanup checks that none is left, whichever way the revision was installed."""
+    ns = istio_namespace
+    istiod = istiod_name(revision)
+    suffix = '' if revision in (None, '', DEFAULT) else '-%s' % revision
+    objects = [('Deployment', ns, istiod), ('Service', ns, istiod), ('ServiceAccount', ns, istiod),
+               ('Role', ns, istiod), ('RoleBinding', ns, istiod), ('HorizontalPodAutoscaler', ns, istiod),
+               ('PodDisruptionBudget', ns, istiod), ('NetworkPolicy', ns, istiod),
+               ('ConfigMap', ns, 'istio%s' % suffix), ('ConfigMap', ns, 'istio-sidecar-injector%s' % suffix),
+               ('ConfigMap', ns, 'values%s' % suffix),
+               ('MutatingWebhookConfiguration', None, injector_name(revision, ns)),
+               ('ValidatingWebhookConfiguration', None, revision_validator_name(revision, ns))]
+    for role in ('istiod-clusterrole', 'istiod-gateway-controller', 'istio-reader-clusterrole'):
+        name = '%s%s-%s' % (role, suffix, ns)
+        objects += [('ClusterRole', None, name), ('ClusterRoleBinding', None, name)]
+    return objects
 
 
 def revision_validator_name(revision, istio_namespace=ISTIO_NAMESPACE):
@@ -200,8 +263,9 @@ class Revision:
     """One control plane revision: istiod-<rev> (or istiod for ``default``)."""
 
     def __init__(self, name, namespace, deployment=None, version=None, ready=False,
-                 replicas=0, ready_replicas=0, image=None, injector=None, service=None):
+                 replicas=0, ready_replicas=0, image=None, injector=None, service=None, helm_release=None):
         self.name = name
+        self.helm_release = helm_release
         self.namespace = namespace
         self.deployment = deployment
         self.version = version
@@ -231,12 +295,19 @@ class Revision:
             image = containers[0].get('image')
         version = labels.get(VERSION_LABEL) or version_of_image(image)
         ready, desired, ready_replicas = deployment_ready(deployment)
+        owner = helm_owner(deployment)
         return cls(name, meta.get('namespace'), deployment=meta.get('name'), version=version,
-                   ready=ready, replicas=desired, ready_replicas=ready_replicas, image=image)
+                   ready=ready, replicas=desired, ready_replicas=ready_replicas, image=image,
+                   helm_release=owner[0] if owner else None)
 
     @property
     def in_use(self):
         return bool(self.in_use_by)
+
+    @property
+    def install_method(self):
+        """``helm`` when a Helm release owns istiod, else ``istioctl``."""
+        return 'helm' if self.helm_release else 'istioctl'
 
     def to_dict(self):
         return {
@@ -244,6 +315,7 @@ class Revision:
             'ready': self.ready, 'replicas': self.replicas, 'ready_replicas': self.ready_replicas,
             'deployment': self.deployment, 'injector': self.injector, 'service': self.service,
             'in_use': self.in_use, 'in_use_by': list(self.in_use_by),
+            'install_method': self.install_method, 'helm_release': self.helm_release,
         }
 
 
@@ -268,11 +340,12 @@ def deployment_ready(deployment):
 class RevisionTag:
     """A revision tag: MWC ``istio-revision-tag-<tag>`` labelled istio.io/tag and istio.io/rev."""
 
-    def __init__(self, name, revision, webhook, services=()):
+    def __init__(self, name, revision, webhook, services=(), helm_release=None):
         self.name = name
         self.revision = revision
         self.webhook = webhook
         self.services = sorted(set(services))
+        self.helm_release = helm_release
 
     @classmethod
     def from_webhook(cls, mwc):
@@ -282,11 +355,13 @@ class RevisionTag:
             svc = (hook.get('clientConfig') or {}).get('service') or {}
             if svc.get('name'):
                 services.append(svc['name'])
-        return cls(labels.get(TAG_LABEL), labels.get(REV_LABEL), _meta(mwc).get('name'), services)
+        owner = helm_owner(mwc)
+        return cls(labels.get(TAG_LABEL), labels.get(REV_LABEL), _meta(mwc).get('name'), services,
+                   owner[0] if owner else None)
 
     def to_dict(self):
         return {'name': self.name, 'revision': self.revision, 'webhook': self.webhook,
-                'services': list(self.services)}
+                'services': list(self.services), 'helm_release': self.helm_release}
 
 
 class NamespaceInjection:
@@ -507,6 +582,41 @@ class WorkloadProxy:
         }
 
 
+class UnmovablePod:
+    """An injected pod no rollout restart replaces: a bare pod, a Job's (or a CronJob's Job's) pod, a pod of an
+    owner the collection does not restart.  Only restarting or deleting it by hand moves it."""
+
+    def __init__(self, namespace, name, owner, revision, version, labels=None, annotations=None):
+        self.namespace = namespace
+        self.name = name
+        self.owner = owner
+        self.revision = revision
+        self.version = version
+        self.template_labels = dict(labels or {})
+        self.template_annotations = dict(annotations or {})
+        self.expected_revision = None
+
+    @classmethod
+    def from_pod(cls, pod, cronjob_of=None):
+        meta = _meta(pod)
+        owner = pod_owner(pod)
+        if owner is None:
+            what = 'bare pod'
+        elif owner[0] == 'Job' and (cronjob_of or {}).get((meta.get('namespace'), owner[1])):
+            what = 'CronJob %s, Job %s' % (cronjob_of[(meta.get('namespace'), owner[1])], owner[1])
+        else:
+            what = '%s %s' % owner
+        return cls(meta.get('namespace'), meta.get('name'), what, pod_revision(pod), pod_proxy_version(pod),
+                   meta.get('labels'), meta.get('annotations'))
+
+    def describe(self):
+        return '%s/%s (%s, proxy %s)' % (self.namespace, self.name, self.owner, self.version or '?')
+
+    def to_dict(self):
+        return {'namespace': self.namespace, 'name': self.name, 'owner': self.owner, 'revision': self.revision,
+                'version': self.version, 'expected_revision': self.expected_revision}
+
+
 class MeshState:
     """Revisions, tags, namespaces and workloads of one cluster, and the relations between them."""
 
@@ -521,13 +631,14 @@ class MeshState:
         self.revision_validators = {}  # revision -> name of its own ValidatingWebhookConfiguration
         self.legacy_injector = None  # revision-less istio-sidecar-injector MWC (dict) or None
         self.pods_by_revision = {}   # revision -> [(namespace, name)] of running injected pods
+        self.unmovable = []          # injected pods no rollout restart replaces (bare, Job/CronJob, ...)
 
     # building ----------------------------------------------------------------------------------
 
     @classmethod
     def from_objects(cls, deployments=(), mutating_webhooks=(), validating_webhooks=(),
                      namespaces=(), workloads=(), pods=(), services=(),
-                     istio_namespace=ISTIO_NAMESPACE):
+                     istio_namespace=ISTIO_NAMESPACE, jobs=()):
         """Build the model from plain objects (what the API lists)."""
         state = cls(istio_namespace)
         service_names = set(_meta(s).get('name') for s in services
@@ -560,6 +671,7 @@ class MeshState:
         for ns in namespaces:
             state._add_namespace(ns)
         pods_by_owner = {}
+        unmovable = []
         for pod in pods:
             if pod_terminated(pod):
                 continue
@@ -571,6 +683,8 @@ class MeshState:
             owner = pod_owner(pod)
             if owner:
                 pods_by_owner.setdefault((meta.get('namespace'),) + owner, []).append(pod)
+            if rev:
+                unmovable.append((pod, owner))
         for obj in workloads:
             meta = _meta(obj)
             key = (meta.get('namespace'), obj.get('kind'), meta.get('name'))
@@ -578,6 +692,12 @@ class MeshState:
             state._judge(workload)
             state.workloads.append(workload)
         state.workloads.sort(key=lambda w: w.key)
+        cronjob_of = dict(((_meta(j).get('namespace'), _meta(j).get('name')), ref.get('name'))
+                          for j in jobs for ref in _meta(j).get('ownerReferences') or [] if ref.get('kind') == 'CronJob')
+        restarted = set(w.key for w in state.workloads)  # what rollout_restart restarts (every served kind)
+        for pod, owner in unmovable:
+            if owner is None or (_meta(pod).get('namespace'),) + tuple(owner) not in restarted:
+                state.unmovable.append(UnmovablePod.from_pod(pod, cronjob_of))
         state._compute_usage()
         return state
 
@@ -591,15 +711,20 @@ class MeshState:
         mwcs = client.list('MutatingWebhookConfiguration')
         vwcs = client.list('ValidatingWebhookConfiguration')
         ns_objs = client.list('Namespace')
-        objs, pods = [], []
+        objs, pods, jobs = [], [], []
         scope = [] if not workloads else ([None] if not namespaces else list(namespaces))
         kinds = served_workload_kinds(client) if scope else ()
         for ns in scope:
             for kind in kinds:
                 objs.extend(client.list(kind, ns))
             pods.extend(client.list('Pod', ns))
+            if any((pod_owner(p) or (None,))[0] == 'Job' for p in pods):
+                try:  # only to name the CronJob behind a Job's pod; a role without it still works
+                    jobs.extend(client.list('Job', ns))
+                except (AuthenticationFailed, NotFound):
+                    pass
         return cls.from_objects(deployments, mwcs, vwcs, ns_objs, objs, pods, services,
-                                istio_namespace)
+                                istio_namespace, jobs)
 
     def _add_namespace(self, ns):
         meta = _meta(ns)
@@ -671,6 +796,14 @@ class MeshState:
     def _compute_usage(self):
         for rev in self.revisions.values():
             rev.in_use_by = self.users_of(rev.name)
+        for pod in self.unmovable:
+            pod.expected_revision, _how = self.expected_revision(pod, self.namespaces.get(pod.namespace))
+
+    def stale_unmovable(self, revision=None):
+        """Unmovable pods not on the revision their namespace (or labels) select now (or, with ``revision``,
+        still on that revision), as ``namespace/pod (what owns it, proxy version)``."""
+        return sorted(p.describe() for p in self.unmovable
+                      if (p.revision == revision if revision else p.revision != p.expected_revision))
 
     def users_of(self, revision):
         """What still needs ``revision``: tags, the default validator, namespace labels, pods."""
@@ -733,6 +866,14 @@ class MeshState:
         for ns in sorted(self.namespaces.values(), key=lambda n: n.name):
             for warning in ns.warnings:
                 found.append({'kind': 'namespace', 'name': ns.name, 'problem': warning})
+        for pod in sorted(self.unmovable, key=lambda p: (p.namespace, p.name)):
+            if pod.revision != pod.expected_revision:
+                found.append({'kind': 'pod', 'name': '%s/%s' % (pod.namespace, pod.name), 'owner': pod.owner,
+                              'revision': pod.revision, 'problem':
+                              'pod %s/%s (%s) runs the proxy of revision %s (%s), not %s, and no rollout restart '
+                              'replaces it: restart or delete it by hand'
+                              % (pod.namespace, pod.name, pod.owner, pod.revision, pod.version or '?',
+                                 pod.expected_revision or 'none (nothing selects injection)')})
         return found
 
     def to_dict(self, namespaces=None):
@@ -750,6 +891,7 @@ class MeshState:
                            if keep(n.name)],
             'workloads': [w.to_dict() for w in self.workloads if keep(w.namespace)],
             'stale': [w.to_dict() for w in self.stale() if keep(w.namespace)],
+            'unmovable': [p.to_dict() for p in self.unmovable if keep(p.namespace)],
             'problems': [p for p in self.problems() if p['kind'] != 'namespace' or keep(p['name'])],
         }
 
@@ -956,7 +1098,7 @@ def canonical_injector_webhook(injector):
     return hooks[0]
 
 
-def build_tag_webhook(tag, revision, injector, istio_namespace=ISTIO_NAMESPACE):
+def build_tag_webhook(tag, revision, injector, istio_namespace=ISTIO_NAMESPACE, existing=None):
     """``istio-revision-tag-<tag>`` built from the revision's injector ``istio-sidecar-injector-<rev>``
     the way ``istioctl tag set`` renders it: the same service (istiod-<rev>, its path and port),
     caBundle, rules and policies; labels istio.io/tag and istio.io/rev; the rev.namespace./rev.object.
@@ -991,6 +1133,13 @@ def build_tag_webhook(tag, revision, injector, istio_namespace=ISTIO_NAMESPACE):
             if key in base:
                 hook[key] = base[key]
         webhooks.append(hook)
+    # the chart's auto. webhook (sidecarInjectorWebhook.enableNamespacesByDefault) injects unlabelled
+    # namespaces: kept, calling the new revision
+    for hook in (existing or {}).get('webhooks') or []:
+        if (hook.get('name') or '').startswith('auto.'):
+            kept = copy.deepcopy(hook)
+            kept['clientConfig'] = copy.deepcopy(client_config)
+            webhooks.append(kept)
     labels = {
         'app': 'sidecar-injector',
         TAG_LABEL: tag,
@@ -1000,9 +1149,32 @@ def build_tag_webhook(tag, revision, injector, istio_namespace=ISTIO_NAMESPACE):
     return {
         'apiVersion': 'admissionregistration.k8s.io/v1',
         'kind': 'MutatingWebhookConfiguration',
-        'metadata': {'name': tag_webhook_name(tag), 'labels': labels},
+        'metadata': {'name': _meta(existing).get('name') or tag_webhook_name(tag, istio_namespace), 'labels': labels},
         'webhooks': webhooks,
     }
+
+
+def tag_service(tag, revision, existing=None, revision_service=None, istio_namespace=ISTIO_NAMESPACE):
+    """Service ``istiod-revision-tag-<tag>`` selecting istiod of ``revision`` (Istio 1.28+: istioctl tag set
+    and the chart's revision-tags-svc.yaml make it; it tells istiod which tags are its own)."""
+    if existing:
+        svc = copy.deepcopy(existing)
+        svc.pop('status', None)
+    else:
+        ports = copy.deepcopy(((revision_service or {}).get('spec') or {}).get('ports') or [
+            {'name': 'grpc-xds', 'port': 15010, 'protocol': 'TCP'},
+            {'name': 'https-dns', 'port': 15012, 'protocol': 'TCP'},
+            {'name': 'https-webhook', 'port': 443, 'targetPort': 15017, 'protocol': 'TCP'},
+            {'name': 'http-monitoring', 'port': 15014, 'protocol': 'TCP'}])
+        svc = {'apiVersion': 'v1', 'kind': 'Service',
+               'metadata': {'name': tag_service_name(tag), 'namespace': istio_namespace,
+                            'labels': {'app': 'istiod', 'istio': 'pilot', TAG_LABEL: tag}},
+               'spec': {'ports': ports}}
+    meta = svc.setdefault('metadata', {})
+    meta.setdefault('labels', {})[REV_LABEL] = revision
+    spec = svc.setdefault('spec', {})
+    spec['selector'] = {'app': 'istiod', REV_LABEL: revision} if revision != DEFAULT else {'app': 'istiod', 'istio': 'pilot'}
+    return svc
 
 
 VALIDATION_RULES = [{

@@ -55,6 +55,7 @@ VARIABLES = {
     'create_tag': 'istio_canary_create_tag',
     'abandon_upgrade': 'istio_canary_abandon_upgrade',
     'rollback': 'istio_canary_rollback',
+    'install_method': 'istio_canary_install_method',
     'break_lease': 'istio_canary_break_lease',
     'lease_ttl': 'istio_canary_lease_ttl',
 }
@@ -94,8 +95,8 @@ class UpgradeRequest:
     def __init__(self, to_revision, to_version, from_revision=None, tag=mesh.DEFAULT,
                  istio_namespace=mesh.ISTIO_NAMESPACE, record_name='meshops-istio-upgrade', waves=None,
                  gateways=None, max_minor_skew=2, create_tag=False, abandon_upgrade=False, rollback=False,
-                 migrate_legacy_labels=False, cluster=None, lease_holder=None, break_lease=False,
-                 lease_ttl=upgrade_state.LEASE_TTL, now=None):
+                 migrate_legacy_labels=False, cluster=None, install_method=None, lease_holder=None,
+                 break_lease=False, lease_ttl=upgrade_state.LEASE_TTL, now=None):
         self.to_revision = to_revision
         self.to_version = str(to_version or '')
         self.from_revision = from_revision or None
@@ -110,6 +111,7 @@ class UpgradeRequest:
         self.rollback = bool(rollback)
         self.migrate_legacy_labels = bool(migrate_legacy_labels)
         self.cluster = cluster
+        self.install_method = install_method or None
         # who runs this (the lease's holder: inventory host, controller host, pid, AWX job); None: no lease asked
         self.lease_holder = lease_holder or None
         self.break_lease = bool(break_lease)
@@ -138,6 +140,9 @@ class UpgradeRequest:
         if self.to_revision == mesh.DEFAULT:
             problems.append('istio_canary_to_revision "default" is the revision-less install and the name of the '
                             'default tag: upgrade to a versioned revision such as 1-15-4')
+        if self.install_method not in (None, 'istioctl', 'helm'):
+            problems.append('istio_canary_install_method must be istioctl or helm (or empty: as the old revision '
+                            'was installed), got %r' % (self.install_method,))
         if not parse_version(self.to_version):
             problems.append('istio_canary_to_version %r is not an Istio version like 1.15.4' % (self.to_version,))
         problems.extend(wave_problems(self.waves))
@@ -656,10 +661,36 @@ def _old_unused(ctx):
     users = on_revision(state, old)
     if users:
         bits.append('Workloads still on it: %s (run the remaining waves: --tags waves).' % ', '.join(users))
+    unmovable = state.stale_unmovable(old)
+    if unmovable:
+        bits.append('Pods no restart moves are still on it; restart or delete them by hand: %s.'
+                    % ', '.join(unmovable))
     if not bits:
         return None
     return 'Cleanup refuses to remove revision %s%s: it is still in use. %s' % (
         old, ctx.request.on_cluster, ' '.join(bits))
+
+
+@guard('install-method-matches')
+def _install_method(ctx):
+    """A revision is removed by the method that installed it (never mixed), and a Helm release of the old
+    revision renders no tag any more (helm uninstall would delete it)."""
+    upgrade, state = ctx.upgrade, ctx.state
+    rev = state.revisions.get(upgrade.from_revision) if upgrade.from_revision else None
+    if rev is None or upgrade.from_revision == upgrade.to_revision:
+        return None
+    asked = ctx.request.install_method
+    if asked and asked != rev.install_method:
+        return ('Cleanup refuses to remove revision %s with %s: it was installed by %s%s; mixing methods leaves '
+                'part of it behind. Set istio_canary_install_method: %s (or leave it empty). Nothing was changed.'
+                % (rev.name, asked, rev.install_method,
+                   ' (Helm release %s)' % rev.helm_release if rev.helm_release else '', rev.install_method))
+    rendered = sorted(t.name for t in state.tags.values() if rev.helm_release and t.helm_release == rev.helm_release)
+    if rendered:
+        return ('Cleanup refuses to remove revision %s: its Helm release %s still renders revision tag %s, which '
+                'helm uninstall would delete. Run the tag phase (--tags tag) to hand the tag over first.'
+                % (rev.name, rev.helm_release, ', '.join(rendered)))
+    return None
 
 
 @guard('rolled-back')
@@ -902,7 +933,9 @@ def _plan_verify(ctx):
     checked = sorted(set(workload_id(w.namespace, w.kind, w.name) for w in ctx.state.workloads
                          if w.namespace in scope['namespaces']) | set(scope['ids']))
     return {'verify': {'namespaces': scope['namespaces'], 'workloads': checked,
-                       'waves': sorted(ctx.record.get('waves') or {}), 'gate': gate_scope(ctx)}}
+                       'waves': sorted(ctx.record.get('waves') or {}), 'gate': gate_scope(ctx),
+                       'unmovable': ctx.state.stale_unmovable(),
+                       'far_behind': far_behind(ctx.state, ctx.upgrade.to_version)}}
 
 
 def _plan_rollback(ctx):
@@ -944,9 +977,11 @@ def _record_rollback(ctx, planned):
 
 def _plan_cleanup(ctx):
     upgrade = ctx.upgrade
+    far = far_behind(ctx.state, upgrade.to_version)
     if not upgrade.from_revision or not upgrade.from_installed:
-        return {}
-    return {'objects': ctx.manager.remove_changes(ctx, upgrade.from_revision), 'remove': upgrade.from_revision}
+        return {'far_behind': far}
+    return {'objects': ctx.manager.remove_changes(ctx, upgrade.from_revision), 'remove': upgrade.from_revision,
+            'far_behind': far}
 
 
 def _project_cleanup(ctx, planned):
@@ -975,7 +1010,7 @@ register_phase(PhaseSpec('rollback', 80, ['rollback-asked', 'one-upgrade-at-a-ti
                          plan=_plan_rollback, project=_project_rollback, record_update=_record_rollback,
                          after_guards=['rolled-back'], label='Rollback'))
 register_phase(PhaseSpec('cleanup', 90, ['one-upgrade-at-a-time', 'old-is-not-new', 'old-revision-known',
-                                         'old-revision-unused'],
+                                         'old-revision-unused', 'install-method-matches'],
                          plan=_plan_cleanup, project=_project_cleanup, label='Cleanup'))
 
 
@@ -1006,6 +1041,23 @@ def off_revision(state, revision, version, namespaces=(), ids=()):
         if why:
             problems.append('%s: %s' % (wid, '; '.join(why)))
     return sorted(problems)
+
+
+def far_behind(state, version, minors=1):
+    """Proxies more than ``minors`` minor versions behind ``version`` (the new control plane; Istio supports
+    a proxy one minor behind istiod), workloads and unmovable pods, as ``namespace/Kind/name (1.27.3)``."""
+    target = parse_version(version)
+    if not target:
+        return []
+
+    def behind(proxy_version):
+        found = parse_version(proxy_version)
+        return bool(found) and (found[0] < target[0] or (found[0] == target[0] and target[1] - found[1] > minors))
+
+    out = ['%s (%s)' % (workload_id(w.namespace, w.kind, w.name), ','.join(w.versions))
+           for w in state.workloads if any(behind(v) for v in w.versions)]
+    out += ['%s/Pod/%s (%s)' % (p.namespace, p.name, p.version) for p in state.unmovable if behind(p.version)]
+    return sorted(out)
 
 
 def on_revision(state, revision):
@@ -1254,6 +1306,7 @@ class UpgradePlan:
             'restarts': planned.get('restarts') or [], 'tag_change': planned.get('tag_change'),
             'remove': planned.get('remove'), 'findings': planned.get('findings') or [],
             'migrate': planned.get('migrate') or [], 'verify': planned.get('verify'),
+            'far_behind': planned.get('far_behind') or (planned.get('verify') or {}).get('far_behind') or [],
             'rollback_namespaces': planned.get('namespaces') or [],
             'record_update': _record_update_args(self.record_update),
         })

@@ -552,12 +552,18 @@ class PodInfo:
         live = not mesh.pod_terminated(pod)
         ready = mesh.pod_ready(pod)
         problem = None
+        init_names = set(c.get('name') for c in status.get('initContainerStatuses') or [])
         for cstatus in (status.get('initContainerStatuses') or []) + \
                 (status.get('containerStatuses') or []):
             waiting = (cstatus.get('state') or {}).get('waiting') or {}
             reason = waiting.get('reason')
             if reason in POD_PROBLEM_REASONS:
-                text = 'pod %s container %s: %s' % (meta.get('name'), cstatus.get('name'), reason)
+                # a native sidecar (istio-proxy as a restartable init container) shows as kubectl prints it
+                native = cstatus.get('name') in init_names
+                text = 'pod %s %s %s: %s' % (
+                    meta.get('name'), 'native sidecar' if native and cstatus.get('name') == mesh.PROXY_CONTAINER
+                    else 'init container' if native else 'container', cstatus.get('name'),
+                    'Init:%s' % reason if native else reason)
                 extra = []
                 if cstatus.get('restartCount'):
                     extra.append('restarted %s times' % cstatus.get('restartCount'))

@@ -95,6 +95,13 @@ options:
     description: Precheck relabels namespaces on C(istio-injection=enabled) (C(istio_canary_migrate_legacy_labels)).
     type: bool
     default: false
+  install_method:
+    description:
+      - How revisions are installed (C(istio_canary_install_method)); empty detects it from the old revision
+        (Helm's ownership metadata on its istiod). The plan's C(manager) is the method the role uses.
+    version_added: 1.1.0
+    type: str
+    choices: [ istioctl, helm ]
   cluster:
     description: A name of the cluster for messages (the inventory host).
     type: str
@@ -249,8 +256,16 @@ plan:
       type: list
       elements: str
     verify:
-      description: Verify - the C(namespaces), C(workloads) and C(waves) checked and the metric C(gate) scope.
+      description:
+        - Verify - the C(namespaces), C(workloads) and C(waves) checked and the metric C(gate) scope;
+          C(unmovable), the injected pods no restart moves that are not on the revision their namespace selects
+          (bare pods, Job and CronJob pods; restart or delete them by hand) and C(far_behind), proxies more than
+          one minor version behind the new control plane.
       type: dict
+    far_behind:
+      description: Verify and cleanup - proxies more than one minor version behind the new control plane (C(namespace/Kind/name (version))).
+      type: list
+      elements: str
     rollback_namespaces:
       description: Rollback - the namespaces moved back.
       type: list
@@ -281,6 +296,7 @@ plan:
       type: dict
 '''
 
+from ansible_collections.meshops.istio.plugins.module_utils import helm  # noqa: F401 pylint: disable=unused-import
 from ansible_collections.meshops.istio.plugins.module_utils.errors import PhaseRefused
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import MeshState
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
@@ -296,6 +312,7 @@ def request_from(params):
         waves=params['waves'], gateways=params['gateways'], max_minor_skew=params['max_minor_skew'],
         create_tag=params['create_tag'], abandon_upgrade=params['abandon_upgrade'], rollback=params['rollback'],
         migrate_legacy_labels=params['migrate_legacy_labels'], cluster=params.get('cluster'),
+        install_method=params.get('install_method'),
         lease_holder=params.get('lease_holder'), break_lease=params.get('break_lease', False),
         lease_ttl=params.get('lease_ttl', 120))
 
@@ -338,6 +355,7 @@ def main():
         rollback=dict(type='bool', default=False),
         migrate_legacy_labels=dict(type='bool', default=False),
         cluster=dict(type='str'),
+        install_method=dict(type='str', choices=['istioctl', 'helm']),
         assume_done=dict(type='list', elements='str', default=[]),
         lease_holder=dict(type='dict', options=dict(
             inventory_host=dict(type='str', required=True),

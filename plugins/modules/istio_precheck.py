@@ -41,6 +41,13 @@ options:
   revision:
     description: Passed to C(istioctl x precheck --revision).
     type: str
+  from_version:
+    description:
+      - The Istio version upgraded from. With an istioctl of 1.20 or later it runs
+        C(istioctl x precheck --from-version <from_version> -o json) (the checks of what changed between the two
+        versions); warnings are listed in C(precheck.messages), only Error-level findings fail.
+    version_added: 1.1.0
+    type: str
   timeout:
     description: Seconds istioctl may run.
     type: int
@@ -138,7 +145,7 @@ def run(module, tool=None):
     if not params['precheck']:
         result['msg'] = 'istioctl %s' % version
         return result
-    found = tool.precheck(params.get('revision'), params['istio_namespace'])
+    found = tool.precheck(params.get('revision'), params['istio_namespace'], params.get('from_version'))
     result['precheck'] = found
     if not found['ok']:
         errors = [m['text'] for m in found['messages'] if m['level'] == 'Error']
@@ -156,6 +163,7 @@ def main():
         expected_version=dict(type='str'),
         precheck=dict(type='bool', default=True),
         revision=dict(type='str'),
+        from_version=dict(type='str'),
         timeout=dict(type='int', default=300),
     ), istio_namespace=True).run(run)
 

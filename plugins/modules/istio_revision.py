@@ -10,7 +10,7 @@ __metaclass__ = type
 DOCUMENTATION = r'''
 ---
 module: istio_revision
-short_description: Install or remove one Istio control plane revision with istioctl
+short_description: Install or remove one Istio control plane revision with istioctl or Helm
 version_added: 1.0.0
 description:
   - Makes sure one Istio control plane revision (C(istiod-<revision>) and its webhooks) is installed or
@@ -59,6 +59,56 @@ options:
         but new pods selected for it are rejected while a webhook still points at it.
     type: bool
     default: false
+  install_method:
+    description:
+      - How the revision is installed and removed. V(istioctl) runs C(istioctl install/uninstall); V(helm)
+        makes it the Helm release C(istiod-<revision>) (C(helm upgrade --install), C(helm uninstall)).
+      - Default for O(state=absent) and for a revision that exists, the method that installed it (Helm's
+        ownership metadata on istiod); otherwise V(istioctl). A revision is never managed by the other
+        method than the one that installed it (refused, nothing changed).
+    version_added: 1.1.0
+    type: str
+    choices: [ istioctl, helm ]
+  version:
+    description:
+      - With O(install_method=helm), the Istio version the revision must run (required for
+        O(state=present)); repository and C(oci://) charts are installed at this chart version, a local
+        chart with C(global.tag) set to it.
+    version_added: 1.1.0
+    type: str
+  helm_path:
+    description:
+      - Path (or name on E(PATH)) of the helm binary.
+    version_added: 1.1.0
+    type: str
+    default: helm
+  helm_chart:
+    description:
+      - The istiod chart for O(install_method=helm) - a local path, an C(oci://) reference or a chart name
+        in O(helm_repo_url).
+    version_added: 1.1.0
+    type: str
+    default: istiod
+  helm_base_chart:
+    description:
+      - The base chart; with O(state=absent), when a Helm release (C(istio-base)) owns
+        C(istiod-default-validator) with the removed revision as its C(defaultRevision), that release is
+        upgraded (C(--reuse-values)) to the revision the validator calls now.
+    version_added: 1.1.0
+    type: str
+    default: base
+  helm_repo_url:
+    description:
+      - The chart repository of chart names given without a path or C(oci://).
+    version_added: 1.1.0
+    type: str
+    default: https://istio-release.storage.googleapis.com/charts
+  helm_values:
+    description:
+      - Values of the new release (C(revision) is set from O(revision); C(revisionTags) is left empty,
+        revision tags are handed over by M(meshops.istio.istio_revision_tag)).
+    version_added: 1.1.0
+    type: dict
 extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.istio_namespace
@@ -72,11 +122,15 @@ attributes:
     support: full
     description: Shows the revision's presence, version and readiness before and after.
 requirements:
-  - istioctl of the Istio version to install
+  - istioctl of the Istio version to install (O(install_method=istioctl))
+  - helm 3.8 or later (O(install_method=helm))
 notes:
   - A revision that is installed, ready and at the istioctl's version is left alone, even when
     O(operator_file) or O(set) changed since it was installed; a revision is one immutable version of the
     control plane, so install changed settings as a new revision (or remove and reinstall this one).
+  - After removal every kind a revision owns is checked to be gone (istiod's Deployment, Service,
+    ServiceAccount, Role/Binding, HPA, PDB, NetworkPolicy, ConfigMaps, ClusterRoles/Bindings, webhooks and
+    the Helm release record); anything left is reported as a failure.
   - O(state=absent) treats as users the revision tags pointing at the revision, C(istiod-default-validator)
     when it calls the revision's istiod, namespaces whose C(istio.io/rev) (or C(istio-injection) for a
     revision-less install) names the revision, and every running pod whose sidecar it injected.
@@ -98,6 +152,16 @@ EXAMPLES = r'''
       values.pilot.env.PILOT_ENABLE_STATUS: true
     wait_timeout: 600
 
+- name: Install Istio 1.30.3 as Helm release istiod-1-30-3
+  meshops.istio.istio_revision:
+    revision: 1-30-3
+    install_method: helm
+    version: 1.30.3
+    helm_chart: oci://registry.example.com/istio/istiod
+    helm_values:
+      pilot:
+        env:
+          PILOT_ENABLE_STATUS: "true"
 - name: Remove the old revision once nothing uses it
   meshops.istio.istio_revision:
     revision: 1-14-6
@@ -142,6 +206,23 @@ changes:
   elements: dict
   sample: [{kind: Deployment, namespace: istio-system, name: istiod-1-15-4, action: created},
            {kind: MutatingWebhookConfiguration, name: istio-sidecar-injector-1-15-4, action: created}]
+install_method:
+  description: How the revision was (or would be) installed or removed.
+  returned: always
+  type: str
+  sample: helm
+helm:
+  description: The helm command run (or that check mode would run), with O(install_method=helm).
+  returned: when a helm command ran or would run
+  type: dict
+  contains:
+    command:
+      description: The command line (values given as a file).
+      type: str
+      sample: helm upgrade istiod-1-30-3 istiod --repo https://istio-release.storage.googleapis.com/charts --version 1.30.3
+    base:
+      description: The istio-base upgrade that moved C(defaultRevision), when one was needed.
+      type: str
 istioctl:
   description: The istioctl used and the command run (none when nothing had to change).
   returned: when O(state=present) or a command ran
@@ -176,14 +257,17 @@ from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     RevisionVersionMismatch,
     WaitTimeout,
 )
+from ansible_collections.meshops.istio.plugins.module_utils.helm import ChartRef, Helm, HelmRevisions, install_values, leftovers
 from ansible_collections.meshops.istio.plugins.module_utils.istioctl import Istioctl
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import (
     DEFAULT,
     MeshState,
     deployment_ready,
+    helm_owner,
     injector_name,
     istiod_name,
     validate_revision_name,
+    validator_revision,
 )
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 from ansible_collections.meshops.istio.plugins.module_utils.sail import refuse_sail_owned
@@ -304,7 +388,8 @@ class RevisionManager:
         after = revision_view(self.load(), name)
         return True, before, after, info
 
-    def verify_gone(self, name):
+    def verify_gone(self, name, release=None, how=None):
+        """Nothing of the revision is left: every kind a revision owns (helm.leftovers)."""
         deployment = istiod_name(name)
         if self.wait:
             try:
@@ -312,17 +397,86 @@ class RevisionManager:
                                      timeout=self.wait_timeout, description='be deleted')
             except WaitTimeout:
                 pass  # reported below with everything that is left
-        left = []
-        for kind, obj_name, ns in (('Deployment', deployment, self.namespace),
-                                   ('Service', deployment, self.namespace),
-                                   ('MutatingWebhookConfiguration', injector_name(name), None)):
-            obj = self.client.get_or_none(kind, obj_name, ns)
-            if obj is not None and not (obj.get('metadata') or {}).get('deletionTimestamp'):
-                left.append('%s %s' % (kind, obj_name))
+        left = leftovers(self.client, name, self.namespace, release)
         if left:
-            raise MeshopsError('istioctl uninstall --revision %s finished but %s still exist: check '
-                               'the istioctl output and remove them by hand' % (name, ', '.join(left)),
+            raise MeshopsError('%s finished but %s still exist: check its output and remove them by hand'
+                               % (how or 'istioctl uninstall --revision %s' % name, ', '.join(left)),
                                details={'revision': name, 'left': left})
+
+    # Helm ---------------------------------------------------------------------------------------
+
+    def refuse_mixing(self, rev, method):
+        installed = rev.install_method if rev is not None else None
+        if installed and installed != method:
+            raise InvalidInput(
+                'revision %s was installed by %s%s: manage it with install_method: %s (the other method would '
+                'leave part of it behind or fight over it). Nothing was changed.'
+                % (rev.name, installed, ' (Helm release %s)' % rev.helm_release if rev.helm_release else '',
+                   installed), details={'revision': rev.name, 'installed_by': installed})
+
+    def helm_present(self, name, helm, chart, version, values):
+        state = self.load()
+        before = revision_view(state, name)
+        rev = state.revision(name)
+        self.refuse_mixing(rev, 'helm')
+        info = {}
+        if rev is not None and rev.version and rev.version.lstrip('v') != version.lstrip('v'):
+            raise RevisionVersionMismatch(
+                'revision %s already runs Istio %s, not %s: a revision name belongs to one version; install %s as '
+                'its own revision (e.g. %s)' % (name, rev.version, version, version, version.replace('.', '-')),
+                details={'revision': name, 'installed_version': rev.version, 'version': version})
+        if rev is not None and rev.ready:
+            return False, before, before, info
+        info.update(HelmRevisions(self.client, helm, self.namespace, self.check_mode, self.wait_timeout)
+                    .install(name, version, chart, values))
+        if self.check_mode:
+            return True, before, dict(before, present=True, version=version, ready=True), info
+        if self.wait:
+            self.wait_ready(name)
+        after = revision_view(self.load(), name)
+        if after['version'] and after['version'].lstrip('v') != version.lstrip('v'):
+            raise RevisionVersionMismatch(
+                'helm installed revision %s but istiod runs Istio %s, not %s: check helm_values (global.tag, '
+                'global.hub) and the chart version' % (name, after['version'], version),
+                details={'revision': name, 'installed_version': after['version'], 'version': version})
+        return True, before, after, info
+
+    def helm_absent(self, name, helm, base_chart, force=False):
+        state = self.load()
+        before = revision_view(state, name)
+        rev = state.revision(name)
+        if rev is None and name not in state.injectors:
+            return False, before, before, {}
+        self.refuse_mixing(rev, 'helm')
+        release = rev.helm_release if rev is not None else None
+        users = state.users_of(name)
+        if users and not force:
+            raise RevisionInUse(
+                'revision %s is still in use by %s. Move those to another revision first, or set force=true'
+                % (name, describe_users(users)), users)
+        rendered = sorted(t.name for t in state.tags.values() if release and t.helm_release == release)
+        if rendered and not force:
+            raise RevisionInUse(
+                'Helm release %s still renders revision tag(s) %s: helm uninstall would delete them. Hand them '
+                'over to the release of the revision they point at first (meshops.istio.istio_revision_tag with '
+                'helm_chart, the tag phase does it)' % (release, ', '.join(rendered)),
+                [{'kind': 'tag', 'name': t} for t in rendered])
+        runs = HelmRevisions(self.client, helm, self.namespace, self.check_mode, self.wait_timeout)
+        info = {}
+        vwc = state.validator
+        live = validator_revision(vwc) if vwc is not None else None
+        if helm_owner(vwc) and live and live != name:
+            base = runs.base_default_revision(base_chart, live, state.revisions[live].version
+                                              if live in state.revisions else None)
+            if base:
+                info['base'] = base['command']
+        after = {'name': name, 'present': False, 'version': None, 'ready': False, 'in_use_by': users}
+        if release:
+            info.update(runs.uninstall(name, release))
+        if self.check_mode:
+            return True, before, after, info
+        self.verify_gone(name, release, 'helm uninstall %s' % release)
+        return True, before, revision_view(self.load(), name), info
 
 
 def run(module):
@@ -335,26 +489,54 @@ def run(module):
     if params.get('wait_timeout') is not None and params['wait_timeout'] <= 0:
         raise InvalidInput('wait_timeout must be a positive number of seconds')
     namespace = params['istio_namespace']
-    istioctl = Istioctl(params['istioctl_path'], dict((key, params.get(key)) for key in AUTH_PARAM_NAMES))
-    if params['state'] == 'present':
+    auth = dict((key, params.get(key)) for key in AUTH_PARAM_NAMES)
+    method = params.get('install_method')
+    helm = chart = base_chart = None
+    if method == 'helm':
         # refuse bad input before anything touches the cluster
+        helm = Helm(params['helm_path'], auth)
+        helm.version()
+        chart = ChartRef(params['helm_chart'], params['helm_repo_url'])
+        base_chart = ChartRef(params['helm_base_chart'], params['helm_repo_url'])
+        if params['state'] == 'present':
+            if not params.get('version'):
+                raise InvalidInput('version (the Istio version of the revision, e.g. 1.30.3) is required with '
+                                   'install_method: helm')
+            install_values(name, params['version'], chart, params.get('helm_values'))
+    istioctl = Istioctl(params['istioctl_path'], auth)
+    if params['state'] == 'present' and method != 'helm':
         istioctl.version()
         istioctl.install_args(name, params.get('operator_file'), params.get('set'), namespace)
         if params.get('operator_file') and not os.path.isfile(params['operator_file']):
             raise InvalidInput('operator_file %s does not exist' % params['operator_file'])
     manager = RevisionManager(module.client, istioctl, namespace, module.check_mode,
                               params['wait'], params['wait_timeout'])
-    if params['state'] == 'present':
+    if method is None:
+        rev = manager.load().revision(name)
+        method = rev.install_method if rev is not None else 'istioctl'
+        if method == 'helm':
+            raise InvalidInput('revision %s is Helm release %s: set install_method: helm (and helm_path, helm_chart) '
+                               'to manage it. Nothing was changed.' % (name, rev.helm_release))
+    if method == 'helm':
+        if params['state'] == 'present':
+            changed, before, after, info = manager.helm_present(name, helm, chart, params['version'],
+                                                                params.get('helm_values'))
+        else:
+            changed, before, after, info = manager.helm_absent(name, helm, base_chart, params['force'])
+    elif params['state'] == 'present':
+        manager.refuse_mixing(manager.load().revision(name), 'istioctl')
         changed, before, after, info = manager.present(name, params.get('operator_file'),
                                                        params.get('set'))
     else:
+        manager.refuse_mixing(manager.load().revision(name), 'istioctl')
         changed, before, after, info = manager.absent(name, params['force'])
     action = 'deleted' if params['state'] == 'absent' else 'updated' if before['present'] else 'created'
-    result = {'changed': changed, 'revision': after, 'changes': [
+    result = {'changed': changed, 'revision': after, 'install_method': method, 'changes': [
         {'kind': 'Deployment', 'namespace': namespace, 'name': istiod_name(name), 'action': action},
-        {'kind': 'MutatingWebhookConfiguration', 'name': injector_name(name), 'action': action}] if changed else []}
+        {'kind': 'MutatingWebhookConfiguration', 'name': injector_name(name, namespace), 'action': action}]
+        if changed else []}
     if info:
-        result['istioctl'] = info
+        result['helm' if method == 'helm' else 'istioctl'] = info
     if module.diff:
         keys = ('name', 'present', 'version', 'ready')
         result['diff'] = {'before': dict((k, before.get(k)) for k in keys),
@@ -368,7 +550,14 @@ def main():
                        istioctl_path=dict(type='str', default='istioctl'),
                        operator_file=dict(type='path'),
                        set=dict(type='dict'),
-                       force=dict(type='bool', default=False)),
+                       force=dict(type='bool', default=False),
+                       install_method=dict(type='str', choices=['istioctl', 'helm']),
+                       version=dict(type='str'),
+                       helm_path=dict(type='str', default='helm'),
+                       helm_chart=dict(type='str', default='istiod'),
+                       helm_base_chart=dict(type='str', default='base'),
+                       helm_repo_url=dict(type='str', default='https://istio-release.storage.googleapis.com/charts'),
+                       helm_values=dict(type='dict')),
                   istio_namespace=True, wait=True, lease=True).run(run)
 
 

@@ -207,10 +207,20 @@ stale:
   returned: always
   type: list
   elements: dict
+unmovable:
+  description:
+    - Injected pods no rollout restart replaces (bare pods, pods of Jobs and CronJobs, of owners the collection
+      does not restart), each with C(namespace), C(name), C(owner) (V(bare pod), V(Job migrate),
+      V(CronJob report, Job report-manual)), C(revision), C(version) and C(expected_revision).
+  returned: always
+  type: list
+  elements: dict
 problems:
   description:
     - Hazards in the wiring of webhooks and revisions, each with C(kind) (V(tag), V(validator), V(revision),
-      V(injector) or V(namespace)), C(name) and C(problem) (what is wrong and what to do).
+      V(injector), V(namespace) or V(pod)), C(name) and C(problem) (what is wrong and what to do).
+    - V(pod) - an unmovable pod (RV(unmovable)) not on the revision its namespace selects now; only
+      restarting or deleting it by hand moves it.
     - For example a tag or C(istiod-default-validator) calling an istiod that was removed, which makes every
       pod creation or Istio configuration change fail.
   returned: always

@@ -23,6 +23,11 @@ description:
     revision-less injector (C(istio-sidecar-injector)) the way istioctl does (kept, never matching).
   - Refuses a revision that does not exist or is not ready. Updates are conditional on the
     resourceVersion read, so a concurrent change is never overwritten (the module re-reads and retries).
+  - From Istio 1.28 a tag also has the Service C(istiod-revision-tag-<tag>); it is created or moved to
+    select the revision's istiod with the webhook. The chart's C(auto.) webhook
+    (C(sidecarInjectorWebhook.enableNamespacesByDefault)) is kept. Outside C(istio-system) the names are
+    suffixed with the namespace as Istio's charts do (C(istio-revision-tag-<tag>-<namespace>)).
+  - On Helm-installed meshes the tag changes hands between releases (O(helm_chart)).
   - O(state=absent) deletes the tag's webhook, and refuses while namespaces still select the tag unless
     O(force=true).
 author:
@@ -49,6 +54,34 @@ options:
         no sidecar).
     type: bool
     default: false
+  helm_path:
+    description:
+      - Path (or name on E(PATH)) of helm, used when a Helm release renders the tag (Helm-installed meshes).
+    version_added: 1.1.0
+    type: str
+    default: helm
+  helm_chart:
+    description:
+      - The istiod chart (a local path, C(oci://) reference or chart name in O(helm_repo_url)). When the tag
+        belongs to the Helm release of another revision than O(revision), that release is upgraded
+        (C(--reuse-values)) without the tag and the release of O(revision) with it, so that no later
+        C(helm upgrade) or C(helm uninstall) of the old release moves or deletes the tag.
+    version_added: 1.1.0
+    type: str
+    default: istiod
+  helm_base_chart:
+    description:
+      - The base chart; for the V(default) tag, a Helm release owning C(istiod-default-validator) gets
+        C(defaultRevision) set to O(revision).
+    version_added: 1.1.0
+    type: str
+    default: base
+  helm_repo_url:
+    description:
+      - The chart repository of chart names given without a path or C(oci://).
+    version_added: 1.1.0
+    type: str
+    default: https://istio-release.storage.googleapis.com/charts
 extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.istio_namespace
@@ -128,6 +161,8 @@ from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     RevisionNotReady,
     TagInUse,
 )
+from ansible_collections.meshops.istio.plugins.module_utils.args import AUTH_PARAM_NAMES
+from ansible_collections.meshops.istio.plugins.module_utils.helm import ChartRef, Helm, HelmRevisions, TagHandover
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import (
     DEFAULT,
     DEFAULT_VALIDATOR,
@@ -137,8 +172,12 @@ from ansible_collections.meshops.istio.plugins.module_utils.mesh import (
     build_default_validator,
     build_tag_webhook,
     deactivate_injector,
+    helm_owner,
     injector_active,
     injector_name,
+    parse_version_text,
+    tag_service,
+    tag_service_name,
     tag_webhook_name,
     validate_revision_name,
     webhook_fields,
@@ -185,10 +224,11 @@ def wanted_part(desired):
 
 
 class TagManager:
-    def __init__(self, client, namespace, check_mode=False):
+    def __init__(self, client, namespace, check_mode=False, helm=None):
         self.client = client
         self.namespace = namespace
         self.check_mode = check_mode
+        self.helm = helm  # (Helm, istiod ChartRef, base ChartRef) for Helm meshes
         self.changes = []
         self.diff_before = {}
         self.diff_after = {}
@@ -196,9 +236,9 @@ class TagManager:
     def load(self):
         return MeshState.load(self.client, self.namespace, workloads=False)
 
-    def write(self, kind, name, mutate, action=None):
+    def write(self, kind, name, mutate, action=None, namespace=None):
         """One read-modify-write (conditional, re-read on conflicts), recorded for the result."""
-        update = self.client.update_with_retry(kind, name, mutate, check_mode=self.check_mode)
+        update = self.client.update_with_retry(kind, name, mutate, namespace=namespace, check_mode=self.check_mode)
         for change in update.changes(kind, name, action=action):
             self.changes.append(change)
             key = '%s/%s' % (kind, name)
@@ -231,22 +271,66 @@ class TagManager:
                                % tag)
         existing_tag = state.tag(tag)
         previous = existing_tag.revision if existing_tag else None
-        refuse_sail_owned(self.client.get_or_none(MWC, existing_tag.webhook if existing_tag else tag_webhook_name(tag)),
-                          MWC, SAIL_TAG_HINT)
-        injector = self.client.get_or_none(MWC, injector_name(revision))
+        refuse_sail_owned(self.client.get_or_none(MWC, existing_tag.webhook if existing_tag
+                                                  else tag_webhook_name(tag, self.namespace)), MWC, SAIL_TAG_HINT)
+        injector_mwc = state.injectors.get(revision) or injector_name(revision, self.namespace)
+        injector = self.client.get_or_none(MWC, injector_mwc)
         if injector is None:
             raise RevisionNotFound(
                 'revision %s has no injector webhook %s: the revision is incomplete, reinstall it with '
-                'meshops.istio.istio_revision' % (revision, injector_name(revision)),
+                'meshops.istio.istio_revision' % (revision, injector_mwc),
                 details={'revision': revision})
-        desired = build_tag_webhook(tag, revision, injector, self.namespace)
-        self.write(MWC, tag_webhook_name(tag), lambda live: self.webhooks(live, desired))
+        webhook = existing_tag.webhook if existing_tag else tag_webhook_name(tag, self.namespace)
+        self.write(MWC, webhook, lambda live: self.webhooks(
+            live, build_tag_webhook(tag, revision, injector, self.namespace, live)))
+        self.move_service(tag, revision, rev)
         if tag == DEFAULT:
             self.write(VWC, DEFAULT_VALIDATOR, lambda live: self.webhooks(
                 live, build_default_validator(revision, injector, live, self.namespace)))
             if revision != DEFAULT:
                 self.write(MWC, LEGACY_INJECTOR, self.deactivated, action='deactivated')
+        self.hand_over(tag, revision, state)
         return previous
+
+    def move_service(self, tag, revision, rev):
+        """The tag's Service follows the webhook; from Istio 1.28 it is created when missing."""
+        name = tag_service_name(tag)
+        live = self.client.get_or_none('Service', name, self.namespace)
+        version = parse_version_text(rev.version)
+        if live is None and not (version and version >= (1, 28)):
+            return
+        istiod_svc = self.client.get_or_none('Service', rev.service, self.namespace) if rev.service else None
+
+        def mutate(current):
+            desired = tag_service(tag, revision, current, istiod_svc, self.namespace)
+            if current is not None and covers({'metadata': {'labels': desired['metadata']['labels']},
+                                               'spec': {'selector': desired['spec']['selector']}}, current):
+                return None
+            return desired
+        self.write('Service', name, mutate, namespace=self.namespace)
+
+    def hand_over(self, tag, revision, state):
+        """Helm meshes: the release of ``revision`` takes the tag over (helm.TagHandover); for tag default a
+        Helm release owning istiod-default-validator (istio-base) gets defaultRevision ``revision``."""
+        handover = TagHandover(self.client, None, self.namespace, None, self.check_mode)
+        hands = handover.needed(tag, state, revision)
+        base = tag == DEFAULT and state.validator is not None and helm_owner(state.validator)
+        if not hands and not base:
+            return
+        if self.helm is None:
+            raise InvalidInput('revision tag %s is managed by Helm: give helm_path and helm_chart' % tag)
+        helm, chart, base_chart = self.helm
+        versions = dict((r.helm_release, r.version) for r in state.revisions.values() if r.helm_release)
+        if hands:
+            handover = TagHandover(self.client, helm, self.namespace, chart, self.check_mode)
+            for change in handover.hand_over(tag, hands[0], hands[1], versions.get(hands[0]), versions.get(hands[1])):
+                self.changes.append(change)
+        if base:
+            runs = HelmRevisions(self.client, helm, self.namespace, self.check_mode)
+            done = runs.base_default_revision(base_chart, revision, state.revisions[revision].version)
+            if done:
+                self.changes.append({'kind': 'HelmRelease', 'namespace': base[1] or self.namespace, 'name': base[0],
+                                     'action': 'updated', 'detail': 'defaultRevision %s' % revision})
 
     @staticmethod
     def webhooks(live, desired):
@@ -295,8 +379,12 @@ def run(module):
     params = module.params
     tag = validate_revision_name(params['tag'], 'tag')
     revision = validate_revision_name(params['revision']) if params.get('revision') else None
-    manager = TagManager(module.client, params['istio_namespace'], module.check_mode)
-    result = {'tag': tag, 'webhook': tag_webhook_name(tag)}
+    auth = dict((key, params.get(key)) for key in AUTH_PARAM_NAMES)
+    repo = params.get('helm_repo_url')
+    helm = (Helm(params.get('helm_path') or 'helm', auth), ChartRef(params.get('helm_chart') or 'istiod', repo),
+            ChartRef(params.get('helm_base_chart') or 'base', repo))
+    manager = TagManager(module.client, params['istio_namespace'], module.check_mode, helm)
+    result = {'tag': tag, 'webhook': tag_webhook_name(tag, params['istio_namespace'])}
     if params['state'] == 'present':
         previous = manager.present(tag, revision)
         result.update(previous_revision=previous, revision=revision)
@@ -313,7 +401,12 @@ def run(module):
 def main():
     MeshopsModule(dict(tag=dict(type='str', default='default'), revision=dict(type='str'),
                        state=dict(type='str', default='present', choices=['present', 'absent']),
-                       force=dict(type='bool', default=False)),
+                       force=dict(type='bool', default=False),
+                       helm_path=dict(type='str', default='helm'),
+                       helm_chart=dict(type='str', default='istiod'),
+                       helm_base_chart=dict(type='str', default='base'),
+                       helm_repo_url=dict(type='str',
+                                          default='https://istio-release.storage.googleapis.com/charts')),
                   istio_namespace=True, required_if=[('state', 'present', ('revision',))]).run(run)
 
 

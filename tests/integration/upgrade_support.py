@@ -183,7 +183,8 @@ def _items(sim, path):
 
 
 def _proxy(pod):
-    for container in (pod.get("spec") or {}).get("containers") or []:
+    spec = pod.get("spec") or {}
+    for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):  # native sidecars
         if container.get("name") == "istio-proxy":
             image = container.get("image") or ""
             return image[len(PROXY_PREFIX):] if image.startswith(PROXY_PREFIX) else image.rsplit(":", 1)[-1]

@@ -141,7 +141,7 @@ def test_absent_detects_leftovers(binary):
     m.istioctl.runner = broken
     with pytest.raises(errors.MeshopsError) as info:
         m.absent('1-13-0')
-    assert 'still exist' in str(info.value) and 'Deployment istiod-1-13-0' in str(info.value)
+    assert 'still exist' in str(info.value) and 'Deployment istio-system/istiod-1-13-0' in str(info.value)
 
 
 FakeModule = stub_for({'state': 'present', 'istioctl_path': 'istioctl', 'operator_file': None, 'set': None,
