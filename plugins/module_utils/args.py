@@ -50,6 +50,21 @@ TRAFFIC_TARGET_SPEC = {
     'api_version': {'type': 'str', 'default': 'networking.istio.io/v1beta1'},
 }
 
+# Who holds the upgrade record's lease (istio_upgrade_lease's holder, istio_canary_plan's lease_holder).
+LEASE_HOLDER_OPTIONS = {
+    'inventory_host': {'type': 'str', 'required': True},
+    'controller_host': {'type': 'str'},
+    'pid': {'type': 'str'},
+    'awx_job_id': {'type': 'str'},
+}
+
+# Who runs a phase or a rollout, as AWX names it (istio_upgrade_journal's job, rollout_restart's progress.job).
+JOB_OPTIONS = {
+    'id': {'type': 'str'},
+    'template': {'type': 'str'},
+    'user': {'type': 'str'},
+}
+
 WAIT_ARG_SPEC = {
     'wait': {'type': 'bool', 'default': True},
     'wait_timeout': {'type': 'int', 'default': 300},

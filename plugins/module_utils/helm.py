@@ -29,14 +29,8 @@ import tempfile
 
 from ansible_collections.meshops.istio.plugins.module_utils import mesh
 from ansible_collections.meshops.istio.plugins.module_utils import plan
-from ansible_collections.meshops.istio.plugins.module_utils.args import kubeconfig_secrets
 from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput, MeshopsError
-from ansible_collections.meshops.istio.plugins.module_utils.istioctl import (
-    _clean,
-    _subprocess_runner,
-    _tail,
-    tool_kubeconfig,
-)
+from ansible_collections.meshops.istio.plugins.module_utils.istioctl import ClusterTool, _clean, _tail
 
 ISTIO_REPO_URL = 'https://istio-release.storage.googleapis.com/charts'
 RESOURCE_POLICY = 'helm.sh/resource-policy'
@@ -129,36 +123,14 @@ def install_values(revision, version, chart, values=None):
 
 # --- the CLI -------------------------------------------------------------------------------------------
 
-class Helm:
-    """One helm binary used against one cluster (auth params as in args.AUTH_ARG_SPEC)."""
+class Helm(ClusterTool):
+    """One helm binary used against one cluster."""
 
-    def __init__(self, path='helm', auth_params=None, timeout=900, runner=None, env=None):
-        self.path = path or 'helm'
-        self.auth_params = dict(auth_params or {})
-        self.timeout = timeout
-        self.runner = runner or _subprocess_runner
-        self.env = env
-        self._resolved = None
-        self._version = None
-        secrets = set(kubeconfig_secrets(self.auth_params.get('kubeconfig')))
-        if self.auth_params.get('api_key'):
-            secrets.add(self.auth_params['api_key'])
-        self._secrets = secrets
-
-    def resolve(self):
-        if self._resolved:
-            return self._resolved
-        candidate = os.path.expanduser(self.path)
-        if os.sep in candidate:
-            found = candidate if os.path.isfile(candidate) and os.access(candidate, os.X_OK) else None
-        else:
-            found = shutil.which(candidate, path=(self.env or os.environ).get('PATH'))
-        if not found:
-            raise HelmNotFound('helm not found at %r%s: install Helm (3.8 or later) and set istio_canary_helm '
-                               '(helm_path) to it' % (self.path, '' if os.sep in candidate else ' (searched PATH)'),
-                               details={'helm_path': self.path})
-        self._resolved = found
-        return found
+    name = 'helm'
+    path_option = 'helm_path'
+    install_hint = 'install Helm (3.8 or later) and set istio_canary_helm (helm_path) to it'
+    context_flag = '--kube-context'
+    not_found = HelmNotFound
 
     def version(self):
         """The client version (``4.2.3``); HelmError when it cannot be read."""
@@ -210,9 +182,6 @@ class Helm:
             args += ['--wait', '--timeout', '%ss' % int(timeout)]
         return self._check(args, 'uninstall release %s' % release)
 
-    def display(self, args):
-        return ' '.join(['helm'] + list(args))
-
     # plumbing ---------------------------------------------------------------------------------------
 
     def _json(self, args, what):
@@ -225,7 +194,7 @@ class Helm:
             raise HelmError('helm printed no JSON to %s: %s' % (what, _tail(out, self._secrets)))
 
     def _check(self, args, what, values=None):
-        rc, out, err = self._run(args, values=values)
+        rc, out, err = self._run_with_values(args, values=values)
         if rc != 0:
             why = _tail(err or out, self._secrets) or 'no output'
             raise HelmError('helm failed to %s (exit %s): %s' % (what, rc, why),
@@ -234,35 +203,19 @@ class Helm:
         return {'command': self.display(args + (['-f', '<values>'] if values else [])), 'rc': rc,
                 'stdout': _clean(out, self._secrets), 'stderr': _clean(err, self._secrets)}
 
-    def _run(self, args, kube=True, values=None):
-        binary = self.resolve()
-        if not kube:
-            return self._exec([binary] + list(args))
-        tmpdir = None
+    def _run_with_values(self, args, values=None):
+        """Values go in a private file, never on the command line (they may hold secrets)."""
+        if not values:
+            return self._run(args)
+        tmpdir = tempfile.mkdtemp(prefix='meshops-helm-')
         try:
-            extra = []
-            if values:
-                tmpdir = tempfile.mkdtemp(prefix='meshops-helm-')
-                path = os.path.join(tmpdir, 'values.json')
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, 'w') as handle:
-                    json.dump(values, handle)
-                extra = ['-f', path]
-            with tool_kubeconfig(self.auth_params) as (kubeconfig, context):
-                cmd = [binary] + list(args) + extra + ['--kubeconfig', kubeconfig]
-                if context:
-                    cmd += ['--kube-context', context]
-                return self._exec(cmd)
+            path = os.path.join(tmpdir, 'values.json')
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, 'w') as handle:
+                json.dump(values, handle)
+            return self._run(args, extra=['-f', path])
         finally:
-            if tmpdir:
-                shutil.rmtree(tmpdir, ignore_errors=True)
-
-    def _exec(self, cmd):
-        try:
-            rc, out, err = self.runner(cmd, self.timeout, self.env)
-        except OSError as exc:
-            raise HelmNotFound('cannot run helm %s: %s' % (cmd[0], exc), details={'helm_path': self.path})
-        return rc, out or '', err or ''
+            shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 # --- revisions -----------------------------------------------------------------------------------------

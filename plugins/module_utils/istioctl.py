@@ -93,11 +93,19 @@ def parse_version_output(text):
     return match.group(1) if match else None
 
 
-class Istioctl:
-    """One istioctl binary used against one cluster (auth params as in args.AUTH_ARG_SPEC)."""
+class ClusterTool:
+    """A command-line tool run against exactly the modules' cluster (auth params as in args.AUTH_ARG_SPEC):
+    finds the binary, gives each command the kubeconfig and context of ``tool_kubeconfig`` and keeps every
+    credential out of what it returns.  Istioctl and helm.Helm are its two tools."""
 
-    def __init__(self, path='istioctl', auth_params=None, timeout=900, runner=None, env=None):
-        self.path = path or 'istioctl'
+    name = None           # the binary's usual name, also used in messages
+    path_option = None    # the module option that points at the binary
+    install_hint = None   # what to do when it is not found
+    context_flag = '--context'
+    not_found = IstioctlNotFound
+
+    def __init__(self, path=None, auth_params=None, timeout=900, runner=None, env=None):
+        self.path = path or self.name
         self.auth_params = dict(auth_params or {})
         self.timeout = timeout
         self.runner = runner or _subprocess_runner
@@ -109,10 +117,8 @@ class Istioctl:
             secrets.add(self.auth_params['api_key'])
         self._secrets = secrets
 
-    # binary -----------------------------------------------------------------------------------
-
     def resolve(self):
-        """Absolute path of the binary, or IstioctlNotFound saying what to do."""
+        """Absolute path of the binary, or ``not_found`` saying what to do."""
         if self._resolved:
             return self._resolved
         candidate = os.path.expanduser(self.path)
@@ -121,12 +127,42 @@ class Istioctl:
         else:
             found = shutil.which(candidate, path=(self.env or os.environ).get('PATH'))
         if not found:
-            raise IstioctlNotFound(
-                'istioctl not found at %r%s: install the istioctl of the Istio version you want and '
-                'set istioctl_path to it' % (self.path, '' if os.sep in candidate else ' (searched PATH)'),
-                details={'istioctl_path': self.path})
+            raise self.not_found('%s not found at %r%s: %s' % (
+                self.name, self.path, '' if os.sep in candidate else ' (searched PATH)', self.install_hint),
+                details={self.path_option: self.path})
         self._resolved = found
         return found
+
+    def display(self, args):
+        """The command line as shown in results: no kubeconfig path of a temporary file."""
+        return ' '.join([self.name] + list(args))
+
+    def _run(self, args, kube=True, extra=()):
+        binary = self.resolve()
+        if not kube:
+            return self._exec([binary] + list(args) + list(extra))
+        with tool_kubeconfig(self.auth_params) as (kubeconfig, context):
+            cmd = [binary] + list(args) + list(extra) + ['--kubeconfig', kubeconfig]
+            if context:
+                cmd += [self.context_flag, context]
+            return self._exec(cmd)
+
+    def _exec(self, cmd):
+        try:
+            rc, out, err = self.runner(cmd, self.timeout, self.env)
+        except OSError as exc:
+            raise self.not_found('cannot run %s %s: %s' % (self.name, cmd[0], exc),
+                                 details={self.path_option: self.path})
+        return rc, out or '', err or ''
+
+
+class Istioctl(ClusterTool):
+    """One istioctl binary used against one cluster."""
+
+    name = 'istioctl'
+    path_option = 'istioctl_path'
+    install_hint = 'install the istioctl of the Istio version you want and set istioctl_path to it'
+    not_found = IstioctlNotFound
 
     def version(self):
         """The istioctl client version (e.g. ``1.15.4``); IstioctlError if it cannot be read."""
@@ -209,28 +245,6 @@ class Istioctl:
                          'stderr': _tail(err, self._secrets, 4000)})
         return {'command': self.display(args), 'rc': rc, 'stdout': _clean(out, self._secrets),
                 'stderr': _clean(err, self._secrets)}
-
-    def display(self, args):
-        """The command line as shown in results: no kubeconfig path of a temporary file."""
-        return ' '.join(['istioctl'] + list(args))
-
-    def _run(self, args, kube=True):
-        binary = self.resolve()
-        if not kube:
-            return self._exec([binary] + list(args))
-        with tool_kubeconfig(self.auth_params) as (kubeconfig, context):
-            cmd = [binary] + list(args) + ['--kubeconfig', kubeconfig]
-            if context:
-                cmd += ['--context', context]
-            return self._exec(cmd)
-
-    def _exec(self, cmd):
-        try:
-            rc, out, err = self.runner(cmd, self.timeout, self.env)
-        except OSError as exc:
-            raise IstioctlNotFound('cannot run istioctl %s: %s' % (cmd[0], exc),
-                                   details={'istioctl_path': self.path})
-        return rc, out or '', err or ''
 
 
 def _minor(version):

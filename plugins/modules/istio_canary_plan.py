@@ -297,6 +297,7 @@ plan:
 '''
 
 from ansible_collections.meshops.istio.plugins.module_utils import helm  # noqa: F401 pylint: disable=unused-import
+from ansible_collections.meshops.istio.plugins.module_utils.args import LEASE_HOLDER_OPTIONS
 from ansible_collections.meshops.istio.plugins.module_utils.errors import PhaseRefused
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import MeshState
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
@@ -357,12 +358,7 @@ def main():
         cluster=dict(type='str'),
         install_method=dict(type='str', choices=['istioctl', 'helm']),
         assume_done=dict(type='list', elements='str', default=[]),
-        lease_holder=dict(type='dict', options=dict(
-            inventory_host=dict(type='str', required=True),
-            controller_host=dict(type='str'),
-            pid=dict(type='str'),
-            awx_job_id=dict(type='str'),
-        )),
+        lease_holder=dict(type='dict', options=LEASE_HOLDER_OPTIONS),
         break_lease=dict(type='bool', default=False),
         lease_ttl=dict(type='int', default=120),
     ), istio_namespace=True).run(run)

@@ -132,6 +132,7 @@ baseline_kept:
   type: bool
 """
 
+from ansible_collections.meshops.istio.plugins.module_utils.args import JOB_OPTIONS
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import MeshState
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 from ansible_collections.meshops.istio.plugins.module_utils.progress import PROGRESS_CONFIGMAP, actor
@@ -155,7 +156,7 @@ ARGUMENT_SPEC = dict(
     baseline=dict(type='bool', default=False),
     gateways=dict(type='list', elements='dict', default=[]),
     configmap=dict(type='str', default=PROGRESS_CONFIGMAP),
-    job=dict(type='dict', options=dict(id=dict(type='str'), template=dict(type='str'), user=dict(type='str'))),
+    job=dict(type='dict', options=JOB_OPTIONS),
 )
 
 

@@ -133,19 +133,13 @@ changes:
   elements: dict
 """
 
+from ansible_collections.meshops.istio.plugins.module_utils.args import LEASE_HOLDER_OPTIONS
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 from ansible_collections.meshops.istio.plugins.module_utils.upgrade_state import (
     LEASE_PREFIX,
     acquire_lease,
     lease_of,
     release_lease,
-)
-
-HOLDER_OPTIONS = dict(
-    inventory_host=dict(type="str", required=True),
-    controller_host=dict(type="str"),
-    pid=dict(type="str"),
-    awx_job_id=dict(type="str"),
 )
 
 
@@ -181,7 +175,7 @@ def main():
     MeshopsModule(dict(
         state=dict(type="str", choices=["held", "released"], default="held"),
         name=dict(type="str", default="meshops-istio-upgrade"),
-        holder=dict(type="dict", required=True, options=HOLDER_OPTIONS),
+        holder=dict(type="dict", required=True, options=LEASE_HOLDER_OPTIONS),
         phase=dict(type="str", default="upgrade"),
         ttl=dict(type="int", default=120),
         break_lease=dict(type="bool", default=False),

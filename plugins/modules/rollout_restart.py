@@ -283,6 +283,7 @@ summary:
   sample: {"restarted": 1, "current": 0, "failed": 0, "skipped": 0, "total": 1}
 """
 
+from ansible_collections.meshops.istio.plugins.module_utils.args import JOB_OPTIONS
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput
 from ansible_collections.meshops.istio.plugins.module_utils.progress import (
@@ -307,7 +308,7 @@ ARGUMENT_SPEC = dict(
         configmap=dict(type='str', default=PROGRESS_CONFIGMAP),
         namespace=dict(type='str', default='istio-system'),
         interval=dict(type='int', default=10),
-        job=dict(type='dict', options=dict(id=dict(type='str'), template=dict(type='str'), user=dict(type='str'))),
+        job=dict(type='dict', options=JOB_OPTIONS),
         run_id=dict(type='str'),
         local_file=dict(type='path'),
     )),
