@@ -443,6 +443,20 @@ def _lease_free(ctx):
                                        '%s%s' % (request.record_ref, request.on_cluster), request.now)
 
 
+@guard('rollback-finished', stop=True)
+def _rollback_finished(ctx):
+    """A phase that carries the upgrade forward waits for a rollback that was started to be finished: until then
+    the tag and the workloads it moves back may be on either revision."""
+    if not upgrade_state.rollback_under_way(ctx.record):
+        return None
+    rollback = ctx.record['rollback']
+    return ('%s refuses to run%s: a rollback to revision %s started at %s and did not finish (its run was stopped or '
+            'failed; %s keeps it under rollback.*), so revision tag %s and the workloads it moves back may be on '
+            'either revision. Finish the rollback first: %s (it moves back only what is not back yet). Nothing was '
+            'changed.' % (ctx.label, ctx.request.on_cluster, rollback.get('revision') or '?', rollback['started'],
+                          ctx.request.record_ref, ctx.request.tag, ROLLBACK_HINT))
+
+
 @guard('one-upgrade-at-a-time')
 def _one_upgrade(ctx):
     """The record of an upgrade in progress to another target is never replaced unless it is abandoned."""
@@ -718,7 +732,7 @@ class PhaseSpec:
     ``ctx.state`` (the record is updated by the planner from ``record_update``)."""
 
     def __init__(self, kind, order, guards, plan=None, project=None, record_update=None, after_guards=(),
-                 label=None, changes_mesh=True, writes=True):
+                 label=None, changes_mesh=True, writes=True, record_start=None):
         self.kind = kind
         self.order = order
         self.guards = list(guards)
@@ -726,6 +740,8 @@ class PhaseSpec:
         self._plan = plan
         self._project = project
         self._record_update = record_update
+        # what the phase records before it changes the mesh (a rollback: that it started), or nothing
+        self._record_start = record_start
         self.label = label or 'The %s phase' % kind
         self.changes_mesh = changes_mesh
         # the phase writes to the cluster (the record at least) outside check mode: it takes the lease
@@ -742,6 +758,9 @@ class PhaseSpec:
         if self._record_update:
             return self._record_update(ctx, planned)
         return {'phase': self.kind}
+
+    def record_start(self, ctx, planned):
+        return self._record_start(ctx, planned) if self._record_start else {}
 
 
 PHASES = collections.OrderedDict()
@@ -975,6 +994,15 @@ def _record_rollback(ctx, planned):
     return {'phase': 'rollback', 'forget_phases': ['tag', 'gateways', 'verify'], 'forget_waves': True}
 
 
+def _record_rollback_start(ctx, planned):
+    """Before the tag moves back: the rollback under way, with the revision it goes back to and the namespaces it
+    moves back (recording the rollback done removes it; upgrade_state.merge)."""
+    if not planned.get('tag_change'):
+        return {}
+    namespaces = set(planned.get('namespaces') or []) | set(g['namespace'] for g in ctx.request.gateways)
+    return {'rollback': {'revision': planned['tag_change']['revision'], 'namespaces': sorted(namespaces)}}
+
+
 def _plan_cleanup(ctx):
     upgrade = ctx.upgrade
     far = far_behind(ctx.state, upgrade.to_version)
@@ -1008,10 +1036,15 @@ register_phase(PhaseSpec('verify', 70, _RESTART_GUARDS + ['moved-workloads-on-ta
 register_phase(PhaseSpec('rollback', 80, ['rollback-asked', 'one-upgrade-at-a-time', 'old-is-not-new',
                                           'old-revision-known', 'old-revision-ready'],
                          plan=_plan_rollback, project=_project_rollback, record_update=_record_rollback,
+                         record_start=_record_rollback_start,
                          after_guards=['rolled-back'], label='Rollback'))
 register_phase(PhaseSpec('cleanup', 90, ['one-upgrade-at-a-time', 'old-is-not-new', 'old-revision-known',
                                          'old-revision-unused', 'install-method-matches'],
                          plan=_plan_cleanup, project=_project_cleanup, label='Cleanup'))
+
+# The phases that carry the upgrade forward refuse while a rollback is under way (started, not finished).
+for _kind in ('tag', 'gateways', 'wave', 'verify', 'cleanup'):
+    PHASES[_kind].guards.insert(0, 'rollback-finished')
 
 
 # --- shared views of workloads ------------------------------------------------------------------------
@@ -1144,6 +1177,7 @@ class UpgradePlan:
         self.planned = {}
         self.upgrade = None
         self.record_update = {}
+        self.record_start = {}
         self.record_change = None
         self.assumed = []
         self.simulated = False
@@ -1221,6 +1255,9 @@ class UpgradePlan:
             plan.record_update = dict(plan.record_update, fields=ctx.record_fields(),
                                       abandon=request.abandon_upgrade)
             plan.record_change = _record_change(record, exists, ctx, plan.record_update, now)
+        start = spec.record_start(ctx, plan.planned) if plan.allowed and plan.changes_mesh else {}
+        if start:
+            plan.record_start = dict(start, fields=ctx.record_fields(), abandon=request.abandon_upgrade)
         return plan
 
     @property
@@ -1297,6 +1334,7 @@ class UpgradePlan:
             'assume_next': (list(self.assumed) + [self.phase]) if self.check_mode and self.stage == 'before' else [],
             'record': self.record_public,
             'lease': self.lease,
+            'record_start': _record_update_args(self.record_start) if self.record_start else None,
         }
         if self.stage == 'after':
             return out
@@ -1345,7 +1383,7 @@ def _record_update_args(update):
         'to_version': fields.get('to_version'), 'phase': update.get('phase'),
         'wave': dict(wave, status='started', workloads=[]) if wave else None,
         'forget_phases': update.get('forget_phases') or [], 'forget_waves': bool(update.get('forget_waves')),
-        'abandon': bool(update.get('abandon')),
+        'abandon': bool(update.get('abandon')), 'rollback': update.get('rollback'),
     }
 
 

@@ -187,6 +187,8 @@ def phases_done(record, waves):
 
 def next_phase(record, waves):
     """The phase the upgrade goes on with (None once cleaned up); after a rollback: precheck again."""
+    if upgrade_state.rollback_under_way(record):
+        return 'rollback'  # started and not finished: nothing else may run before it is
     if upgrade_state.finished(record):
         return None if 'cleanup' in (record.get('phases') or {}) else 'precheck'
     done = set(phases_done(record, waves))

@@ -19,10 +19,17 @@ not in facts.  The record is a flat ConfigMap that ``kubectl get cm -o yaml`` sh
       wave.wave1.done: "2026-11-22T00:04:02Z"
       wave.wave1.namespaces: bar
       wave.wave1.workloads: bar/Deployment/bar
+      rollback.started: "2026-11-22T00:09:12Z"
+      rollback.revision: 1-14-6
+      rollback.namespaces: bar,istio-ingress
       abandoned.1: '{"abandoned_at": "...", "to_revision": "1-15-3", "phase.precheck": "...", ...}'
       lease.holder: cluster-a@awx-job-77-abcde:4711
       lease.expires: "2026-11-22T00:06:02Z"
       ...
+
+The ``rollback.*`` keys say that a rollback is under way (see ``merge``): written before the rollback moves the
+tag back, removed when it records the rollback done, so that a rollback stopped in between (killed, an API server
+outage) leaves a record that still tells the truth, and the next rollback run finishes from the cluster.
 
 The ``lease.*`` keys are the lease (see "The lease" below): one run at a time writes to the cluster.  The
 record's writer keeps every key it does not own (the lease's, and whatever other writers publish, e.g.
@@ -60,6 +67,9 @@ STATE_FIELDS = ("tag", "from_revision", "from_version", "to_revision", "to_versi
 WAVE_LIST_FIELDS = ("namespaces", "workloads")
 WAVE_TIME_FIELDS = ("started", "done")
 WAVE_FIELDS = WAVE_LIST_FIELDS + WAVE_TIME_FIELDS
+# A rollback under way: when it started, the revision the tag goes back to, the namespaces it moves back.
+ROLLBACK_PREFIX = "rollback."
+ROLLBACK_FIELDS = ("started", "revision", "namespaces")
 # ConfigMap keys allow [-._a-zA-Z0-9]; a dot separates key parts, so names may not hold one.
 NAME_RE = re.compile(r"^[A-Za-z0-9][-_A-Za-z0-9]{0,62}$")
 MANAGED_LABELS = {
@@ -74,7 +84,7 @@ def utc_now():
 
 def empty_record():
     record = dict((field, None) for field in STATE_FIELDS)
-    record.update({"phases": {}, "waves": {}, "abandoned": [], "lease": None, "lease_log": []})
+    record.update({"phases": {}, "waves": {}, "abandoned": [], "rollback": None, "lease": None, "lease_log": []})
     return record
 
 
@@ -102,6 +112,10 @@ def parse(data):
                 continue
             wave = record["waves"].setdefault(name, new_wave())
             wave[field] = _split_list(value) if field in WAVE_LIST_FIELDS else value
+        elif key.startswith(ROLLBACK_PREFIX) and key[len(ROLLBACK_PREFIX):] in ROLLBACK_FIELDS:
+            field = key[len(ROLLBACK_PREFIX):]
+            rollback = record["rollback"] = record["rollback"] or new_rollback()
+            rollback[field] = _split_list(value) if field == "namespaces" else value or None
     record["abandoned"] = [entry for _index, entry in sorted(record["abandoned"], key=lambda item: item[0])]
     record["lease"] = lease_of(data)
     record["lease_log"] = lease_log(data)
@@ -114,11 +128,17 @@ def owned_key(key):
         return True
     if key.startswith("abandoned.") and key[len("abandoned."):].isdigit():
         return True
+    if key.startswith(ROLLBACK_PREFIX) and key[len(ROLLBACK_PREFIX):] in ROLLBACK_FIELDS:
+        return True
     return key.startswith("wave.") and key.count(".") == 2
 
 
 def new_wave():
     return {"namespaces": [], "workloads": [], "started": None, "done": None}
+
+
+def new_rollback():
+    return {"started": None, "revision": None, "namespaces": []}
 
 
 def render(record):
@@ -136,6 +156,11 @@ def render(record):
         for field in WAVE_TIME_FIELDS:
             if wave.get(field):
                 data["wave.%s.%s" % (name, field)] = wave[field]
+    rollback = record.get("rollback") or {}
+    for field in ROLLBACK_FIELDS:
+        value = rollback.get(field)
+        if value:
+            data[ROLLBACK_PREFIX + field] = ",".join(sorted(set(value))) if field == "namespaces" else str(value)
     for index, entry in enumerate(record.get("abandoned") or [], 1):
         data["abandoned.%d" % index] = json.dumps(entry, sort_keys=True, separators=(",", ":"))
     return data
@@ -146,6 +171,8 @@ def finished(record):
     phases = record.get("phases") or {}
     if "cleanup" in phases:
         return True
+    if rollback_under_way(record):
+        return False
     return "rollback" in phases and "tag" not in phases and not record.get("waves")
 
 
@@ -154,7 +181,13 @@ def in_progress(record):
     if not record.get("to_revision") or finished(record):
         return False
     phases = set(record.get("phases") or {}) - {"precheck"}
-    return bool(phases or record.get("waves"))
+    return bool(phases or record.get("waves") or rollback_under_way(record))
+
+
+def rollback_under_way(record):
+    """A rollback was recorded as started and not yet as done: the tag and the workloads it moves back may be on
+    either revision until a rollback run finishes."""
+    return bool((record.get("rollback") or {}).get("started"))
 
 
 def progress_text(record):
@@ -162,7 +195,11 @@ def progress_text(record):
     done = [p for p in ("precheck", "install", "tag", "gateways") if p in (record.get("phases") or {})]
     done += sorted(record.get("waves") or {})
     done += sorted(p for p in (record.get("phases") or {}) if p not in done)
-    return "%s done" % ", ".join(done) if done else "nothing done yet"
+    text = "%s done" % ", ".join(done) if done else "nothing done yet"
+    if rollback_under_way(record):
+        rollback = record["rollback"]
+        text += ", a rollback to %s under way since %s" % (rollback.get("revision") or "?", rollback["started"])
+    return text
 
 
 def abandoned_entry(record, now=None):
@@ -184,7 +221,7 @@ def check_name(kind, name):
 
 
 def merge(record, fields=None, phase=None, wave=None, forget_phases=None, forget_waves=False, now=None,
-          abandon=False):
+          abandon=False, rollback=None):
     """Return a new record with the requested updates applied.
 
     * ``fields``: tag/from/to values; a different ``to_revision`` than the recorded one starts a
@@ -194,6 +231,8 @@ def merge(record, fields=None, phase=None, wave=None, forget_phases=None, forget
     * ``phase``: marks a phase done; the first completion time is kept, so a re-run changes nothing.
     * ``wave``: ``{name, namespaces, workloads, status: started|done}``; lists are merged.
     * ``forget_phases`` / ``forget_waves``: what a rollback undoes.
+    * ``rollback``: ``{revision, namespaces}``, a rollback starts (recorded before it moves anything; the first
+      start time is kept, namespaces are merged).  Recording phase ``rollback`` (done) ends it.
     """
     now = now or utc_now()
     new = copy.deepcopy(record)
@@ -225,9 +264,22 @@ def merge(record, fields=None, phase=None, wave=None, forget_phases=None, forget
         new["phases"].pop(name, None)
     if forget_waves:
         new["waves"] = {}
+    if rollback:
+        revision = rollback.get("revision")
+        if not revision or not NAME_RE.match(str(revision)):
+            raise UpgradeStateError("a rollback needs the revision it goes back to, not %r" % (revision,))
+        namespaces = [str(ns) for ns in rollback.get("namespaces") or []]
+        if any("," in ns for ns in namespaces):
+            raise UpgradeStateError("rollback namespaces may not contain ','")
+        entry = new["rollback"] = copy.deepcopy(new.get("rollback")) or new_rollback()
+        entry["revision"] = str(revision)
+        entry["namespaces"] = sorted(set(entry["namespaces"] or []) | set(namespaces))
+        entry["started"] = entry["started"] or now
     if phase:
         check_name("phase", phase)
         new["phases"].setdefault(phase, now)
+        if phase == "rollback":
+            new["rollback"] = None
     if wave:
         name = check_name("wave", wave.get("name"))
         status = wave.get("status") or "done"
@@ -257,6 +309,7 @@ def public(record, exists, name, namespace):
         moved.update(wave.get("namespaces") or [])
     out["moved_namespaces"] = sorted(moved)
     out["in_progress"] = in_progress(record)
+    out["rollback_under_way"] = rollback_under_way(record)
     return out
 
 

@@ -273,6 +273,14 @@ plan:
     record_update:
       description: The istio_upgrade_state arguments that record the phase.
       type: dict
+    record_start:
+      description:
+        - The istio_upgrade_state arguments to write before the phase changes the mesh, or null. A rollback that
+          moves anything records that it started (C(rollback) - C(revision), C(namespaces)), so that a rollback
+          stopped before it records its end leaves a record that says so; the phases that carry the upgrade
+          forward then refuse until a rollback run finishes it.
+      version_added: 1.1.0
+      type: dict
     record:
       description: The upgrade record as the phase sees it (as istio_upgrade_state returns it).
       type: dict

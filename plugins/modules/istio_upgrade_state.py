@@ -87,6 +87,26 @@ options:
         type: str
         choices: [started, done]
         default: done
+  rollback:
+    description:
+      - A rollback starts, recorded before it moves the tag back (C(rollback.started), C(rollback.revision),
+        C(rollback.namespaces) in the record). While it is recorded, the record says that the tag and the workloads
+        it moves back may be on either revision, and the phases that carry the upgrade forward refuse to run until
+        a rollback run finishes it.
+      - Recording O(phase=rollback) (the rollback done) removes it.
+      - The first start time is kept and namespaces are merged, so recording it again changes nothing.
+    version_added: 1.1.0
+    type: dict
+    suboptions:
+      revision:
+        description: The revision the tag goes back to (the old revision).
+        type: str
+        required: true
+      namespaces:
+        description: The namespaces the rollback moves back.
+        type: list
+        elements: str
+        default: []
   forget_phases:
     description: Phases to remove from the record (a rollback undoes C(tag), C(gateways) and C(verify)).
     type: list
@@ -141,6 +161,13 @@ EXAMPLES = r"""
   meshops.istio.istio_upgrade_state_info:
   register: upgrade
 
+- name: A rollback starts (recorded before the tag moves back, so that the record stays true if it stops)
+  meshops.istio.istio_upgrade_state:
+    to_revision: 1-15-4
+    rollback:
+      revision: 1-14-6
+      namespaces: [bar, istio-ingress]
+
 - name: After a rollback, forget what was undone
   meshops.istio.istio_upgrade_state:
     phase: rollback
@@ -158,7 +185,7 @@ upgrade:
   sample: {"exists": true, "name": "meshops-istio-upgrade", "namespace": "istio-system", "tag": "default",
            "from_revision": "1-14-6", "from_version": "1.14.6", "to_revision": "1-15-4", "to_version": "1.15.4",
            "phases": {"precheck": "2026-11-21T23:59:01Z"}, "waves": {}, "waves_started": [], "waves_done": [],
-           "moved_namespaces": []}
+           "moved_namespaces": [], "rollback": null, "rollback_under_way": false}
 changes:
   description: The ConfigMap created, updated or deleted (or that would be, in check mode), with the action.
   returned: always
@@ -191,6 +218,13 @@ ARGUMENT_SPEC = dict(
             status=dict(type="str", choices=["started", "done"], default="done"),
         ),
     ),
+    rollback=dict(
+        type="dict",
+        options=dict(
+            revision=dict(type="str", required=True),
+            namespaces=dict(type="list", elements="str", default=[]),
+        ),
+    ),
     forget_phases=dict(type="list", elements="str", default=[]),
     forget_waves=dict(type="bool", default=False),
     abandon=dict(type="bool", default=False),
@@ -205,7 +239,7 @@ def run(module):
         module.client, name, namespace, absent=params["state"] == "absent", check_mode=module.check_mode,
         fields=dict((key, params.get(key)) for key in STATE_FIELDS), phase=params.get("phase"),
         wave=params.get("wave"), forget_phases=params.get("forget_phases"), forget_waves=params.get("forget_waves"),
-        abandon=params.get("abandon"))
+        abandon=params.get("abandon"), rollback=params.get("rollback"))
     result = dict(changed=update.changed, upgrade=record,
                   changes=update.changes("ConfigMap", name, namespace))
     if module.diff:

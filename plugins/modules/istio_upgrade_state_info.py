@@ -113,6 +113,19 @@ upgrade:
         rolled back.
       type: bool
       sample: true
+    rollback:
+      description:
+        - A rollback under way (recorded as started before it moved the tag back, not yet recorded done), or null -
+          C(started), C(revision) (the revision the tag goes back to) and C(namespaces) (what it moves back).
+        - While it is set, the tag and those workloads may be on either revision; run the rollback again to finish it.
+      version_added: 1.1.0
+      type: dict
+      sample: {"started": "2026-11-22T00:09:12Z", "revision": "1-14-6", "namespaces": ["bar", "istio-ingress"]}
+    rollback_under_way:
+      description: Whether a rollback was started and not finished (its run was interrupted or failed).
+      version_added: 1.1.0
+      type: bool
+      sample: false
     abandoned:
       description: The records of abandoned upgrades (their ConfigMap data and C(abandoned_at)), oldest first.
       type: list

@@ -62,6 +62,7 @@ class Soak:
         half = max(1, len(self.namespaces) // 2)
         self.waves = [{"name": "wave1", "namespaces": self.namespaces[:half]},
                       {"name": "wave2", "namespaces": self.namespaces[half:]}]
+        self.load = []  # the machine's 1-minute load average, every 5 s
         self._stop_watch = threading.Event()
         self._watcher = threading.Thread(target=self._watch, daemon=True)
         self._watcher.start()
@@ -77,6 +78,7 @@ class Soak:
     def _watch(self):
         """Continuously: no pod without its sidecar, ever."""
         while not self._stop_watch.wait(5):
+            self.load.append(os.getloadavg()[0])
             try:
                 self.violation("continuous", inv.without_sidecar(self.sim, self.recorder))
             except Exception as exc:  # an outage: the next round reads again
@@ -106,10 +108,10 @@ class Soak:
             self.durations.append((took, tags, self.cycles + 1))
             entries = self.audit.entries(mark)
             self.violation("%s (cycle %d)" % (tags, self.cycles + 1), inv.restarted_twice(entries))
-            if res.rc == 0:
-                # a failed run may leave the record behind the cluster (a rollback that moved the tag back and
-                # lost the API server before recording it): checked once the phase group has completed
-                self.violation("%s (cycle %d)" % (tags, self.cycles + 1), self._read(lambda: inv.record_true(self.sim)))
+            # the record is true to the cluster after every run, a failed one too (a rollback records that it is
+            # under way before it moves the tag back); a failed run's lease may outlive it until it expires
+            self.violation("%s (cycle %d)" % (tags, self.cycles + 1),
+                           self._read(lambda: inv.record_true(self.sim, lease_free=res.rc == 0)))
             print("  %-22s %-7s rc=%d %5.1fs%s" % (tags, revision, res.rc, took,
                                                    " (attempt %d)" % attempt if attempt > 1 else ""), flush=True)
             message = rs.error_text(res)
@@ -233,6 +235,8 @@ def main(argv=None):
         "faults_injected": dict(faults, outages_started=soak.outages),
         "invariant_violations": len(soak.violations), "violations": soak.violations,
         "slowest_phase": {"tags": slowest[1], "seconds": round(slowest[0], 1), "cycle": slowest[2]},
+        "machine": {"cpus": os.cpu_count(), "load_1min_mean": round(sum(soak.load) / len(soak.load), 1) if soak.load else None,
+                    "load_1min_max": round(max(soak.load), 1) if soak.load else None},
     }
     print("\n=== soak ===")
     print("cycles completed:      %d (%d ansible-playbook runs, %d re-run after a fault)" % (
@@ -240,6 +244,9 @@ def main(argv=None):
     print("faults injected:       %s" % ", ".join("%s=%s" % kv for kv in sorted(figures["faults_injected"].items())))
     print("invariant violations:  %d%s" % (len(soak.violations), "".join("\n  " + v for v in soak.violations)))
     print("slowest phase:         %s, %.1fs (cycle %d)" % (slowest[1], slowest[0], slowest[2]))
+    print("wall time:             %.1f minutes (seed %d)" % (figures["minutes"], args.seed))
+    print("machine load:          1-minute load average mean %s, max %s on %s CPUs" % (
+        figures["machine"]["load_1min_mean"], figures["machine"]["load_1min_max"], figures["machine"]["cpus"]))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(figures, fh, indent=2, sort_keys=True)

@@ -25,20 +25,13 @@ import reliability_support as rs  # noqa: E402
 WAIT = 900  # istio_canary_wait_timeout where a test proves that a failure is named before the timeout
 
 
-def _started(sim, *args, scenario="blog", **kw):
-    sim = rs.Sim(sim, scenario=scenario, audit=True, args=list(args), **kw)
-    return sim
-
-
 def _stats(sim):
     return sim.get("/kubesim/stats")
 
 
 def test_full_upgrade_under_conflicts(tmp_path):
-    sim = _started(tmp_path, "--conflict-rate", "0.2")
-    recorder = rs.PodRecorder(sim)
-    try:
-        audit = rs.AuditLog(sim.audit_path)
+    with inv.watched(tmp_path, scenario="blog", install=False, args=["--conflict-rate", "0.2"]) as cluster:
+        sim, audit = cluster.sim, cluster.audit
         runs = []
         for tags in rs.UPGRADE_STEPS:
             mark = audit.mark()
@@ -48,35 +41,20 @@ def test_full_upgrade_under_conflicts(tmp_path):
         rs.assert_final_state(sim)
         conflicts = sum(1 for e in audit.entries() if str(e.get("code")) == "409")
         assert conflicts > 0, "no conflict was injected: the test proves nothing (%s)" % _stats(sim).get("faults")
-        problems = inv.check_all(sim, recorder, runs)
-        assert not problems, problems
+        cluster.assert_invariants(runs)
         print("409 conflicts answered during the upgrade: %d" % conflicts)
-    finally:
-        recorder.stop()
-        sim.stop()
 
 
-def _large(tmp_path, *args):
-    sim = rs.Sim(tmp_path, scenario="large", pod_ready_seconds=1.5, audit=True,
-                 args=["--namespaces", 2, "--deployments", 4, "--replicas", 2] + list(args))
-    namespaces = [ns for ns in sim.mesh_namespaces() if ns != "istio-ingress"]
-    return sim, namespaces
-
-
-def _wave(sim, namespaces, **kw):
+def _wave(cluster, **kw):
     kw.setdefault("istio_canary_concurrency", 2)
-    return rs.upgrade_vars(sim, waves=[{"name": "wave1", "namespaces": namespaces}], istio_canary_gateways=[], **kw)
+    return cluster.wave_vars(**kw)
 
 
 def test_api_server_outage_mid_wave(tmp_path):
-    sim, namespaces = _large(tmp_path)
-    recorder = None
-    try:
-        rs.install_and_tag(tmp_path, sim)
-        recorder = rs.PodRecorder(sim)
-        audit = rs.AuditLog(sim.audit_path)
+    with inv.watched(tmp_path) as cluster:
+        sim, audit, namespaces = cluster.sim, cluster.audit, cluster.namespaces
         mark = audit.mark()
-        proc, log = rs.start_playbook(tmp_path, "wave1", _wave(sim, namespaces, istio_canary_wait_timeout=120),
+        proc, log = rs.start_playbook(tmp_path, "wave1", _wave(cluster, istio_canary_wait_timeout=120),
                                       log_name="outage.log")
         rs.wait_for(lambda: rs.restart_patches(audit.entries(mark)) or proc.poll() is not None, timeout=180,
                     what="the wave's first restart")
@@ -91,7 +69,7 @@ def test_api_server_outage_mid_wave(tmp_path):
             # allowed: a clear failure (which workloads, why), then a re-run completes the wave
             assert "Wave wave1 failed" in out and ("Cannot reach" in out or "timeout after" in out), out[-5000:]
             mark = audit.mark()
-            rerun = rs.run_playbook(tmp_path, "wave1", _wave(sim, namespaces))
+            rerun = rs.run_playbook(tmp_path, "wave1", _wave(cluster))
             assert rerun.rc == 0, rerun
             runs = [first, audit.entries(mark)]
         else:
@@ -100,26 +78,17 @@ def test_api_server_outage_mid_wave(tmp_path):
         assert rs.rollouts_complete(sim, namespaces)
         plane = rs.data_plane(sim, namespaces)
         assert all(imgs == [rs.PROXY_IMAGE % rs.NEW_VERSION] * 2 for imgs in plane.values()), plane
-        problems = inv.check_all(sim, recorder, runs)
-        assert not problems, problems
+        cluster.assert_invariants(runs)
         assert inv.record_data(sim).get("wave.wave1.done")
-    finally:
-        if recorder:
-            recorder.stop()
-        sim.stop()
 
 
 def test_tokens_expiring_mid_wave_are_renewed_before_they_expire(tmp_path):
-    sim, namespaces = _large(tmp_path, "--token-ttl", "6")
-    recorder = None
-    try:
+    with inv.watched(tmp_path, args=["--token-ttl", "6"]) as cluster:
+        sim, audit = cluster.sim, cluster.audit
         assert sim.user_entry.get("exec"), "kubesim --token-ttl writes an exec credential plugin"
-        rs.install_and_tag(tmp_path, sim)
-        recorder = rs.PodRecorder(sim)
-        audit = rs.AuditLog(sim.audit_path)
         mark = audit.mark()
         before = _stats(sim)["faults"]
-        res = rs.run_playbook(tmp_path, "wave1", _wave(sim, namespaces, istio_canary_concurrency=1))
+        res = rs.run_playbook(tmp_path, "wave1", _wave(cluster, istio_canary_concurrency=1))
         assert res.rc == 0, res
         after = _stats(sim)["faults"]
         print("tokens issued during the wave: %d, expired tokens sent: %d" % (
@@ -128,27 +97,18 @@ def test_tokens_expiring_mid_wave_are_renewed_before_they_expire(tmp_path):
         # no request went out with an expired token: the client honours the token's expiry (before, it kept a
         # token 10 s whatever its expiry, and recovered from the 401s)
         assert after["expired_tokens"] == before["expired_tokens"], (before, after)
-        assert rs.rollouts_complete(sim, namespaces)
-        problems = inv.check_all(sim, recorder, [audit.entries(mark)])
-        assert not problems, problems
-    finally:
-        if recorder:
-            recorder.stop()
-        sim.stop()
+        assert rs.rollouts_complete(sim, cluster.namespaces)
+        cluster.assert_invariants([audit.entries(mark)])
 
 
 def test_a_quota_that_blocks_the_wave_is_named_at_once_and_the_wave_completes_once_raised(tmp_path):
-    sim = _started(tmp_path)
-    recorder = None
-    try:
-        rs.install_and_tag(tmp_path, sim)
+    with inv.watched(tmp_path, scenario="blog") as cluster:
+        sim, audit = cluster.sim, cluster.audit
         quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "pods", "namespace": "bar"},
                  "spec": {"hard": {"pods": "2"}}}
         sim.request("POST", "/api/v1/namespaces/bar/resourcequotas", quota)
         rs.wait_for(lambda: (sim.get("/api/v1/namespaces/bar/resourcequotas/pods").get("status") or {}).get("hard"),
                     timeout=30, what="the quota controller")
-        recorder = rs.PodRecorder(sim)
-        audit = rs.AuditLog(sim.audit_path)
         mark = audit.mark()
         res = rs.run_playbook(tmp_path, "wave1", rs.upgrade_vars(sim, istio_canary_wait_timeout=WAIT))
         assert res.rc != 0, res
@@ -157,8 +117,7 @@ def test_a_quota_that_blocks_the_wave_is_named_at_once_and_the_wave_completes_on
         assert "bar/Deployment/bar" in msg and "timeout after" not in msg, msg
         record = inv.record_data(sim)
         assert record.get("wave.wave1.started") and not record.get("wave.wave1.done"), record
-        problems = inv.check_all(sim, recorder, [audit.entries(mark)])
-        assert not problems, problems
+        cluster.assert_invariants([audit.entries(mark)])
         # raised: the same wave completes (the workload restarted by the failed run is only waited for)
         quota["spec"]["hard"]["pods"] = "3"
         current = sim.get("/api/v1/namespaces/bar/resourcequotas/pods")
@@ -170,22 +129,13 @@ def test_a_quota_that_blocks_the_wave_is_named_at_once_and_the_wave_completes_on
         assert rs.data_plane(sim, ["bar"]) == {"bar/bar": [rs.PROXY_IMAGE % rs.NEW_VERSION] * 2}
         both = rs.restart_patches(audit.entries(mark) + audit.entries(mark2))
         assert both == {"bar/bar": 1}, both
-        problems = inv.check_all(sim, recorder, [audit.entries(mark2)])
-        assert not problems, problems
-    finally:
-        if recorder:
-            recorder.stop()
-        sim.stop()
+        cluster.assert_invariants([audit.entries(mark2)])
 
 
 def test_a_proxy_image_missing_from_the_registry_is_named(tmp_path):
     image = rs.PROXY_IMAGE % rs.NEW_VERSION
-    sim = _started(tmp_path, "--missing-image", image)
-    recorder = None
-    try:
-        rs.install_and_tag(tmp_path, sim)
-        recorder = rs.PodRecorder(sim)
-        audit = rs.AuditLog(sim.audit_path)
+    with inv.watched(tmp_path, scenario="blog", args=["--missing-image", image]) as cluster:
+        sim, audit = cluster.sim, cluster.audit
         mark = audit.mark()
         res = rs.run_playbook(tmp_path, "wave1", rs.upgrade_vars(sim, istio_canary_wait_timeout=WAIT))
         assert res.rc != 0, res
@@ -196,9 +146,4 @@ def test_a_proxy_image_missing_from_the_registry_is_named(tmp_path):
         # the old pods still serve (maxUnavailable 0): nothing lost its sidecar, the record says started only
         record = inv.record_data(sim)
         assert record.get("wave.wave1.started") and not record.get("wave.wave1.done"), json.dumps(record)
-        problems = inv.check_all(sim, recorder, [audit.entries(mark)])
-        assert not problems, problems
-    finally:
-        if recorder:
-            recorder.stop()
-        sim.stop()
+        cluster.assert_invariants([audit.entries(mark)])

@@ -19,36 +19,23 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reliability_invariants as inv  # noqa: E402
 import reliability_support as rs  # noqa: E402
 
-NAMESPACES, DEPLOYMENTS, REPLICAS = 2, 4, 2
-
-
-def _large(tmp_path, pod_ready_seconds=1.5):
-    sim = rs.Sim(tmp_path, scenario="large", pod_ready_seconds=pod_ready_seconds, audit=True,
-                 args=["--namespaces", NAMESPACES, "--deployments", DEPLOYMENTS, "--replicas", REPLICAS])
-    namespaces = [ns for ns in sim.mesh_namespaces() if ns != "istio-ingress"]
-    return sim, namespaces
-
 
 def _lease(sim):
     return {k[len("lease."):]: v for k, v in inv.record_data(sim).items()
             if k.startswith("lease.") and not k.startswith("lease.log.")}
 
 
-def _wave_vars(sim, namespaces, **kw):
+def _wave_vars(cluster, **kw):
     # concurrency 1: the wave lasts long enough for a second run to meet it
-    return rs.upgrade_vars(sim, waves=[{"name": "wave1", "namespaces": namespaces}], istio_canary_gateways=[],
-                           istio_canary_concurrency=1, **kw)
+    return cluster.wave_vars(istio_canary_concurrency=1, **kw)
 
 
 def test_a_second_run_refuses_while_the_first_holds_the_lease(tmp_path):
-    sim, namespaces = _large(tmp_path, pod_ready_seconds=3)  # a wave long enough for the second run to meet it
-    recorder = None
-    try:
-        rs.install_and_tag(tmp_path, sim)
-        recorder = rs.PodRecorder(sim)
-        audit = rs.AuditLog(sim.audit_path)
+    # pods ready after 3 s: a wave long enough for the second run to meet it
+    with inv.watched(tmp_path, pod_ready_seconds=3) as cluster:
+        sim, audit, namespaces = cluster.sim, cluster.audit, cluster.namespaces
         mark = audit.mark()
-        first, log = rs.start_playbook(tmp_path, "wave1", _wave_vars(sim, namespaces), log_name="first.log")
+        first, log = rs.start_playbook(tmp_path, "wave1", _wave_vars(cluster), log_name="first.log")
         rs.wait_for(lambda: (rs.restart_patches(audit.entries(mark)) and _lease(sim)) or first.poll() is not None,
                     timeout=180, what="the first run's lease and first restart")
         assert first.poll() is None, "the first run ended too early:\n" + open(log).read()[-3000:]
@@ -56,7 +43,7 @@ def test_a_second_run_refuses_while_the_first_holds_the_lease(tmp_path):
         assert held["pid"] == str(first.pid), (held, first.pid)  # ansible-playbook's own pid
         assert held["inventory_host"] == "sandbox" and held["phase"] == "wave1", held
 
-        second = rs.run_playbook(tmp_path, "wave1", _wave_vars(sim, namespaces))
+        second = rs.run_playbook(tmp_path, "wave1", _wave_vars(cluster))
         assert second.rc != 0, second
         msg = rs.error_text(second)
         for part in ("leased to another run", "sandbox, run from controller %s (pid %s" % (held["controller_host"], first.pid),
@@ -71,27 +58,19 @@ def test_a_second_run_refuses_while_the_first_holds_the_lease(tmp_path):
         # the first run finished the wave alone: every workload moved once, the lease given back
         assert rs.rollouts_complete(sim, namespaces)
         plane = rs.data_plane(sim, namespaces)
-        assert all(imgs == [rs.PROXY_IMAGE % rs.NEW_VERSION] * REPLICAS for imgs in plane.values()), plane
-        assert len(rs.restart_patches(entries)) == NAMESPACES * DEPLOYMENTS
-        problems = inv.check_all(sim, recorder, [entries])
-        assert not problems, problems
+        replicas = inv.LARGE["replicas"]
+        assert all(imgs == [rs.PROXY_IMAGE % rs.NEW_VERSION] * replicas for imgs in plane.values()), plane
+        assert len(rs.restart_patches(entries)) == inv.LARGE["namespaces"] * inv.LARGE["deployments"]
+        cluster.assert_invariants([entries])
         assert inv.record_data(sim).get("wave.wave1.done")
-    finally:
-        if recorder:
-            recorder.stop()
-        sim.stop()
 
 
 def test_a_killed_run_keeps_its_lease_until_it_expires_then_a_new_run_takes_over(tmp_path):
-    sim, namespaces = _large(tmp_path)
-    recorder = None
     ttl = 40
-    try:
-        rs.install_and_tag(tmp_path, sim)
-        recorder = rs.PodRecorder(sim)
-        audit = rs.AuditLog(sim.audit_path)
+    with inv.watched(tmp_path) as cluster:
+        sim, audit, namespaces = cluster.sim, cluster.audit, cluster.namespaces
         mark = audit.mark()
-        proc, log = rs.start_playbook(tmp_path, "wave1", _wave_vars(sim, namespaces, istio_canary_lease_ttl=ttl),
+        proc, log = rs.start_playbook(tmp_path, "wave1", _wave_vars(cluster, istio_canary_lease_ttl=ttl),
                                       log_name="killed.log")
         rs.wait_for(lambda: rs.restart_patches(audit.entries(mark)) or proc.poll() is not None,
                     timeout=180, what="the wave's first restart")
@@ -107,7 +86,7 @@ def test_a_killed_run_keeps_its_lease_until_it_expires_then_a_new_run_takes_over
         assert held.get("pid") == str(proc.pid), held
 
         # at once: refused, naming the dead run and when its lease expires
-        refused = rs.run_playbook(tmp_path, "wave1", _wave_vars(sim, namespaces))
+        refused = rs.run_playbook(tmp_path, "wave1", _wave_vars(cluster))
         assert refused.rc != 0, refused
         msg = rs.error_text(refused)
         assert "leased to another run" in msg and "pid %s" % proc.pid in msg, msg
@@ -119,18 +98,13 @@ def test_a_killed_run_keeps_its_lease_until_it_expires_then_a_new_run_takes_over
         rs.wait_for(lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) > expires, timeout=ttl + 30,
                     what="the lease's expiry")
         mark2 = audit.mark()
-        rerun = rs.run_playbook(tmp_path, "wave1", _wave_vars(sim, namespaces))
+        rerun = rs.run_playbook(tmp_path, "wave1", _wave_vars(cluster))
         assert rerun.rc == 0, rerun
         log_entries = inv.lease_log(sim)
         assert [e["event"] for e in log_entries] == ["taken over after expiry"], log_entries
         assert log_entries[0]["previous"]["pid"] == str(proc.pid)
         assert rs.rollouts_complete(sim, namespaces)
-        problems = inv.check_all(sim, recorder, [killed_entries, audit.entries(mark2)])
-        assert not problems, problems
+        cluster.assert_invariants([killed_entries, audit.entries(mark2)])
         # the re-run restarted only what the killed run had not (nothing twice across both runs)
         both = rs.restart_patches(killed_entries + audit.entries(mark2))
         assert all(n == 1 for n in both.values()), both
-    finally:
-        if recorder:
-            recorder.stop()
-        sim.stop()

@@ -212,3 +212,63 @@ def test_absent_deletes_once():
     assert mod.run(params(state="absent"), store, diff=True)["changed"]
     assert not store.objects
     assert not mod.run(params(state="absent"), store)["changed"]
+
+
+# --- a rollback under way (recorded before it moves the tag back; the record stays true if it stops) ----------
+
+UPGRADED = dict(tag="default", from_revision="1-14-6", from_version="1.14.6", to_revision="1-15-4", to_version="1.15.4")
+
+
+def _upgraded():
+    record = us.merge(us.empty_record(), fields=UPGRADED, phase="tag", now=T1)
+    return us.merge(record, wave=dict(name="wave1", namespaces=["bar"], workloads=["bar/Deployment/bar"]), now=T1)
+
+
+def test_a_rollback_start_is_kept_until_the_rollback_is_recorded_done():
+    started = us.merge(_upgraded(), rollback=dict(revision="1-14-6", namespaces=["bar", "istio-ingress"]), now=T1)
+    data_ = us.render(started)
+    assert data_["rollback.started"] == T1 and data_["rollback.revision"] == "1-14-6"
+    assert data_["rollback.namespaces"] == "bar,istio-ingress"
+    assert us.parse(data_)["rollback"] == {"started": T1, "revision": "1-14-6", "namespaces": ["bar", "istio-ingress"]}
+    assert all(us.owned_key(k) for k in data_)
+    # under way: the upgrade is not over, and messages say so
+    assert us.rollback_under_way(started) and us.in_progress(started) and not us.finished(started)
+    assert "a rollback to 1-14-6 under way since %s" % T1 in us.progress_text(started)
+    assert us.public(started, True, "n", "ns")["rollback_under_way"] is True
+    # a re-run records it again: the first start time is kept, namespaces merged
+    again = us.merge(started, rollback=dict(revision="1-14-6", namespaces=["foo"]), now=T2)
+    assert again["rollback"] == {"started": T1, "revision": "1-14-6", "namespaces": ["bar", "foo", "istio-ingress"]}
+    # recorded done: the marker goes with what the rollback undid
+    done = us.merge(again, phase="rollback", forget_phases=["tag", "gateways", "verify"], forget_waves=True, now=T2)
+    assert done["rollback"] is None and not any(k.startswith("rollback.") for k in us.render(done))
+    assert us.finished(done) and not us.in_progress(done)
+    assert us.public(done, True, "n", "ns")["rollback_under_way"] is False
+
+
+def test_a_rollback_start_without_its_revision_is_refused():
+    for bad in (dict(namespaces=["bar"]), dict(revision="1.14.6"), dict(revision="1-14-6", namespaces=["a,b"])):
+        with pytest.raises(us.UpgradeStateError):
+            us.merge(_upgraded(), rollback=bad)
+
+
+def test_module_records_the_rollback_start_once_and_its_end_removes_it():
+    store = Store()
+    mod.run(params(**dict(UPGRADED, phase="tag")), store)
+    start = params(to_revision="1-15-4", rollback=dict(revision="1-14-6", namespaces=["bar"]))
+    # check mode: nothing written
+    before = copy.deepcopy(store.objects)
+    result = mod.run(start, store, check_mode=True, diff=True)
+    assert result["changed"] and store.objects == before
+    assert result["diff"]["after"]["rollback.revision"] == "1-14-6" and "rollback.revision" not in result["diff"]["before"]
+    first = mod.run(start, store)
+    assert first["changed"] and first["upgrade"]["rollback_under_way"]
+    assert data(store)["rollback.revision"] == "1-14-6" and data(store)["rollback.namespaces"] == "bar"
+    assert "phase.tag" in data(store)  # what was done stays recorded until the rollback is
+    writes = store.writes
+    assert not mod.run(start, store)["changed"] and store.writes == writes
+    # the info module shows it
+    assert Modules(info_mod).run(params(), store)["upgrade"]["rollback"]["revision"] == "1-14-6"
+    end = mod.run(params(to_revision="1-15-4", phase="rollback", forget_phases=["tag", "gateways", "verify"],
+                         forget_waves=True), store)
+    assert end["changed"] and not end["upgrade"]["rollback_under_way"]
+    assert not [k for k in data(store) if k.startswith("rollback.") or k == "phase.tag"]
