@@ -121,6 +121,14 @@ class Cluster:
     def stats_total(self) -> dict:
         return self.sim.stats()
 
+    def cpu_s(self) -> float:
+        """CPU seconds the simulator's process has used so far (user + system, from /proc)."""
+        try:
+            fields = Path(f"/proc/{self.sim.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (AttributeError, OSError, ValueError, IndexError):
+            return float("nan")
+
     # -- what the cluster holds -------------------------------------------------------------
     def _items(self, path: str) -> list:
         out, cont = [], None
@@ -263,6 +271,7 @@ class Bench:
     # -- contenders -----------------------------------------------------------------------
     def module(self, cl: Cluster, concurrency: int, progress: bool = False) -> dict:
         before = cl.stats_total()
+        sim_cpu = cl.cpu_s()
         extra = {"bench_kubeconfig": cl.kubeconfig, "bench_namespaces": cl.ns_names,
                  "bench_concurrency": concurrency, "bench_wait_timeout": self.a.wait_timeout}
         if progress:
@@ -270,6 +279,7 @@ class Bench:
             extra["bench_progress"] = {"label": "wave1", "interval": 10}
         wall, _, modules, result = self.playbook(cl, "rollout_restart.yml", extra)
         after = cl.stats_total()
+        sim_cpu = cl.cpu_s() - sim_cpu
         t_done = wall + cl.wait_settled(cl.workloads, NEW_VERSION, timeout=self.a.wait_timeout)
         mod = [m for m in modules if any("rollout_restart" in x for x in m["argv"])] or modules
         summary, slowest = None, None
@@ -280,7 +290,7 @@ class Bench:
         except (TypeError, KeyError, IndexError, ValueError):
             pass
         return {"wall_s": wall, "done_s": t_done, "module_s": mod[0]["wall"] if mod else None,
-                "ansible_cpu_s": self.last_cpu,
+                "ansible_cpu_s": self.last_cpu, "sim_cpu_s": sim_cpu,
                 "module_cpu_s": mod[0].get("cpu") if mod else None,
                 "rss_mb": (mod[0]["maxrss_kb"] / 1024.0) if mod else None, "requests": stats_delta(before, after),
                 "measured": len(cl.workloads), "extrapolated": False, "summary": summary,
@@ -434,10 +444,13 @@ def run_size(b: Bench, n: int, memory_only: bool = False) -> dict:
     if a.contenders:
         wanted = set(a.contenders.split(","))
         contenders = [c for c in contenders if c in wanted or (c == "reference" and "kubectl_loop" in wanted)]
-    # the contenders of the 1.3x target run `--repeat` times, interleaved so that a drift of the machine's
-    # load hits them alike; each is reported by its median run (by done time) with the spread of all
+    # the contenders of the 1.3x target (and the progress on/off pair) run `--repeat` times, interleaved so that
+    # a drift of the machine's load hits them alike; each is reported by its median run (by done time) with the
+    # spread of all
     repeated = [c for c in contenders if c in REPEATED]
-    schedule = [(c, i) for i in range(max(1, a.repeat)) for c in repeated] + \
+    # in ABBA order (every other round reversed), so that a load that rises or falls through the rounds
+    # favours neither the first nor the last contender of a round
+    schedule = [(c, i) for i in range(max(1, a.repeat)) for c in (repeated if i % 2 == 0 else repeated[::-1])] + \
         [(c, 0) for c in contenders if c not in REPEATED]
     runs: dict = {}
     for name, rep in schedule:
@@ -484,7 +497,7 @@ def run_size(b: Bench, n: int, memory_only: bool = False) -> dict:
         r = dict(ordered[(len(ordered) - 1) // 2])  # the median (the lower one of an even count)
         if len(rs) > 1:
             r["runs"] = [dict({k: x.get(k) for k in ("done_s", "wall_s", "module_s", "module_cpu_s", "ansible_cpu_s",
-                                                     "slowest_workload_s", "load")},
+                                                     "sim_cpu_s", "slowest_workload_s", "load")},
                               requests=x["requests"]["total"]) for x in rs]
         res["contenders"][name] = r
     res["load_after"] = loadavg()
@@ -494,8 +507,9 @@ def run_size(b: Bench, n: int, memory_only: bool = False) -> dict:
 def describe(r: dict) -> str:
     s = f"done in {r['done_s']:.1f} s"
     if r.get("module_s") is not None:
-        s += (f" (module process {r['module_s']:.1f} s, {r.get('module_cpu_s') or 0:.1f} s CPU, "
-              f"ansible-playbook {r['wall_s']:.1f} s, {r.get('ansible_cpu_s') or 0:.1f} s CPU in all")
+        s += (f" (module process {r['module_s']:.1f} s, {r.get('module_cpu_s') or 0:.2f} s CPU, "
+              f"ansible-playbook {r['wall_s']:.1f} s, {r.get('ansible_cpu_s') or 0:.2f} s CPU in all, "
+              f"simulator {r.get('sim_cpu_s') or 0:.2f} s CPU")
         if r.get("slowest_workload_s") is not None:
             s += f", slowest workload restart-to-verified {r['slowest_workload_s']:.1f} s"
         s += ")"
@@ -533,11 +547,17 @@ def ratios(res: dict) -> dict:
         out["progress_overhead_pct"] = 100.0 * (c["module_progress"]["done_s"] / c["module_tuned"]["done_s"] - 1)
         # CPU is what the progress costs on a loaded machine: medians over the runs, module and whole run
         for key, name in (("module_cpu_s", "progress_module_cpu_overhead_pct"),
-                          ("ansible_cpu_s", "progress_ansible_cpu_overhead_pct")):
+                          ("ansible_cpu_s", "progress_ansible_cpu_overhead_pct"),
+                          ("sim_cpu_s", "progress_simulator_cpu_overhead_pct")):
             cpus = [sorted(x.get(key) or 0 for x in (c[m].get("runs") or [c[m]]))
                     for m in ("module_progress", "module_tuned")]
             if all(cpus) and cpus[1][(len(cpus[1]) - 1) // 2]:
                 out[name] = 100.0 * (cpus[0][(len(cpus[0]) - 1) // 2] / cpus[1][(len(cpus[1]) - 1) // 2] - 1)
+    if c.get("module_progress", {}).get("runs") and c.get("module_tuned", {}).get("runs"):
+        # round by round (each round ran both, back to back): the median of the rounds' ratios
+        pairs = sorted(p["done_s"] / t["done_s"] for p, t in zip(c["module_progress"]["runs"],
+                                                                  c["module_tuned"]["runs"]))
+        out["progress_overhead_paired_median_pct"] = 100.0 * (pairs[(len(pairs) - 1) // 2] - 1)
     for mod in ("module_default", "module_tuned", "module_progress"):
         if c.get(mod):
             req = c[mod]["requests"]["total"]

@@ -3,19 +3,27 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin of meshops.istio.rollout_restart: prints the rollout's live progress while the module runs.
 
-The module does the work and returns once, at the end.  With ``progress`` set it also publishes its progress on
-the cluster (module_utils/progress.py); this plugin runs the module as usual and, meanwhile, reads that progress
-once a second from a thread of the worker process and prints its lines with ``Display.display``.  A worker's
-display is sent to the controller's main process, which prints it at once: in ansible-playbook's output, and
-under AWX (ansible-runner's awx_display callback wraps ``Display.display``) as job events of the job output.
-Which lines to print is decided in module_utils/progress.py (ProgressFollower), not here.
+The module does the work and returns once, at the end.  With ``progress`` set it publishes its progress
+(module_utils/progress.py): into a ConfigMap, and -- when this plugin gives it ``progress.local_file`` -- into a
+file on the controller, rewritten every second.  This plugin runs the module as usual and, meanwhile, reads that
+file once a second from a thread of the worker process and prints its lines with ``Display.display``.  A
+worker's display is sent to the controller's main process, which prints it at once: in ansible-playbook's
+output, and under AWX (ansible-runner's awx_display callback wraps ``Display.display``) as job events of the job
+output.  Which lines to print is decided in module_utils/progress.py (ProgressFollower), not here.
+
+Reading a local file costs the worker no Kubernetes client (importing it cost 0.16-0.26 s of CPU per task, see
+docs/benchmarks.md) and the cluster no request.  Under ``become`` the module may run as a user who cannot write where
+the controller's user reads, so there the plugin reads the ConfigMap instead, through the collection's client.
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import os
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -30,42 +38,75 @@ from ansible_collections.meshops.istio.plugins.module_utils.progress import (
     PROGRESS_CONFIGMAP,
     ProgressFollower,
     read_progress,
+    read_progress_file,
 )
 
 display = Display()
 POLL_SECONDS = 1.0
 
 
-class ProgressPrinter(threading.Thread):
-    """Reads the progress key of this run every second and displays what ProgressFollower says."""
+class FileSource:
+    """The progress entry the module keeps in a file of a private directory on the controller."""
 
-    def __init__(self, args, configmap, namespace, label, follower):
-        super(ProgressPrinter, self).__init__(name='meshops-progress-printer')
-        self.daemon = True
+    def __init__(self):
+        self.directory = tempfile.mkdtemp(prefix='meshops-progress-')
+        self.path = os.path.join(self.directory, 'progress.json')
+
+    def read(self):
+        return read_progress_file(self.path)
+
+    def close(self):
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class ConfigMapSource:
+    """The progress key on the cluster, read with the task's cluster options (used under become)."""
+
+    def __init__(self, args, configmap, namespace, label):
         self.args = args
-        self.client = None
         self.configmap = configmap
         self.namespace = namespace
         self.label = label
-        self.follower = follower
-        self.stop = threading.Event()
+        self.client = None
         self.problem = None
 
-    def poll(self):
+    def read(self):
         if self.problem is not None:
-            return
+            return None
         try:
             if self.client is None:
                 # built here, not before the module starts: importing the kubernetes client takes a while
                 self.client = cluster_client(self.args)
-            entry = read_progress(self.client, self.configmap, self.namespace).get(self.label)
+            return read_progress(self.client, self.configmap, self.namespace).get(self.label)
         except Exception as exc:  # pylint: disable=broad-except
             # the module may still be fine: a read that fails only costs its line
             if self.client is None:
                 self.problem = str(exc)
                 display.warning('rollout_restart: no live progress (%s); the rollout runs all the same' % exc)
-            return
-        for line in self.follower.poll(entry, time.monotonic()):
+            return None
+
+    def close(self):
+        """Close the client and remove the credential files the kubernetes library wrote for it."""
+        try:
+            if self.client is not None:
+                self.client.close()
+        except Exception:  # pylint: disable=broad-except
+            pass
+        forget_credential_files()
+
+
+class ProgressPrinter(threading.Thread):
+    """Reads the progress of this run every second and displays what ProgressFollower says."""
+
+    def __init__(self, source, follower):
+        super(ProgressPrinter, self).__init__(name='meshops-progress-printer')
+        self.daemon = True
+        self.source = source
+        self.follower = follower
+        self.stop = threading.Event()
+
+    def poll(self):
+        for line in self.follower.poll(self.source.read(), time.monotonic()):
             display.display(line)
 
     def run(self):
@@ -74,16 +115,7 @@ class ProgressPrinter(threading.Thread):
                 self.poll()
             self.poll()  # the closing line the module wrote before it returned
         finally:
-            self.release()
-
-    def release(self):
-        """Close the client and remove the credential files the kubernetes library wrote for it."""
-        try:
-            if self.client is not None:
-                self.client.close()
-        except Exception:  # pylint: disable=broad-except
-            pass
-        forget_credential_files()
+            self.source.close()
 
     def finish(self):
         self.stop.set()
@@ -134,10 +166,19 @@ class ActionModule(ActionBase):
         except (TypeError, ValueError):
             return None  # the module says what is wrong with it
         run_id = uuid.uuid4().hex
-        args['progress'] = dict(progress, run_id=run_id)
-        printer = ProgressPrinter(dict(args), progress.get('configmap') or PROGRESS_CONFIGMAP,
-                                  progress.get('namespace') or 'istio-system', progress['label'],
-                                  ProgressFollower(run_id, max(1, interval), host=task_vars.get('inventory_hostname')))
+        source = None
+        if not self._play_context.become:
+            try:
+                source = FileSource()
+                args['progress'] = dict(progress, run_id=run_id, local_file=source.path)
+            except OSError:
+                source = None  # no temporary directory: read the cluster instead
+        if source is None:
+            source = ConfigMapSource(dict(args), progress.get('configmap') or PROGRESS_CONFIGMAP,
+                                     progress.get('namespace') or 'istio-system', progress['label'])
+            args['progress'] = dict(progress, run_id=run_id)
+        printer = ProgressPrinter(source, ProgressFollower(run_id, max(1, interval),
+                                                           host=task_vars.get('inventory_hostname')))
         printer.start()
         return printer
 

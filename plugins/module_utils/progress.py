@@ -12,9 +12,11 @@ own key of a ConfigMap beside the upgrade record (``meshops-istio-upgrade-progre
                "rolling": ["ns-0042/Deployment/app-1", ...], "failures": [], "run_id": "...", ...}'
 
 The ConfigMap is not the upgrade record: the record (and its lease) has one writer per phase, the progress
-another, so they never race for the same object.  The collection's action plugin for rollout_restart reads
-the key while the module runs and prints ``progress_lines`` (in ansible-playbook's output and, through
-ansible-runner's display hook, in AWX's job output); the report and the status phase read it afterwards.
+another, so they never race for the same object.  The report and the status phase read the key afterwards.
+The collection's action plugin for rollout_restart prints ``progress_lines`` while the module runs (in
+ansible-playbook's output and, through ansible-runner's display hook, in AWX's job output): it hands the
+module a file on the controller (``progress.local_file``), which the publisher rewrites with the same entry
+every second, and reads that file -- the controller's worker needs no Kubernetes client for it.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -32,9 +34,12 @@ import time
 from ansible_collections.meshops.istio.plugins.module_utils.errors import AlreadyExists, InvalidInput, MeshopsError, NotFound
 
 PROGRESS_CONFIGMAP = 'meshops-istio-upgrade-progress'
-# Routine writes at most this often; a failure is written at most this soon after it happened.
-WRITE_PERIOD = 2.0
+# The ConfigMap is written at most this often (for the report, the status and watchers; a failure at most
+# URGENT_PERIOD after the write before); the action plugin's local file at most every LOCAL_PERIOD (a failure
+# at once).  Never per pod: one snapshot of the whole rollout per write.
+WRITE_PERIOD = 5.0
 URGENT_PERIOD = 0.5
+LOCAL_PERIOD = 1.0
 # What one line (and one entry) names at most: the key stays small on a wave of thousands.
 ROLLING_SHOWN = 5
 ROLLING_KEPT = 20
@@ -155,14 +160,23 @@ def progress_lines(entry, previous=None, host=None, heartbeat=True):
 
 
 class ProgressPublisher:
-    """Writes a rollout's progress key from a background thread, so the rollout never waits for it.
+    """Publishes a rollout's progress from a background thread, so the rollout never waits for it.
 
-    The runner calls ``offer(snapshot_fn, urgent)`` from its loop: cheap unless a write is due (the
-    snapshot is taken in the runner's thread, where the workloads change; the write happens in ours).
-    A write that fails (RBAC, API trouble) never fails the rollout: it is given up with one warning."""
+    Two places receive the same entry (a JSON object):
+
+    * the progress key of the ConfigMap, at most every ``period`` seconds (a failure at most ``urgent_period``
+      after the write before): for the report, the status phase and anyone watching the ConfigMap;
+    * with ``local_file`` (given by the action plugin when the module runs on the controller), a file the
+      plugin reads to print the lines, rewritten at most every ``local_period`` seconds and at once after a
+      failure: reading it costs the controller no API client and the cluster no request.
+
+    The runner calls ``due(urgent)`` and, when it says so, ``offer(counts)`` from its loop: the snapshot is
+    taken in the runner's thread, where the workloads change; the writes happen in ours.  A write that fails
+    (RBAC, API trouble, a file that cannot be written) never fails the rollout: that place is given up with
+    one warning."""
 
     def __init__(self, client, name, namespace, label, run_id=None, by=None, clock=time.monotonic,
-                 period=WRITE_PERIOD, urgent_period=URGENT_PERIOD):
+                 period=WRITE_PERIOD, urgent_period=URGENT_PERIOD, local_file=None, local_period=LOCAL_PERIOD):
         self.client = client
         self.name = name
         self.namespace = namespace
@@ -170,13 +184,20 @@ class ProgressPublisher:
         self.clock = clock
         self.period = period
         self.urgent_period = urgent_period
+        self.local_file = local_file
+        self.local_period = local_period
         self.base = {'label': label, 'run_id': run_id, 'by': by, 'started': utc_now()}
         self.started = clock()
-        self.last = None
+        self.last = None          # the last ConfigMap entry handed over (clock)
+        self.last_local = None    # the last file entry handed over (clock)
         self.urgent = False
+        self.urgent_local = False
         self.pending = None
-        self.warning = None
+        self.pending_local = None
+        self.warning = None       # the ConfigMap is given up
+        self.local_warning = None  # the file is given up
         self.writes = 0
+        self.local_writes = 0
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -184,21 +205,33 @@ class ProgressPublisher:
 
     # -- runner side -------------------------------------------------------------------------------
 
-    def due(self, urgent=False):
+    def _cm_due(self, now):
         if self.warning:
             return False
-        self.urgent = self.urgent or urgent
-        if self.last is None:
-            return True
-        return self.clock() - self.last >= (self.urgent_period if self.urgent else self.period)
+        return self.last is None or now - self.last >= (self.urgent_period if self.urgent else self.period)
+
+    def _local_due(self, now):
+        if not self.local_file or self.local_warning:
+            return False
+        return self.last_local is None or self.urgent_local or now - self.last_local >= self.local_period
+
+    def due(self, urgent=False):
+        if urgent:
+            self.urgent = self.urgent_local = True
+        now = self.clock()
+        return self._cm_due(now) or self._local_due(now)
 
     def offer(self, counts, state='running'):
-        entry = dict(self.base, state=state, updated=utc_now(),
-                     seconds=round(self.clock() - self.started, 1), **counts)
-        self.last = self.clock()
-        self.urgent = False
+        now = self.clock()
+        to_cm, to_local = self._cm_due(now), self._local_due(now)
+        if not (to_cm or to_local):
+            return
+        entry = dict(self.base, state=state, updated=utc_now(), seconds=round(now - self.started, 1), **counts)
         with self._lock:
-            self.pending = entry
+            if to_cm:
+                self.last, self.urgent, self.pending = now, False, entry
+            if to_local:
+                self.last_local, self.urgent_local, self.pending_local = now, False, entry
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name='meshops-progress')
             self._thread.daemon = True
@@ -206,9 +239,7 @@ class ProgressPublisher:
         self._wake.set()
 
     def finish(self, counts, state):
-        """The last entry (done or failed), written before the module returns."""
-        if self.warning:
-            return
+        """The last entry (done or failed), written to both places before the module returns."""
         entry = dict(self.base, state=state, updated=utc_now(), ended=utc_now(),
                      seconds=round(self.clock() - self.started, 1), **counts)
         self._stop.set()
@@ -216,8 +247,13 @@ class ProgressPublisher:
         if self._thread is not None:
             self._thread.join(30)
         with self._lock:
-            self.pending = None
+            self.pending = self.pending_local = None
+        self._write_local(entry)  # first: the action plugin prints its closing line from it
         self._write(entry)
+
+    @property
+    def warnings(self):
+        return [w for w in (self.warning, self.local_warning) if w]
 
     # -- writer thread -----------------------------------------------------------------------------
 
@@ -227,8 +263,23 @@ class ProgressPublisher:
             self._wake.clear()
             with self._lock:
                 entry, self.pending = self.pending, None
-            if entry is not None and not self._stop.is_set():
+                local, self.pending_local = self.pending_local, None
+            if self._stop.is_set():
+                break
+            if local is not None:
+                self._write_local(local)
+            if entry is not None:
                 self._write(entry)
+
+    def _write_local(self, entry):
+        if not self.local_file or self.local_warning:
+            return
+        try:
+            write_progress_file(self.local_file, entry)
+            self.local_writes += 1
+        except (OSError, ValueError) as exc:
+            self.local_warning = 'live progress lines are not printed: cannot write %s (%s); the rollout goes on' % (
+                self.local_file, exc)
 
     def _write(self, entry):
         if self.warning:
@@ -249,6 +300,24 @@ class ProgressPublisher:
         except MeshopsError as exc:
             self.warning = 'live progress is not written to configmap %s/%s (%s); the rollout goes on' % (
                 self.namespace, self.name, exc)
+
+
+def write_progress_file(path, entry):
+    """Replace ``path`` with ``entry`` as JSON, atomically: a reader sees the old entry or the new one."""
+    tmp = '%s.%d.tmp' % (path, os.getpid())
+    with open(tmp, 'w') as handle:
+        json.dump(entry, handle, sort_keys=True, separators=(',', ':'))
+    os.replace(tmp, path)
+
+
+def read_progress_file(path):
+    """The entry ``write_progress_file`` left at ``path``, or None (not written yet, or unreadable)."""
+    try:
+        with open(path) as handle:
+            entry = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return entry if isinstance(entry, dict) else None
 
 
 def read_progress(client, name, namespace):

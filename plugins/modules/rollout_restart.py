@@ -104,10 +104,12 @@ options:
     description:
       - Publish the rollout's live progress while it runs, and print it in the play's output.
       - The module writes done / total, what is rolling and each failed workload with its reason (at most
-        every two seconds, a failure at once) into key O(progress.label) of ConfigMap
-        O(progress.configmap) in O(progress.namespace); the collection's action plugin for this module
-        reads it while the module runs and prints a line at least every O(progress.interval) seconds and
-        one for each failure as soon as it is seen, in C(ansible-playbook)'s output and in AWX's job output.
+        every five seconds, a failure at once) into key O(progress.label) of ConfigMap
+        O(progress.configmap) in O(progress.namespace), where the report and the status read it. The
+        collection's action plugin for this module prints a line at least every O(progress.interval) seconds
+        and one for each failure as soon as it is seen, in C(ansible-playbook)'s output and in AWX's job
+        output, from the same progress that the module also writes every second into a file on the controller
+        (O(progress.local_file)); under C(become) it reads the ConfigMap instead.
       - "Every line starts with C(<label>: <done>/<total> restarted, <n> failed), for example
         C(wave1: 412/1000 restarted, 0 failed, 25 rolling: ...)."
       - Lines are printed when the task runs on the controller (C(ansible_connection=local), as the
@@ -151,6 +153,11 @@ options:
       run_id:
         description: Set by the action plugin to recognise its own run's progress; leave it unset.
         type: str
+      local_file:
+        description:
+          - Set by the action plugin (when the task runs on the controller) to a file that the module rewrites
+            with its progress every second and the plugin reads to print the lines; leave it unset.
+        type: path
 extends_documentation_fragment:
   - meshops.istio.auth
   - meshops.istio.wait
@@ -303,6 +310,7 @@ ARGUMENT_SPEC = dict(
         interval=dict(type='int', default=10),
         job=dict(type='dict', options=JOB_OPTIONS),
         run_id=dict(type='str'),
+        local_file=dict(type='path'),
     )),
 )
 
@@ -316,7 +324,7 @@ def publisher(module):
         raise InvalidInput('progress.interval must be at least 1 second')
     check_label(options['label'])
     return ProgressPublisher(module.client, options['configmap'], options['namespace'], options['label'],
-                             run_id=options['run_id'], by=actor(options['job']))
+                             run_id=options['run_id'], by=actor(options['job']), local_file=options['local_file'])
 
 
 def run(module):
@@ -330,8 +338,8 @@ def run(module):
             wait_timeout=params['wait_timeout'], concurrency=params['concurrency'], check_mode=module.check_mode,
             diff=module.diff, progress=progress)
     finally:
-        if progress is not None and progress.warning:
-            module.warn(progress.warning)
+        for warning in progress.warnings if progress is not None else []:
+            module.warn(warning)
 
 
 def main():

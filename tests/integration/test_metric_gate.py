@@ -123,7 +123,11 @@ def proxy_versions(sim, namespace):
 
 def test_healthy_namespaces_pass(sim, prom, tmp_path):
     assert proxy_versions(sim, 'bar') == {'1.14.6'}
-    rc, result = run_gate(tmp_path, prometheus_url=prom.url, namespaces=['foo', 'bar', 'baz'], count=3, **FAST)
+    # A healthy pod answers ~0.1% with 5xx at 8-20 requests/s: one 503 in a 15s window whose scrapes a loaded
+    # machine spread out reads as a success rate under 0.99. A healthy workload measured over 60s does not.
+    steady = dict(FAST)
+    steady['window'] = '60s'  # (not dict(FAST, window=...): pylint's repeated-keyword misreads that)
+    rc, result = run_gate(tmp_path, prometheus_url=prom.url, namespaces=['foo', 'bar', 'baz'], count=3, **steady)
     assert rc == 0, result.get('msg')
     assert result['passed'] is True and result['verdict'] == 'pass' and result['changed'] is False
     assert result['iterations'] == 3 and result['failures'] == []

@@ -29,6 +29,11 @@ def upgraded_large(kubesim, **options):
     return sim
 
 
+def configmap_reads(sim):
+    """GETs of ConfigMaps the simulator served so far (the progress reader's, when it reads the cluster)."""
+    return sim.stats()['by_verb_resource'].get('get', {}).get('configmaps', 0)
+
+
 def wave_namespaces():
     return ['ns-%04d' % i for i in range(1, NAMESPACES + 1)]
 
@@ -43,21 +48,17 @@ def restarted_count(sim):
     return count
 
 
-def write_playbook(tmp_path, sim, progress, concurrency=4, wait_timeout=300):
-    play = [{
-        'name': 'A wave with live progress',
-        'hosts': 'localhost',
-        'connection': 'local',
-        'gather_facts': False,
-        'tasks': [{
-            'name': 'Restart the wave',
-            'meshops.istio.rollout_restart': {
-                'kubeconfig': sim.kubeconfig, 'namespaces': wave_namespaces(), 'kinds': ['Deployment'],
-                'concurrency': concurrency, 'wait_timeout': wait_timeout, 'progress': progress},
-        }],
+def write_playbook(tmp_path, sim, progress, concurrency=4, wait_timeout=300, become=None):
+    play = {'name': 'A wave with live progress', 'hosts': 'localhost', 'connection': 'local', 'gather_facts': False}
+    play.update(become or {})
+    play['tasks'] = [{
+        'name': 'Restart the wave',
+        'meshops.istio.rollout_restart': {
+            'kubeconfig': sim.kubeconfig, 'namespaces': wave_namespaces(), 'kinds': ['Deployment'],
+            'concurrency': concurrency, 'wait_timeout': wait_timeout, 'progress': progress},
     }]
     path = tmp_path / 'wave.yml'
-    path.write_text(yaml.safe_dump(play, sort_keys=False))
+    path.write_text(yaml.safe_dump([play], sort_keys=False))
     return path
 
 
@@ -96,7 +97,9 @@ def test_a_wave_of_50_workloads_prints_its_progress_while_it_moves(kubesim, tmp_
             # what the cluster holds at the moment the line is printed
             seen.append((line, int(match.group('done')), int(match.group('total')), restarted_count(sim)))
 
+    reads = configmap_reads(sim)
     rc, lines = stream_playbook(write_playbook(tmp_path, sim, {'label': 'wave1', 'interval': 2}), on_line)
+    reads = configmap_reads(sim) - reads
     out = '\n'.join(lines)
     assert rc == 0, out[-4000:]
     assert seen, out[-4000:]
@@ -119,6 +122,31 @@ def test_a_wave_of_50_workloads_prints_its_progress_while_it_moves(kubesim, tmp_
     entry = json.loads(cm['data']['wave1'])
     assert (entry['state'], entry['restarted'], entry['total'], entry['failed']) == ('done', total, total, 0)
     assert restarted_count(sim) == total
+    # the lines came from the module's file on the controller: nobody read the progress ConfigMap
+    assert reads == 0
+
+
+def test_under_become_the_lines_come_from_the_configmap(kubesim, tmp_path):
+    """With become the module may run as a user who cannot write the controller user's file: the plugin reads
+    the progress ConfigMap instead (here su to root, which asks no password of root)."""
+    if os.geteuid() != 0:
+        pytest.skip('su without a password needs root')
+    sim = upgraded_large(kubesim)
+    total = NAMESPACES * PER_NS
+    playbook = write_playbook(tmp_path, sim, {'label': 'wave1', 'interval': 2},
+                              become={'become': True, 'become_method': 'su', 'become_user': 'root'})
+    reads = configmap_reads(sim)
+    rc, lines = stream_playbook(playbook, lambda line: None)
+    reads = configmap_reads(sim) - reads
+    out = '\n'.join(lines)
+    assert rc == 0, out[-4000:]
+    seen = [line for line in lines if LINE.match(line)]
+    assert len(seen) >= 2, out[-4000:]
+    assert seen[-1].startswith('wave1: %d/%d restarted, 0 failed, finished in ' % (total, total)), seen
+    assert any(int(LINE.match(line).group('done')) < total for line in seen), seen
+    assert out.index(seen[-1]) < out.index('changed: [localhost]')
+    assert restarted_count(sim) == total
+    assert reads >= 2  # the plugin read the ConfigMap (once a second)
 
 
 def test_a_failing_workload_is_printed_with_its_reason_as_it_fails(kubesim, tmp_path):

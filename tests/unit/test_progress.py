@@ -1,6 +1,7 @@
 """Live progress (module_utils/progress.py): the lines, when the action plugin prints them, the publisher's
 writes (throttled, never failing the rollout) and the rollout engine feeding it."""
 import json
+import os
 
 import pytest
 
@@ -13,6 +14,8 @@ from ansible_collections.meshops.istio.plugins.module_utils.progress import (
     describe_actor,
     progress_lines,
     read_progress,
+    read_progress_file,
+    write_progress_file,
 )
 from ansible_collections.meshops.istio.plugins.module_utils.rollout import run_rollout
 
@@ -144,6 +147,69 @@ def test_publisher_that_may_not_write_warns_once_and_stops_trying():
     assert cms.calls == ['patch']
 
 
+def test_the_local_file_gets_every_second_what_the_configmap_gets_every_period(tmp_path):
+    clock = Clock()
+    pub = ProgressPublisher(ConfigMaps(), 'p', 'istio-system', 'wave1', run_id='r1', clock=clock, period=5.0,
+                            urgent_period=0.5, local_file=str(tmp_path / 'progress.json'), local_period=1.0)
+    pub._thread = 'writer'  # pylint: disable=protected-access  # look at what is handed over, write nothing
+    handed = {'cm': [], 'file': []}
+
+    def take():
+        for kind, attr in (('cm', 'pending'), ('file', 'pending_local')):
+            if getattr(pub, attr) is not None:
+                handed[kind].append(getattr(pub, attr))
+                setattr(pub, attr, None)
+
+    for tick in range(0, 24):  # the runner's loop, twice a second
+        clock.now = tick / 2.0
+        if pub.due():
+            pub.offer({'total': 20, 'restarted': tick, 'failed': 0})
+            take()
+    assert [e['seconds'] for e in handed['file']] == [float(x) for x in range(12)]
+    assert [e['seconds'] for e in handed['cm']] == [0.0, 5.0, 10.0]
+    # a failure goes to the file at once, to the ConfigMap no sooner than urgent_period after its last write
+    clock.now = 10.2
+    assert pub.due(urgent=True)
+    pub.offer({'total': 20, 'restarted': 11, 'failed': 1})
+    take()
+    assert handed['file'][-1]['failed'] == 1 and handed['cm'][-1]['failed'] == 0
+    clock.now = 10.5
+    assert pub.due()
+    pub.offer({'total': 20, 'restarted': 11, 'failed': 1})
+    take()
+    assert handed['cm'][-1]['failed'] == 1
+
+
+def test_finish_writes_the_file_and_the_configmap(tmp_path):
+    cms = ConfigMaps()
+    path = str(tmp_path / 'progress.json')
+    pub = ProgressPublisher(cms, 'p', 'istio-system', 'wave1', run_id='r1', local_file=path)
+    pub.offer({'total': 3, 'restarted': 0, 'failed': 0})
+    pub.finish({'total': 3, 'restarted': 3, 'failed': 0}, 'done')
+    in_file = read_progress_file(path)
+    assert (in_file['state'], in_file['restarted'], in_file['run_id']) == ('done', 3, 'r1')
+    assert read_progress(cms, 'p', 'istio-system')['wave1'] == in_file
+    assert pub.warnings == [] and pub.local_writes >= 1 and not list(tmp_path.glob('*.tmp'))
+
+
+def test_a_file_that_cannot_be_written_costs_the_lines_not_the_configmap(tmp_path):
+    cms = ConfigMaps()
+    path = str(tmp_path / 'gone' / 'progress.json')
+    pub = ProgressPublisher(cms, 'p', 'istio-system', 'wave1', local_file=path)
+    pub.finish({'total': 1, 'restarted': 1, 'failed': 0}, 'done')
+    assert len(pub.warnings) == 1 and 'lines are not printed' in pub.warnings[0]
+    assert read_progress(cms, 'p', 'istio-system')['wave1']['state'] == 'done'
+
+
+def test_read_progress_file_is_none_until_an_entry_is_there(tmp_path):
+    path = str(tmp_path / 'progress.json')
+    assert read_progress_file(path) is None
+    (tmp_path / 'progress.json').write_text('{"label": "wave1"')  # never left so by write_progress_file
+    assert read_progress_file(path) is None
+    write_progress_file(path, {'label': 'wave1', 'restarted': 1})
+    assert read_progress_file(path) == {'label': 'wave1', 'restarted': 1}
+
+
 class RecordingPublisher(ProgressPublisher):
     """Keeps every entry the engine hands over (the writes themselves are tested above)."""
 
@@ -213,3 +279,54 @@ def test_check_mode_publishes_nothing():
     finally:
         api.close()
     assert pub.entries == []
+
+
+def test_the_action_plugin_prints_from_the_file_the_module_rewrites(monkeypatch):
+    """The worker's printer reads the local file (no Kubernetes client): first sight, each failure at once,
+    the closing line after the module returned; then its private directory is gone."""
+    from ansible_collections.meshops.istio.plugins.action import rollout_restart as action
+    printed = []
+    monkeypatch.setattr(action.display, 'display', printed.append)
+    monkeypatch.setattr(action, 'POLL_SECONDS', 0.01)
+    source = action.FileSource()
+    printer = action.ProgressPrinter(source, ProgressFollower('r1', interval=3600, host='prod-eu'))
+    printer.poll()
+    assert printed == []  # the module has not written yet
+    write_progress_file(source.path, entry(restarted=1))
+    printer.poll()
+    failure = {'workload': 'ns/Deployment/x', 'reason': 'CrashLoopBackOff: back-off'}
+    write_progress_file(source.path, entry(restarted=2, failed=1, failures=[failure]))
+    printer.poll()
+    write_progress_file(source.path, entry(restarted=3, failed=1, failures=[failure], state='failed', seconds=9))
+    printer.start()
+    printer.finish()
+    assert printed == [
+        'wave1: 1/1000 restarted, 0 failed, 2 rolling: ns-1/Deployment/a, ns-1/Deployment/b, 3 already current '
+        '(prod-eu)',
+        'wave1: 2/1000 restarted, 1 failed: ns/Deployment/x failed: CrashLoopBackOff: back-off (prod-eu)',
+        'wave1: 3/1000 restarted, 1 failed, stopped after a failure in 9s, 3 already current (prod-eu)',
+    ]
+    assert not os.path.exists(source.directory)
+
+
+def test_printing_from_the_file_never_imports_the_kubernetes_client(tmp_path):
+    """The fixed cost the file spares the worker (see docs/benchmarks.md): checked in a fresh interpreter."""
+    import subprocess
+    import sys
+    code = (
+        'import sys\n'
+        'from ansible_collections.meshops.istio.plugins.action import rollout_restart as action\n'
+        'from ansible_collections.meshops.istio.plugins.module_utils.progress import ProgressFollower, '
+        'write_progress_file\n'
+        'action.display.display = lambda line: print(line)\n'
+        'source = action.FileSource()\n'
+        'write_progress_file(source.path, {"label": "wave1", "run_id": "r1", "state": "done", "total": 1, '
+        '"restarted": 1, "failed": 0})\n'
+        'printer = action.ProgressPrinter(source, ProgressFollower("r1", 10))\n'
+        'printer.start()\n'
+        'printer.finish()\n'
+        'print(sorted(m for m in sys.modules if m.split(".")[0] == "kubernetes"))\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, check=True,
+                         cwd=str(tmp_path), env=env).stdout.splitlines()
+    assert out == ['wave1: 1/1 restarted, 0 failed, finished', '[]']
