@@ -21,6 +21,7 @@ KEPT_BACK = [
     'tests/integration',        # runs only against tests/kubesim
     'tests/release',            # these tests: they need the repository and the release venvs
     'tests/demo.py',
+    'tests/demo_ambient.py',    # the ambient demo (make demo SCENARIO=ambient) runs on tests/kubesim
     'inventories',              # the sandbox inventory points at the simulator and .build/ of a checkout
     'bench',
     '.ci',
