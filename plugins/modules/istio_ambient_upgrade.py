@@ -160,7 +160,7 @@ blocking_pods:
 from ansible_collections.meshops.istio.plugins.module_utils import ambient
 from ansible_collections.meshops.istio.plugins.module_utils.args import AUTH_PARAM_NAMES
 from ansible_collections.meshops.istio.plugins.module_utils.errors import InvalidInput
-from ansible_collections.meshops.istio.plugins.module_utils.helm import ChartRef, Helm
+from ansible_collections.meshops.istio.plugins.module_utils.helm import ISTIO_REPO_URL, ChartRef, Helm
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import MeshState, validate_revision_name
 from ansible_collections.meshops.istio.plugins.module_utils.module import MeshopsModule
 
@@ -267,7 +267,7 @@ def main():
         drain_timeout=dict(type='int', default=300),
         helm_chart=dict(type='str'),
         helm_path=dict(type='str', default='helm'),
-        helm_repo_url=dict(type='str', default='https://istio-release.storage.googleapis.com/charts'),
+        helm_repo_url=dict(type='str', default=ISTIO_REPO_URL),
         helm_values=dict(type='dict', default={}),
     ), istio_namespace=True, wait=True, lease=True).run(run)
 

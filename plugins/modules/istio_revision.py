@@ -257,7 +257,14 @@ from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     RevisionVersionMismatch,
     WaitTimeout,
 )
-from ansible_collections.meshops.istio.plugins.module_utils.helm import ChartRef, Helm, HelmRevisions, install_values, leftovers
+from ansible_collections.meshops.istio.plugins.module_utils.helm import (
+    ISTIO_REPO_URL,
+    ChartRef,
+    Helm,
+    HelmRevisions,
+    install_values,
+    leftovers,
+)
 from ansible_collections.meshops.istio.plugins.module_utils.istioctl import Istioctl
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import (
     DEFAULT,
@@ -556,7 +563,7 @@ def main():
                        helm_path=dict(type='str', default='helm'),
                        helm_chart=dict(type='str', default='istiod'),
                        helm_base_chart=dict(type='str', default='base'),
-                       helm_repo_url=dict(type='str', default='https://istio-release.storage.googleapis.com/charts'),
+                       helm_repo_url=dict(type='str', default=ISTIO_REPO_URL),
                        helm_values=dict(type='dict')),
                   istio_namespace=True, wait=True, lease=True).run(run)
 

@@ -162,7 +162,7 @@ from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     TagInUse,
 )
 from ansible_collections.meshops.istio.plugins.module_utils.args import AUTH_PARAM_NAMES
-from ansible_collections.meshops.istio.plugins.module_utils.helm import ChartRef, Helm, HelmRevisions, TagHandover
+from ansible_collections.meshops.istio.plugins.module_utils.helm import ISTIO_REPO_URL, ChartRef, Helm, HelmRevisions, TagHandover
 from ansible_collections.meshops.istio.plugins.module_utils.mesh import (
     DEFAULT,
     DEFAULT_VALIDATOR,
@@ -405,8 +405,7 @@ def main():
                        helm_path=dict(type='str', default='helm'),
                        helm_chart=dict(type='str', default='istiod'),
                        helm_base_chart=dict(type='str', default='base'),
-                       helm_repo_url=dict(type='str',
-                                          default='https://istio-release.storage.googleapis.com/charts')),
+                       helm_repo_url=dict(type='str', default=ISTIO_REPO_URL)),
                   istio_namespace=True, required_if=[('state', 'present', ('revision',))]).run(run)
 
 
