@@ -33,6 +33,7 @@ __metaclass__ = type
 import time
 
 from ansible_collections.meshops.istio.plugins.module_utils import mesh
+from ansible_collections.meshops.istio.plugins.module_utils.mesh import _annotations, _labels, _meta
 from ansible_collections.meshops.istio.plugins.module_utils import plan
 from ansible_collections.meshops.istio.plugins.module_utils.errors import (
     ApiError,
@@ -68,18 +69,6 @@ class DrainBlocked(MeshopsError):
 
 class NodeUpgradeFailed(MeshopsError):
     """A node's daemon pod did not come back ready on the new version."""
-
-
-def _meta(obj):
-    return (obj or {}).get('metadata') or {}
-
-
-def _labels(obj):
-    return _meta(obj).get('labels') or {}
-
-
-def _annotations(obj):
-    return _meta(obj).get('annotations') or {}
 
 
 def _container(obj, name):
