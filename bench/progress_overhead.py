@@ -116,6 +116,14 @@ def main(argv=None) -> int:
         cpu = [p["run_cpu_s"] - o["run_cpu_s"] for p, o in pairs]
         B.log(f"{m} against off, paired by round: wall median {statistics.median(wall):+.1f}% "
               f"(rounds: {' '.join(f'{x:+.0f}' for x in wall)}), run CPU median {statistics.median(cpu):+.2f} s")
+        # Two rounds in opposite orders cancel a drift of the cluster through the runs (every run leaves a
+        # ReplicaSet per workload behind, so later runs meet a slower simulator): the first of round 0 is
+        # always the freshest cluster.
+        blocks = [100.0 * (sum(p["wall_s"] for p, _o in pairs[r:r + 2]) / sum(o["wall_s"] for _p, o in pairs[r:r + 2])
+                           - 1) for r in range(0, len(pairs) - 1, 2)]
+        if blocks:
+            B.log(f"{m} against off, ABBA blocks of two rounds: wall median {statistics.median(blocks):+.1f}% "
+                  f"(blocks: {' '.join(f'{x:+.1f}' for x in blocks)})")
     B.log(f"load average at the end {B.loadavg()}")
     if a.json:
         Path(a.json).write_text(json.dumps({"args": vars(a), "runs": rows}, indent=2, default=str))

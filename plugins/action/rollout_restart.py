@@ -22,12 +22,14 @@ __metaclass__ = type
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
 import time
 import uuid
 
+from ansible import constants as C
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
@@ -46,10 +48,14 @@ POLL_SECONDS = 1.0
 
 
 class FileSource:
-    """The progress entry the module keeps in a file of a private directory on the controller."""
+    """The progress entry the module keeps in a file of a private directory on the controller.
 
-    def __init__(self):
-        self.directory = tempfile.mkdtemp(prefix='meshops-progress-')
+    The directory lives in Ansible's temporary directory of this run (``C.DEFAULT_LOCAL_TMP``, created by the
+    controller's main process and removed by it when it exits): a worker killed mid-task (Ctrl-C, a cancelled
+    AWX job) ends with ``os._exit`` and cannot remove its own files, but the main process then removes them."""
+
+    def __init__(self, parent=None):
+        self.directory = tempfile.mkdtemp(prefix='meshops-progress-', dir=parent or C.DEFAULT_LOCAL_TMP)
         self.path = os.path.join(self.directory, 'progress.json')
 
     def read(self):
@@ -104,12 +110,36 @@ class ProgressPrinter(threading.Thread):
         self.source = source
         self.follower = follower
         self.stop = threading.Event()
+        self.printing = threading.Lock()
+        self.halted = False
 
     def poll(self):
         for line in self.follower.poll(self.source.read(), time.monotonic()):
-            display.display(line)
+            with self.printing:
+                if self.halted:
+                    return
+                display.display(line)
+
+    def halt(self):
+        """Print nothing more, and return once no line is half handed to the controller.
+
+        Called from the worker's signal handler just before Ansible's own handler ends the process with
+        os._exit: a line is handed over through the queue to the controller's main process under a lock shared
+        by both processes, and a worker that died holding it would leave ansible-playbook waiting for it forever.
+        """
+        acquired = self.printing.acquire(timeout=2)
+        self.halted = True
+        self.stop.set()
+        if acquired:
+            self.printing.release()
 
     def run(self):
+        # Ctrl-C and AWX's cancel reach the worker as process-directed signals (forwarded by ansible-playbook).
+        # The kernel may hand one to any thread that does not block it; taken by this thread, it would never
+        # wake the worker's main thread, which waits on the module's output without a timeout, so the worker and
+        # the module would run the wave to its end despite the interrupt. Blocked here, they go to the main thread.
+        if hasattr(signal, 'pthread_sigmask'):
+            signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, signal.SIGTERM))
         try:
             while not self.stop.wait(POLL_SECONDS):
                 self.poll()
@@ -123,6 +153,27 @@ class ProgressPrinter(threading.Thread):
         if self.is_alive():
             # an API that does not answer: the task's result goes on without the closing line
             forget_credential_files()
+
+
+def halt_printer_on_signals(printer):
+    """Until the returned handlers are restored, SIGINT and SIGTERM (Ctrl-C, AWX's cancel, forwarded to the worker
+    by ansible-playbook) halt the printer before the worker's own handler ends the process (see
+    ProgressPrinter.halt). Returns {signal: previous handler}."""
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if not callable(handler):
+            continue  # SIG_DFL / SIG_IGN: nothing of Ansible's runs in this process on that signal
+
+        def halt_then(number, frame, handler=handler):
+            printer.halt()
+            handler(number, frame)
+        try:
+            signal.signal(signum, halt_then)
+        except ValueError:  # not the main thread: leave the signals alone
+            break
+        previous[signum] = handler
+    return previous
 
 
 def forget_credential_files():
@@ -189,10 +240,13 @@ class ActionModule(ActionBase):
         wrap_async = self._task.async_val and not self._connection.has_native_async
         args = dict(self._task.args)
         printer = self._printer(args, task_vars)
+        handlers = halt_printer_on_signals(printer) if printer is not None else {}
         try:
             result = merge_hash(result, self._execute_module(module_args=args, task_vars=task_vars,
                                                              wrap_async=wrap_async))
         finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
             if printer is not None:
                 printer.finish()
         if not wrap_async:

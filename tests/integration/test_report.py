@@ -167,3 +167,55 @@ def test_status_is_read_only_and_says_what_comes_next(two_clusters, tmp_path):
                     for o in sim.get_json(path)["items"]) for sim in (eu, us_cluster)]
     assert after == snapshot
     assert not (tmp_path / "inv" / "reports").exists()  # status writes no report
+
+
+# What AWX gives a job, as its code builds it: the extra variables of UnifiedJob.awx_meta_vars and
+# Job.awx_meta_vars (awx/main/models/unified_jobs.py, jobs.py: ids are integers, every name twice, awx_ and
+# tower_), and RunJob.build_env's JOB_ID / INVENTORY_ID environment variables.
+def awx_job_vars(job_id, template, user=None, schedule=None):
+    out = {}
+    for prefix in ("awx", "tower"):
+        out.update({prefix + "_job_id": job_id, prefix + "_job_launch_type": "scheduled" if schedule else "manual",
+                    prefix + "_job_template_id": 12, prefix + "_job_template_name": template,
+                    prefix + "_inventory_id": 3, prefix + "_inventory_name": "istio clusters",
+                    prefix + "_project_revision": "0f3c2a9e", prefix + "_project_scm_branch": "main"})
+        if user:
+            out.update({prefix + "_user_id": 7, prefix + "_user_name": user, prefix + "_user_email": user + "@example.com",
+                        prefix + "_user_first_name": user.title(), prefix + "_user_last_name": ""})
+        if schedule:
+            out.update({prefix + "_schedule_id": 5, prefix + "_schedule_name": schedule})
+    return out, {"JOB_ID": str(job_id), "INVENTORY_ID": "3"}
+
+
+def test_the_awx_job_that_ran_each_phase_is_named_in_the_progress_and_the_report(tmp_path):
+    """wave1 launched by a user, wave2 by a schedule (no user), the rest from a shell: the report's timeline,
+    its HTML and the progress entries name the AWX job of each, with AWX's own variables and types."""
+    (tmp_path / "eu").mkdir()
+    sim = KubeSim("blog", workdir=str(tmp_path / "eu"), pod_ready_seconds=0.2, audit=False).start()
+    try:
+        reports = tmp_path / "reports"
+        inv = us.write_inventory(tmp_path / "inv", {"eu": sim.kubeconfig}, istio_canary_wait_timeout=120,
+                                 istio_canary_report_dir=str(reports))
+        run(inv, "precheck,install,tag,gateways", tmp_path)
+        extra, env = awx_job_vars(4711, "istio wave1", user="alice")
+        run(inv, "wave1", tmp_path, extra_vars=extra, env=env)
+        extra, env = awx_job_vars(4712, "istio wave2", schedule="nightly waves")
+        run(inv, "wave2", tmp_path, extra_vars=extra, env=env)
+        run(inv, "report", tmp_path)
+        report = json.loads((reports / "eu.json").read_text())
+        by = dict((row["phase"], row["by"]) for row in report["timeline"])
+        assert (by["wave1"]["job"], by["wave1"]["job_template"], by["wave1"]["job_user"]) == \
+            ("4711", "istio wave1", "alice"), by["wave1"]
+        assert (by["wave2"]["job"], by["wave2"]["job_template"]) == ("4712", "istio wave2"), by["wave2"]
+        assert "job_user" not in by["wave2"], by["wave2"]
+        for phase in ("precheck", "install", "tag", "gateways"):
+            assert "job" not in by[phase] and by[phase]["host"] and by[phase]["user"], (phase, by[phase])
+        html = (reports / "eu.html").read_text()
+        assert "awx job 4711 (istio wave1, by alice)" in html and "awx job 4712 (istio wave2)" in html
+        # the progress entries on the cluster (what `status` and anyone watching read) name the same jobs
+        entries = us.upgrade_record(sim, "meshops-istio-upgrade-progress")
+        wave1_entry, wave2_entry = json.loads(entries["wave1"]), json.loads(entries["wave2"])
+        assert wave1_entry["by"]["job"] == "4711" and wave1_entry["by"]["job_user"] == "alice"
+        assert wave2_entry["by"]["job"] == "4712" and wave2_entry["state"] == "done"
+    finally:
+        sim.cleanup()

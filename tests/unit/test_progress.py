@@ -281,14 +281,30 @@ def test_check_mode_publishes_nothing():
     assert pub.entries == []
 
 
-def test_the_action_plugin_prints_from_the_file_the_module_rewrites(monkeypatch):
+def test_the_progress_file_lives_in_the_runs_own_temporary_directory(tmp_path):
+    """Ansible's main process removes C.DEFAULT_LOCAL_TMP when it exits, also after a worker was killed;
+    the directory is private (0700) like the file in it."""
+    from ansible import constants as C
+    from ansible_collections.meshops.istio.plugins.action import rollout_restart as action
+    source = action.FileSource()
+    try:
+        assert os.path.dirname(source.directory) == C.DEFAULT_LOCAL_TMP
+        assert os.path.basename(source.directory).startswith('meshops-progress-')
+        assert os.stat(source.directory).st_mode & 0o777 == 0o700
+    finally:
+        source.close()
+    assert not os.path.exists(source.directory)
+    assert os.path.dirname(action.FileSource(str(tmp_path)).directory) == str(tmp_path)
+
+
+def test_the_action_plugin_prints_from_the_file_the_module_rewrites(monkeypatch, tmp_path):
     """The worker's printer reads the local file (no Kubernetes client): first sight, each failure at once,
     the closing line after the module returned; then its private directory is gone."""
     from ansible_collections.meshops.istio.plugins.action import rollout_restart as action
     printed = []
     monkeypatch.setattr(action.display, 'display', printed.append)
     monkeypatch.setattr(action, 'POLL_SECONDS', 0.01)
-    source = action.FileSource()
+    source = action.FileSource(str(tmp_path))
     printer = action.ProgressPrinter(source, ProgressFollower('r1', interval=3600, host='prod-eu'))
     printer.poll()
     assert printed == []  # the module has not written yet
@@ -330,3 +346,60 @@ def test_printing_from_the_file_never_imports_the_kubernetes_client(tmp_path):
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120, check=True,
                          cwd=str(tmp_path), env=env).stdout.splitlines()
     assert out == ['wave1: 1/1 restarted, 0 failed, finished', '[]']
+
+
+def test_a_halted_printer_prints_nothing_more_and_waits_for_a_line_in_flight(monkeypatch, tmp_path):
+    """The worker's signal handler halts the printer before Ansible ends the process: a line being handed to
+    the controller is finished first (its queue lock is shared with ansible-playbook), no line comes after."""
+    import threading
+    import time as _time
+    from ansible_collections.meshops.istio.plugins.action import rollout_restart as action
+    printed, in_flight, release = [], threading.Event(), threading.Event()
+
+    def slow_display(line):
+        in_flight.set()
+        release.wait(5)
+        printed.append(line)
+    monkeypatch.setattr(action.display, 'display', slow_display)
+    source = action.FileSource(str(tmp_path))
+    printer = action.ProgressPrinter(source, ProgressFollower('r1', interval=3600))
+    write_progress_file(source.path, entry(restarted=1))
+    poller = threading.Thread(target=printer.poll)
+    poller.start()
+    assert in_flight.wait(5)
+    threading.Timer(0.3, release.set).start()
+    started = _time.monotonic()
+    printer.halt()
+    assert _time.monotonic() - started >= 0.2  # it waited for the line in flight
+    poller.join(5)
+    assert len(printed) == 1 and printer.stop.is_set()
+    write_progress_file(source.path, entry(restarted=2, failed=1, failures=[{'workload': 'a/Deployment/b',
+                                                                             'reason': 'x'}]))
+    printer.poll()
+    assert len(printed) == 1
+    source.close()
+
+
+def test_signals_halt_the_printer_before_the_workers_own_handler_runs(monkeypatch, tmp_path):
+    import signal
+    from ansible_collections.meshops.istio.plugins.action import rollout_restart as action
+    calls = []
+
+    class Printer:
+        def halt(self):
+            calls.append('halt')
+
+    def workers_term(signum, frame):
+        calls.append(('term', signum))
+    original = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, workers_term)
+    try:
+        previous = action.halt_printer_on_signals(Printer())
+        assert previous.get(signal.SIGTERM) is workers_term
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert calls == ['halt', ('term', signal.SIGTERM)]
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        assert signal.getsignal(signal.SIGTERM) is workers_term
+    finally:
+        signal.signal(signal.SIGTERM, original)
